@@ -1,0 +1,366 @@
+"""Run configuration: frozen dataclasses, loaded from YAML with dotted command-line overrides.
+
+Every field carries a one-line doc and, where it has one, its range or its choices, so
+``python -m neuromas_dist.launch --help`` and the error messages come from one place.
+Per-field checks (type, range, choices) run while loading; :meth:`Config.validate` holds
+the checks that span several fields. Any problem raises :class:`ConfigError` with one
+line naming the key and the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config: the message is one line naming the key and the value."""
+
+
+def _f(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,
+       choices: Sequence[Any] | None = None) -> Any:
+    """A dataclass field with its doc and its allowed range or choices."""
+    meta = {"doc": doc, "lo": lo, "hi": hi, "choices": tuple(choices) if choices else None}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name_or_path: str = _f("tiny", "'tiny' builds the local tiny Qwen3; else a hub id or a local model dir")
+    trust_remote_code: bool = _f(False, "let transformers/vLLM run code shipped with the model")
+    dtype: str = _f("auto", "weights dtype; auto = bfloat16 on GPU, float32 on CPU",
+                    choices=("auto", "float32", "bfloat16", "float16"))
+    max_model_len: int = _f(1024, "context length for rollout and learner", lo=64)
+    tiny_seed: int = _f(0, "seed of the locally built tiny model (name_or_path=tiny)", lo=0)
+
+
+@dataclass(frozen=True)
+class TopologyConfig:
+    widths: tuple[int, ...] = _f((2, 1), "nodes per layer; the last layer must have one node (the sink)")
+    edges: tuple[str, ...] = _f((), "explicit edges 'L0N0->L1N0' (skips allowed); empty = full between consecutive layers")
+    upstream_token_budget: int = _f(48, "max tokens of each upstream message shown to a node; longer ones are cut", lo=1)
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    rank: int = _f(8, "LoRA rank r of every node adapter", lo=1, hi=512)
+    alpha: float = _f(16.0, "LoRA alpha (scale = alpha / rank)", lo=0.0)
+    dropout: float = _f(0.0, "LoRA dropout in the learner (0 keeps learner and rollout logprobs equal)", lo=0.0, hi=1.0)
+    target_modules: tuple[str, ...] = _f(
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        "module names that get LoRA")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    n_samples: int = _f(4, "samples (graph passes) per question per step", lo=1)
+    temperature: float = _f(1.0, "rollout sampling temperature", lo=0.0)
+    top_p: float = _f(1.0, "rollout nucleus sampling", lo=0.0, hi=1.0)
+    max_new_tokens: int = _f(24, "max tokens each node generates", lo=1)
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    num_workers: int = _f(1, "vLLM rollout worker actors", lo=1)
+    scheduling: str = _f("per_sample", "per_sample: a node starts when its own inputs are done; layer: barrier per layer",
+                         choices=("per_sample", "layer"))
+    max_num_seqs: int = _f(256, "vLLM max concurrent sequences per worker", lo=1)
+    kv_cache_gb: float = _f(1.0, "CPU only: KV-cache space per worker in GiB", lo=0.1)
+    gpu_memory_utilization: float = _f(0.5, "GPU only: share of GPU memory vLLM may take", lo=0.05, hi=0.95)
+    enforce_eager: bool = _f(True, "disable CUDA graphs / compilation (faster start, needed on CPU)")
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    num_ranks: int = _f(1, "data-parallel learner ranks (one DeepSpeed process group)", lo=1)
+    zero_stage: int = _f(0, "DeepSpeed ZeRO stage", choices=(0, 1, 2))
+    lr: float = _f(2e-3, "AdamW learning rate of the adapters", lo=0.0)
+    weight_decay: float = _f(0.0, "AdamW weight decay", lo=0.0)
+    grad_clip: float = _f(1.0, "max global gradient norm (0 = no clipping)", lo=0.0)
+    baseline: str = _f("loo", "per-node baseline: ema, batch_mean, or loo (leave-one-out over a question's samples)",
+                       choices=("ema", "batch_mean", "loo"))
+    ema_decay: float = _f(0.9, "decay of the ema baseline", lo=0.0, hi=1.0)
+    loss_norm: str = _f("token", "normalise the loss per token or per sequence", choices=("token", "sequence"))
+    importance_cap: float = _f(2.0, "truncate importance weights of stale samples at this value (0 = off)", lo=0.0)
+    max_logprob_gap: float = _f(0.1, "fail the step when a node's mean |learner - rollout| logprob gap exceeds this", lo=0.0)
+    micro_batch_size: int = _f(32, "rows per forward/backward pass", lo=1)
+
+
+@dataclass(frozen=True)
+class GrowthStage:
+    at_step: int = _f(1, "the step at which the topology becomes `widths`", lo=1)
+    widths: tuple[int, ...] = _f((2, 1), "nodes per layer from that step on")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    steps: int = _f(30, "training steps", lo=0)
+    questions_per_step: int = _f(16, "questions per step (each sampled n_samples times)", lo=1)
+    mode: str = _f("sync", "sync: on-policy; async: next rollout overlaps the learner step", choices=("sync", "async"))
+    max_staleness: int = _f(1, "async: max adapter versions a sample may lag the learner", lo=0)
+    eval_every: int = _f(10, "greedy held-out evaluation every this many steps (0 = only before and after)", lo=0)
+    checkpoint_every: int = _f(10, "checkpoint every this many steps (0 = only at the end)", lo=0)
+    seed: int = _f(0, "seed of question sampling, rollout sampling and learner", lo=0)
+    grow_from: str = _f("", "run dir of a trained smaller topology whose adapters start this run")
+    growth: tuple[GrowthStage, ...] = _f((), "schedule of topology growth within this run")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    task: str = _f("synthetic/arith", "synthetic/arith, synthetic/hier, file (local JSONL/Parquet) or hf (datasets by name)",
+                   choices=("synthetic/arith", "synthetic/hier", "file", "hf"))
+    train_path: str = _f("", "task=file: training examples (.jsonl or .parquet)")
+    eval_path: str = _f("", "task=file: held-out examples (.jsonl or .parquet)")
+    hf_name: str = _f("", "task=hf: dataset name, e.g. openai/gsm8k")
+    hf_config: str = _f("", "task=hf: dataset config, e.g. main")
+    hf_train_split: str = _f("train", "task=hf: training split")
+    hf_eval_split: str = _f("test", "task=hf: held-out split")
+    question_field: str = _f("question", "field holding the question text")
+    answer_field: str = _f("answer", "field holding the gold answer")
+    answer_type: str = _f("number", "how answers are extracted and compared", choices=("number", "boxed", "choice"))
+    n_train: int = _f(4000, "synthetic: training questions; file/hf: cap (0 = all)", lo=0)
+    n_eval: int = _f(200, "synthetic: held-out questions; file/hf: cap (0 = all)", lo=0)
+    seed: int = _f(0, "seed of the synthetic generators", lo=0)
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    ray_address: str = _f("", "Ray cluster to join; empty = RAY_ADDRESS if set, else an embedded local Ray")
+    rollout_gpus: float = _f(0.0, "GPUs per rollout worker", lo=0.0)
+    rollout_cpus: float = _f(1.0, "CPUs per rollout worker", lo=0.0)
+    learner_gpus: float = _f(0.0, "GPUs per learner rank", lo=0.0)
+    learner_cpus: float = _f(1.0, "CPUs per learner rank", lo=0.0)
+    colocate: bool = _f(False, "rollout workers and learner share GPUs (one-GPU boxes)")
+    placement_strategy: str = _f("PACK", "Ray placement group strategy", choices=("PACK", "SPREAD", "STRICT_PACK"))
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    run_dir: str = _f("", "run directory; empty = runs/<timestamp>")
+    tensorboard: bool = _f(True, "write TensorBoard events")
+    save_trajectories: bool = _f(True, "write every step's trajectories as Parquet")
+    plots: bool = _f(True, "write PNG plots of reward and accuracy at the end")
+    progress: bool = _f(True, "show a progress bar")
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"doc": "base model"})
+    topology: TopologyConfig = field(default_factory=TopologyConfig, metadata={"doc": "agent graph"})
+    lora: LoraConfig = field(default_factory=LoraConfig, metadata={"doc": "per-node adapters"})
+    sampling: SamplingConfig = field(default_factory=SamplingConfig, metadata={"doc": "rollout sampling"})
+    rollout: RolloutConfig = field(default_factory=RolloutConfig, metadata={"doc": "vLLM workers"})
+    learner: LearnerConfig = field(default_factory=LearnerConfig, metadata={"doc": "DeepSpeed learner"})
+    trainer: TrainerConfig = field(default_factory=TrainerConfig, metadata={"doc": "training loop"})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "task and data"})
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig, metadata={"doc": "Ray placement"})
+    logging: LoggingConfig = field(default_factory=LoggingConfig, metadata={"doc": "outputs"})
+
+    def validate(self) -> "Config":
+        """Cross-field checks; returns self so calls chain. Raises ConfigError."""
+        for check in _CROSS_CHECKS:
+            check(self)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+
+# ---------------------------------------------------------------- cross-field checks
+
+def _check_topology(cfg: Config) -> None:
+    from neuromas_dist.graph.topology import Topology, TopologyError, parse_edge
+
+    def build(widths: Sequence[int], edges: Sequence[str], key: str) -> Topology:
+        try:
+            return Topology.build(widths, [parse_edge(e) for e in edges] or None)
+        except TopologyError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+
+    build(cfg.topology.widths, cfg.topology.edges, "topology")
+    for i, stage in enumerate(cfg.trainer.growth):
+        build(stage.widths, (), f"trainer.growth[{i}].widths={list(stage.widths)}")
+
+
+def _check_growth(cfg: Config) -> None:
+    steps = [s.at_step for s in cfg.trainer.growth]
+    if steps != sorted(set(steps)):
+        raise ConfigError(f"trainer.growth: at_step values must strictly increase, got {steps}")
+    if steps and steps[-1] >= max(cfg.trainer.steps, 1):
+        raise ConfigError(f"trainer.growth[-1].at_step={steps[-1]} must be below trainer.steps={cfg.trainer.steps}")
+    if cfg.trainer.growth and cfg.topology.edges:
+        raise ConfigError("trainer.growth needs full connectivity: topology.edges must be empty")
+
+
+def _check_sampling(cfg: Config) -> None:
+    if cfg.learner.baseline == "loo" and cfg.sampling.n_samples < 2:
+        raise ConfigError(f"learner.baseline=loo needs sampling.n_samples >= 2, got {cfg.sampling.n_samples}")
+    if cfg.trainer.mode == "async" and cfg.trainer.max_staleness < 1:
+        raise ConfigError("trainer.mode=async needs trainer.max_staleness >= 1, got 0")
+
+
+def _check_paths(cfg: Config) -> None:
+    if cfg.data.task == "file":
+        for key in ("train_path", "eval_path"):
+            value = getattr(cfg.data, key)
+            if not value:
+                raise ConfigError(f"data.{key} is required when data.task=file")
+            if not Path(value).is_file():
+                raise ConfigError(f"data.{key}={value}: file not found")
+    if cfg.data.task == "hf" and not cfg.data.hf_name:
+        raise ConfigError("data.hf_name is required when data.task=hf")
+    name = cfg.model.name_or_path
+    if name.startswith((".", "/", "~")) and not Path(name).expanduser().is_dir():
+        raise ConfigError(f"model.name_or_path={name}: directory not found")
+    if cfg.trainer.grow_from and not Path(cfg.trainer.grow_from).is_dir():
+        raise ConfigError(f"trainer.grow_from={cfg.trainer.grow_from}: run directory not found")
+
+
+def _check_resources(cfg: Config) -> None:
+    r = cfg.resources
+    if r.colocate and (r.rollout_gpus + r.learner_gpus > 1.0 + 1e-9):
+        raise ConfigError(
+            f"resources.colocate=true shares one GPU: rollout_gpus + learner_gpus must be <= 1, "
+            f"got {r.rollout_gpus} + {r.learner_gpus}")
+    if (r.rollout_gpus > 0) != (r.learner_gpus > 0):
+        raise ConfigError("resources: rollout_gpus and learner_gpus must both be 0 (CPU) or both > 0 (GPU)")
+
+
+_CROSS_CHECKS = (_check_topology, _check_growth, _check_sampling, _check_paths, _check_resources)
+
+
+# ---------------------------------------------------------------- loading
+
+def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] = ()) -> Config:
+    """YAML file (optional) + dotted overrides ``a.b=value`` -> validated Config."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml(Path(path))
+    for item in overrides:
+        _apply_override(raw, item)
+    return _build(Config, raw, "").validate()
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r}: expected key.path=value")
+    try:
+        value = yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        value = text  # an unparsable literal is taken as the string the user typed
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    """Mapping -> dataclass ``cls``, checking keys, types and ranges on the way."""
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key '{prefix}{unknown[0]}' (known in {where}: {', '.join(fields)})")
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: _coerce(hints[name], raw[name], f"{prefix}{name}", fields[name].metadata)
+              for name in raw}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".")
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        item_tp = typing.get_args(tp)[0]
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(item_tp, v, f"{key}[{i}]", meta) for i, v in enumerate(value))
+    return _check_range(_scalar(tp, value, key), key, meta)
+
+
+def _scalar(tp: type, value: Any, key: str) -> Any:
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+    }[tp](value)
+    if not ok:
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+    return tp(value)
+
+
+def _check_range(value: Any, key: str, meta: Mapping[str, Any]) -> Any:
+    choices, lo, hi = meta.get("choices"), meta.get("lo"), meta.get("hi")
+    if choices and value not in choices:
+        raise ConfigError(f"{key}={value!r}: must be one of {', '.join(map(str, choices))}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if lo is not None and value < lo:
+            raise ConfigError(f"{key}={value}: must be >= {lo}")
+        if hi is not None and value > hi:
+            raise ConfigError(f"{key}={value}: must be <= {hi}")
+    return value
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def dump_yaml(cfg: Config) -> str:
+    """The resolved config as YAML; loading it back gives an equal Config."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[str]:
+    """One line per field: dotted key, default, allowed values, doc (for --help)."""
+    lines: list[str] = []
+    for f in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            lines.append(f"[{prefix}{f.name}]  {f.metadata.get('doc', '')}")
+            lines.extend(describe(tp, f"{prefix}{f.name}."))
+            continue
+        meta = f.metadata
+        allowed = f" {{{'|'.join(map(str, meta['choices']))}}}" if meta.get("choices") else ""
+        default = _to_plain(f.default) if f.default is not dataclasses.MISSING else None
+        lines.append(f"  {prefix}{f.name}={default!r}{allowed}  {meta.get('doc', '')}")
+    return lines
+
+
+__all__ = [
+    "Config", "ConfigError", "DataConfig", "GrowthStage", "LearnerConfig", "LoggingConfig",
+    "LoraConfig", "ModelConfig", "ResourcesConfig", "RolloutConfig", "SamplingConfig",
+    "TopologyConfig", "TrainerConfig", "describe", "dump_yaml", "load_config",
+]
