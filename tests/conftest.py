@@ -1,0 +1,59 @@
+"""Session-wide fixtures: the tiny model (built once) and one embedded Ray runtime.
+
+Engines are expensive here (~20 s to start a vLLM CPU engine), so every fixture that
+starts one is session-scoped and shared; tests must not start their own when a fixture
+fits.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Set before anything imports torch/vLLM/DeepSpeed: these are read at import or start time.
+os.environ.setdefault("DS_ACCELERATOR", "cpu")  # no GPU here; DeepSpeed must not probe CUDA
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB per engine: several engines share 24 GB
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub access: a test that reaches for it must fail fast
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def _has_gpu() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if _has_gpu():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir():
+    """Path of the locally built tiny Qwen3 (built on first use, cached after)."""
+    from neuromas_dist.models.tiny import ensure_tiny_model
+
+    return ensure_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One embedded Ray for the whole session; logical CPUs exceed the 2 real cores on
+    purpose so several 1-CPU actors (workers, learner ranks) can coexist in a test."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1",
+                                           "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}})
+    yield ray
+    ray.shutdown()
