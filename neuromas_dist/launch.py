@@ -1,0 +1,63 @@
+"""Entry point: ``python -m neuromas_dist.launch [--config FILE] [--run-dir DIR] [--resume DIR] [key.path=value ...]``.
+
+With no config it trains the embedded default (tiny local model, synthetic task, local
+Ray). Under ``ray job submit`` or with RAY_ADDRESS set it joins that cluster instead.
+A bad config is one line on stderr and exit code 2; Ctrl-C or a dead actor checkpoints
+and exits 130 / 1 with one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from neuromas_dist.config import Config, ConfigError, describe, load_config
+
+EXIT_BAD_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m neuromas_dist.launch",
+        description="Train a NeuroMAS agent graph with joint REINFORCE (Ray + vLLM + DeepSpeed).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="overrides (key.path=value):\n" + "\n".join(describe()),
+    )
+    p.add_argument("--config", help="YAML config; omitted = the embedded default")
+    p.add_argument("--run-dir", help="run directory (overrides logging.run_dir)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("overrides", nargs="*", metavar="key.path=value", help="dotted config overrides")
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    """Config from --resume (its saved config), --config, overrides and --run-dir."""
+    path = args.config
+    overrides = list(args.overrides)
+    if args.resume:
+        saved = Path(args.resume) / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"--resume {args.resume}: no config.yaml there (not a run directory)")
+        path = path or saved
+        overrides.append(f"logging.run_dir={args.resume}")
+    if args.run_dir:
+        overrides.append(f"logging.run_dir={args.run_dir}")
+    return load_config(path, overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = resolve_config(args)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    from neuromas_dist.driver.run import run_training
+
+    return run_training(cfg, resume=bool(args.resume))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

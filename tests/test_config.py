@@ -1,0 +1,111 @@
+"""Config loading: YAML, dotted overrides, and one-line errors that name the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from neuromas_dist.config import Config, ConfigError, GrowthStage, dump_yaml, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_validate():
+    cfg = load_config()
+    assert cfg == Config().validate()
+    assert cfg.topology.widths == (2, 1)
+
+
+def test_yaml_then_overrides_win(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("trainer:\n  steps: 5\ntopology:\n  widths: [4, 2, 1]\n")
+    cfg = load_config(path, ["trainer.steps=7", "learner.lr=0.01", "topology.edges=[]"])
+    assert (cfg.trainer.steps, cfg.topology.widths, cfg.learner.lr) == (7, (4, 2, 1), 0.01)
+
+
+def test_growth_stages_parse():
+    cfg = load_config(None, ["trainer.steps=20", "trainer.growth=[{at_step: 10, widths: [4, 2, 1]}]"])
+    assert cfg.trainer.growth == (GrowthStage(10, (4, 2, 1)),)
+
+
+def test_dump_round_trip(tmp_path):
+    cfg = load_config(None, ["trainer.steps=20", "trainer.growth=[{at_step: 5, widths: [4, 2, 1]}]"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(dump_yaml(cfg))
+    assert load_config(path) == cfg
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.stepz=3", "unknown key 'trainer.stepz'"),
+    ("trainr.steps=3", "unknown key 'trainr'"),
+    ("trainer.steps=abc", "trainer.steps: expected int, got 'abc'"),
+    ("trainer.steps=-1", "trainer.steps=-1: must be >= 0"),
+    ("learner.baseline=median", "learner.baseline='median': must be one of ema, batch_mean, loo"),
+    ("sampling.top_p=1.5", "sampling.top_p=1.5: must be <= 1.0"),
+    ("topology.widths=5", "topology.widths: expected a list, got 5"),
+    ("topology.widths=[2, 2]", "exactly one sink"),
+    ("topology.edges=['L0N0->L9N0']", "L9N0"),
+    ("learner.baseline=loo", None),
+    ("sampling.n_samples=1", "learner.baseline=loo needs sampling.n_samples >= 2"),
+    ("data.task=file", "data.train_path is required when data.task=file"),
+    ("model.name_or_path=./no/such/model", "model.name_or_path=./no/such/model: directory not found"),
+    ("trainer.growth=[{at_step: 40, widths: [4,2,1]}]", "must be below trainer.steps=30"),
+    ("trainer", "override 'trainer': expected key.path=value"),
+])
+def test_bad_values_name_the_key(override, message):
+    if message is None:
+        load_config(None, [override])
+        return
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer: [steps: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml line \d+: not valid YAML"):
+        load_config(bad)
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(flat)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    cfg = load_config(path)
+    assert cfg.topology.widths[-1] == 1
+
+
+def _launch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "neuromas_dist.launch", *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+
+
+def test_cli_bad_config_is_one_line_exit_2():
+    proc = _launch("trainer.stepz=3")
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines == ["config error: unknown key 'trainer.stepz' (known in trainer: steps, questions_per_step, "
+                     "mode, max_staleness, eval_every, checkpoint_every, seed, grow_from, growth)"]
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_cli_missing_config_file_exit_2():
+    proc = _launch("--config", "configs/does_not_exist.yaml")
+    assert proc.returncode == 2
+    assert "config file not found: configs/does_not_exist.yaml" in proc.stderr
+
+
+def test_cli_help_lists_every_key():
+    proc = _launch("--help")
+    assert proc.returncode == 0
+    for key in ("trainer.steps=", "learner.baseline=", "rollout.scheduling=", "topology.widths="):
+        assert key in proc.stdout
