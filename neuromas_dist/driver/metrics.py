@@ -1,0 +1,63 @@
+"""Metrics sink: slash-named scalars to metrics.jsonl and TensorBoard, one row per step."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+
+class MetricsLogger:
+    """Append-only JSONL (``{"step": k, "name/with/slashes": value, ...}``) plus TensorBoard.
+
+    On resume the file is cut back to the checkpointed step first, so a step logged after
+    the last checkpoint (and redone after resume) never appears twice.
+    """
+
+    def __init__(self, run_dir: Path, tensorboard: bool, resume_step: int | None = None):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        if resume_step is not None:
+            truncate_after(self.path, resume_step)
+        self._file = self.path.open("a")
+        self._tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+
+    def log(self, step: int, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        row = {"step": step, **{k: _plain(v) for k, v in sorted(metrics.items())}}
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                    self._tb.add_scalar(key, value, step)
+        return row
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN; None is visible in pandas as missing, not as a number
+    return value
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_after(path: Path, step: int) -> None:
+    """Keep only rows with ``step <= step`` (rows logged after the last checkpoint)."""
+    rows = [r for r in read_metrics(path) if r["step"] <= step]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -1,0 +1,60 @@
+"""PNG plots of a run from its metrics.jsonl: reward and accuracy, and one panel per node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: clusters and CI have no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from neuromas_dist.driver.metrics import read_metrics  # noqa: E402
+
+
+def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
+    pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def plot_run(run_dir: Path) -> list[Path]:
+    rows = read_metrics(Path(run_dir) / "metrics.jsonl")
+    out = Path(run_dir) / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    return [_plot_overview(rows, out / "reward_accuracy.png"), _plot_nodes(rows, out / "nodes.png")]
+
+
+def _plot_overview(rows: list[dict], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label in (("rollout/reward_mean", "train reward (sampled)"), ("eval/accuracy", "held-out accuracy (greedy)")):
+        xs, ys = _series(rows, key)
+        if xs:
+            ax.plot(xs, ys, marker="o" if key.startswith("eval") else None, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _plot_nodes(rows: list[dict], path: Path) -> Path:
+    nodes = sorted({k.split("/")[1] for r in rows for k in r if k.startswith("node/")})
+    metrics = ("reward_mean", "advantage_abs_mean", "logprob_gap", "response_len_mean")
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(7, 2.2 * len(metrics)), sharex=True, squeeze=False)
+    for ax, metric in zip(axes[:, 0], metrics):
+        for node in nodes:
+            xs, ys = _series(rows, f"node/{node}/{metric}")
+            if xs:
+                ax.plot(xs, ys, label=node)
+        ax.set_ylabel(metric, fontsize=8)
+        ax.grid(alpha=0.3)
+    if nodes:
+        axes[0, 0].legend(fontsize=7, ncol=min(len(nodes), 4))
+    axes[-1, 0].set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
