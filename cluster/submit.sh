@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Submit a training run to a Ray cluster.
+#   RAY_ADDRESS=http://HEAD:8265 cluster/submit.sh --config configs/neuromas3_qwen3-0.6b_gsm8k.yaml trainer.steps=200
+# The job's driver joins the cluster (ray job submit sets RAY_ADDRESS for it); rollout
+# workers and learner ranks are placed by a placement group sized from resources.*.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exec ray job submit --working-dir . \
+  --runtime-env-json '{"excludes": [".venv", ".cache", "runs", ".git"]}' \
+  -- python -m neuromas_dist.launch "$@"
