@@ -1,0 +1,188 @@
+"""Loading task data: synthetic generators, local JSONL/Parquet files, Hugging Face sets.
+
+Every gold answer is normalised with the same extractor that later reads the model's
+reply, so "1,234" in the data and "1234" in a reply compare equal, and a gold answer
+that extractor cannot parse is caught at load time (naming file and row) instead of
+silently scoring every reply 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
+
+from neuromas_dist.tasks.answers import normalize_gold
+from neuromas_dist.tasks.base import Example, Task, make_task
+from neuromas_dist.tasks.synthetic import KINDS, make_synthetic, synthetic_task
+
+JSON_SUFFIXES = (".jsonl", ".json")
+PARQUET_SUFFIXES = (".parquet",)
+TASKS = tuple(f"synthetic/{kind}" for kind in KINDS) + ("file", "hf")
+
+
+class DataError(ValueError):
+    """A data problem, in one line naming the file (or data set) and row."""
+
+
+class TaskData(NamedTuple):
+    task: Task
+    train: list[Example]
+    eval: list[Example]
+
+
+class _Fields(NamedTuple):
+    question: str
+    answer: str
+    answer_type: str
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = " ".join(str(value).split())
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _to_example(row: Any, where: str, fields: _Fields, example_id: str) -> Example:
+    """One raw row -> Example; `where` is "<file> row <n>" for error messages."""
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected an object with fields, got {type(row).__name__}")
+    for field in (fields.question, fields.answer):
+        if row.get(field) is None:
+            raise DataError(f"{where}: missing field {field!r}")
+    question = row[fields.question]
+    if not isinstance(question, str) or not question.strip():
+        raise DataError(f"{where}: field {fields.question!r} must be non-empty text, got {_short(question)}")
+    # JSON may store a number gold as a number; bools would silently become "True".
+    raw_answer = row[fields.answer]
+    if isinstance(raw_answer, bool) or not isinstance(raw_answer, (str, int, float)):
+        raise DataError(f"{where}: field {fields.answer!r} must be text or a number, got {_short(raw_answer)}")
+    gold = normalize_gold(str(raw_answer), fields.answer_type)
+    if gold is None:
+        raise DataError(f"{where}: cannot parse answer {_short(raw_answer)} as {fields.answer_type}")
+    return Example(example_id, question, gold)
+
+
+def _json_rows(path: str) -> Iterator[tuple[int, Any]]:
+    """(1-based line number, parsed row) for JSON lines; a file holding one JSON array
+    is accepted too, numbered by array position."""
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    if text.lstrip().startswith("["):
+        try:
+            yield from enumerate(json.loads(text), start=1)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: bad JSON at line {exc.lineno}: {exc.msg}") from None
+        return
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} row {number}: bad JSON: {exc.msg}") from None
+
+
+def _parquet_rows(path: str) -> Iterator[tuple[int, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({' '.join(str(exc).split())})") from None
+    yield from enumerate(table.to_pylist(), start=1)
+
+
+def _rows(path: str) -> Iterator[tuple[int, Any]]:
+    if not os.path.isfile(path):
+        raise DataError(f"data file not found: {path}")
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix in JSON_SUFFIXES:
+        return _json_rows(path)
+    if suffix in PARQUET_SUFFIXES:
+        return _parquet_rows(path)
+    raise DataError(f"{path}: unsupported file type {suffix!r}; use {', '.join(JSON_SUFFIXES + PARQUET_SUFFIXES)}")
+
+
+def _examples(rows: Iterable[tuple[int, Any]], source: str, fields: _Fields, id_prefix: str) -> list[Example]:
+    examples = [_to_example(row, f"{source} row {number}", fields, f"{id_prefix}-{index:06d}")
+                for index, (number, row) in enumerate(rows)]
+    if not examples:
+        raise DataError(f"{source}: no examples")
+    return examples
+
+
+def load_examples(path: str | os.PathLike, *, question_field: str, answer_field: str,
+                  answer_type: str, id_prefix: str) -> list[Example]:
+    """Examples from a local .jsonl/.json (JSON lines) or .parquet file."""
+    path = os.fspath(path)
+    fields = _Fields(question_field, answer_field, answer_type)
+    return _examples(_rows(path), path, fields, id_prefix)
+
+
+def load_hf_examples(name: str, config: str, split: str, *, question_field: str, answer_field: str,
+                     answer_type: str, data_files: str | list[str] | None = None,
+                     id_prefix: str | None = None) -> list[Example]:
+    """Examples from `datasets.load_dataset(name, config, split=split)`; name="json"
+    with data_files reads local files through the same path."""
+    import datasets
+
+    source = f"{name}[{split}]"
+    try:
+        dataset = datasets.load_dataset(name, config or None, split=split, data_files=data_files)
+    except Exception as exc:  # datasets raises many unrelated types; all mean "cannot load"
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise DataError(f"cannot load {source} (config {config!r}): {type(exc).__name__}: {first_line}") from None
+    for field in (question_field, answer_field):
+        if field not in dataset.column_names:
+            raise DataError(f"{source}: no field {field!r}; fields: {', '.join(dataset.column_names)}")
+    fields = _Fields(question_field, answer_field, answer_type)
+    prefix = id_prefix or f"{name.rsplit('/', 1)[-1]}-{split}"
+    return _examples(enumerate(dataset, start=1), source, fields, prefix)
+
+
+def _cap(examples: list[Example], n: int) -> list[Example]:
+    """The first n examples (0 = all): a prefix keeps ids and order stable across runs."""
+    return examples[:n] if n > 0 else examples
+
+
+def _require(cfg: Any, *names: str) -> None:
+    for name in names:
+        if not getattr(cfg, name):
+            raise DataError(f"data.task={cfg.task} needs data.{name}")
+
+
+def _synthetic_data(cfg: Any, kind: str) -> TaskData:
+    if cfg.answer_type != "number":
+        raise DataError(f"data.task={cfg.task} has number answers; data.answer_type={cfg.answer_type!r} does not fit")
+    train = make_synthetic(kind, "train", cfg.n_train, cfg.seed)
+    return TaskData(synthetic_task(kind), train, make_synthetic(kind, "eval", cfg.n_eval, cfg.seed))
+
+
+def _file_data(cfg: Any) -> TaskData:
+    _require(cfg, "train_path", "eval_path")
+    kw = dict(question_field=cfg.question_field, answer_field=cfg.answer_field, answer_type=cfg.answer_type)
+    train = load_examples(cfg.train_path, id_prefix="train", **kw)
+    evals = load_examples(cfg.eval_path, id_prefix="eval", **kw)
+    name = f"file/{os.path.splitext(os.path.basename(cfg.train_path))[0]}"
+    return TaskData(make_task(name, cfg.answer_type), _cap(train, cfg.n_train), _cap(evals, cfg.n_eval))
+
+
+def _hf_data(cfg: Any) -> TaskData:
+    _require(cfg, "hf_name", "hf_train_split", "hf_eval_split")
+    kw = dict(question_field=cfg.question_field, answer_field=cfg.answer_field, answer_type=cfg.answer_type)
+    train = load_hf_examples(cfg.hf_name, cfg.hf_config, cfg.hf_train_split, **kw)
+    evals = load_hf_examples(cfg.hf_name, cfg.hf_config, cfg.hf_eval_split, **kw)
+    return TaskData(make_task(f"hf/{cfg.hf_name}", cfg.answer_type), _cap(train, cfg.n_train), _cap(evals, cfg.n_eval))
+
+
+def load_task_data(cfg: Any) -> TaskData:
+    """Task and train/eval examples for a DataConfig (read by attribute name)."""
+    if cfg.task.startswith("synthetic/") and cfg.task.removeprefix("synthetic/") in KINDS:
+        return _synthetic_data(cfg, cfg.task.removeprefix("synthetic/"))
+    if cfg.task == "file":
+        return _file_data(cfg)
+    if cfg.task == "hf":
+        return _hf_data(cfg)
+    raise DataError(f"unknown data.task {cfg.task!r}; allowed: {', '.join(TASKS)}")
