@@ -74,6 +74,8 @@ class RolloutConfig:
     kv_cache_gb: float = _f(1.0, "CPU only: KV-cache space per worker in GiB", lo=0.1)
     gpu_memory_utilization: float = _f(0.5, "GPU only: share of GPU memory vLLM may take", lo=0.05, hi=0.95)
     enforce_eager: bool = _f(True, "disable CUDA graphs / compilation (faster start, needed on CPU)")
+    batch_samples: int = _f(8, "a worker streams a record batch once this many samples have finished", lo=1)
+    batch_seconds: float = _f(0.5, "... or once this many seconds passed since its last batch", lo=0.0)
 
 
 @dataclass(frozen=True)

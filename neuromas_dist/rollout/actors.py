@@ -1,0 +1,78 @@
+"""Rollout workers as Ray actors, and reading their trajectory streams.
+
+Each worker is an async actor (its methods share one event loop, so a hot swap can
+land while a rollout is running) with its own CPUs/GPUs from ``cfg.resources``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import pyarrow as pa
+
+from neuromas_dist.config import Config
+from neuromas_dist.rollout.worker import RolloutWorker
+
+
+def actor_options(cfg: Config) -> dict[str, Any]:
+    """Ray resources of one worker; vLLM's engine core runs as a child of the actor."""
+    opts: dict[str, Any] = {"num_cpus": cfg.resources.rollout_cpus, "max_concurrency": 1000}
+    if cfg.resources.rollout_gpus > 0:
+        opts["num_gpus"] = cfg.resources.rollout_gpus
+    return opts
+
+
+def start_workers(cfg: Config, *, model_dir: str | None = None, task: Any = None,
+                  scheduling_strategies: Sequence[Any] | None = None) -> list[Any]:
+    """Start ``cfg.rollout.num_workers`` actors (engines start lazily on first use or
+    on ``worker.start.remote()``). ``scheduling_strategies``: one per worker, e.g.
+    placement-group bundles chosen by the driver."""
+    import ray
+
+    cls = ray.remote(RolloutWorker)
+    actors = []
+    for i in range(cfg.rollout.num_workers):
+        opts = actor_options(cfg)
+        if scheduling_strategies:
+            opts["scheduling_strategy"] = scheduling_strategies[i]
+        actors.append(cls.options(**opts).remote(cfg, i, model_dir=model_dir, task=task))
+    return actors
+
+
+def split_examples(examples: Sequence[Any], parts: int) -> list[list[Any]]:
+    """Contiguous near-equal shares, so all samples of a question stay on one worker."""
+    size, extra = divmod(len(examples), parts)
+    out, start = [], 0
+    for i in range(parts):
+        end = start + size + (i < extra)
+        out.append(list(examples[start:end]))
+        start = end
+    return out
+
+
+def stream_rollouts(actors: Sequence[Any], step: int, examples: Sequence[Any],
+                    n_samples: int | None = None) -> Iterator[pa.RecordBatch]:
+    """Split ``examples`` over ``actors`` and yield record batches from any worker as
+    soon as one arrives (Ray streaming generators, merged with ``ray.wait``)."""
+    import ray
+
+    gens = [actor.rollout.options(num_returns="streaming").remote(step, share, n_samples)
+            for actor, share in zip(actors, split_examples(examples, len(actors))) if share]
+    pending = list(gens)
+    while pending:
+        ready, _ = ray.wait(pending, num_returns=1)
+        gen = ready[0]
+        try:
+            ref = next(gen)
+        except StopIteration:
+            pending.remove(gen)
+            continue
+        yield ray.get(ref)
+
+
+def broadcast_adapters(actors: Sequence[Any], adapters: Any) -> list[dict[str, float]]:
+    """Put the adapter set in the object store once; every worker loads it."""
+    import ray
+
+    ref = ray.put(adapters)
+    return ray.get([actor.load_adapters.remote(ref) for actor in actors])

@@ -1,0 +1,88 @@
+"""Building one vLLM async engine for a rollout worker from the run config.
+
+The engine holds the frozen base model once and serves every node's LoRA adapter from
+it, so ``max_loras`` must cover all nodes that can be in one batch. Sizing differs by
+device: on a GPU vLLM takes a share of GPU memory; on the CPU the KV cache is a fixed
+number of bytes (several workers and the learner share the host's RAM).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from neuromas_dist.config import Config
+
+GIB = 1 << 30
+
+# The learner recomputes log_softmax(logits / temperature) (after top-p when it is
+# below 1): "processed" logprobs are exactly that, "raw" ones ignore the temperature.
+LOGPROBS_MODE = "processed_logprobs"
+CPU_BATCHED_TOKENS = 8192  # prefill tokens per engine step on CPU
+
+
+def max_nodes(cfg: Config) -> int:
+    """Most nodes any topology of this run has (the start or any growth stage)."""
+    widths = [cfg.topology.widths, *(stage.widths for stage in cfg.trainer.growth)]
+    return max(sum(w) for w in widths)
+
+
+def on_gpu(cfg: Config) -> bool:
+    return cfg.resources.rollout_gpus > 0
+
+
+def resolve_dtype(cfg: Config) -> str:
+    """``auto`` means bfloat16 on GPU and float32 on CPU (matches the learner's choice)."""
+    if cfg.model.dtype != "auto":
+        return cfg.model.dtype
+    return "bfloat16" if on_gpu(cfg) else "float32"
+
+
+def engine_kwargs(cfg: Config, model_dir: str, *, seed: int = 0) -> dict[str, Any]:
+    """Keyword arguments of ``AsyncEngineArgs`` for one worker (pure, testable)."""
+    nodes = max_nodes(cfg)
+    kwargs: dict[str, Any] = dict(
+        model=str(model_dir),
+        tokenizer=str(model_dir),
+        trust_remote_code=cfg.model.trust_remote_code,
+        dtype=resolve_dtype(cfg),
+        max_model_len=cfg.model.max_model_len,
+        enable_lora=True,
+        max_loras=nodes,
+        # Two versions coexist while the old one drains after a hot swap.
+        max_cpu_loras=2 * nodes + 1,
+        max_lora_rank=_lora_rank_bucket(cfg.lora.rank),
+        max_num_seqs=cfg.rollout.max_num_seqs,
+        enforce_eager=cfg.rollout.enforce_eager,
+        logprobs_mode=LOGPROBS_MODE,
+        seed=seed,
+        disable_log_stats=True,
+    )
+    if on_gpu(cfg):
+        kwargs["gpu_memory_utilization"] = cfg.rollout.gpu_memory_utilization
+        return kwargs
+    if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        # The env var, when set, wins inside vLLM's CPU platform; only size when it is not.
+        kwargs["kv_cache_memory_bytes"] = int(cfg.rollout.kv_cache_gb * GIB)
+    # vLLM 0.32 on CPU kills the engine ("CPU Generator does not use offset") when a
+    # seeded request is prefilled in chunks; whole-prompt prefill avoids that path.
+    kwargs["enable_chunked_prefill"] = False
+    kwargs["max_num_batched_tokens"] = max(cfg.model.max_model_len, CPU_BATCHED_TOKENS)
+    return kwargs
+
+
+def _lora_rank_bucket(rank: int) -> int:
+    # vLLM accepts only a fixed ladder of max ranks; take the smallest that fits.
+    for bucket in (1, 8, 16, 32, 64, 128, 256, 320, 512):
+        if rank <= bucket:
+            return bucket
+    raise ValueError(f"lora.rank={rank}: vLLM serves ranks up to 512")
+
+
+def build_engine(cfg: Config, model_dir: str, *, seed: int = 0) -> Any:
+    """Start an ``AsyncLLM`` (its engine core runs in a child process)."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    args = AsyncEngineArgs(**engine_kwargs(cfg, model_dir, seed=seed))
+    return AsyncLLM.from_engine_args(args)

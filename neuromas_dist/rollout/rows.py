@@ -1,0 +1,79 @@
+"""Finished samples -> scored trajectory rows (pure functions).
+
+The reward is computed once per sample from the sink's text and copied onto every
+node's row: one terminal reward trains every node. Bad output (empty, no parsable
+answer, cut at max tokens, a checker that raises) is scored by the task's rule, which
+gives 0 for no answer, and counted under a ``rollout/flag_*`` key; it never raises.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, NamedTuple
+
+from neuromas_dist.graph.topology import Topology
+from neuromas_dist.rollout.executor import FINISH_ABORT, SampleResult
+from neuromas_dist.trajectories.schema import TrajectoryRow
+
+
+class Scored(NamedTuple):
+    reward: float
+    parsed: str | None
+    flags: Counter
+
+
+def score_text(task: Any, text: str, example: Any) -> Scored:
+    """``task.score`` guarded: a checker error scores 0 and is flagged, not raised."""
+    flags: Counter = Counter()
+    if not text.strip():
+        flags["rollout/flag_empty"] += 1
+    try:
+        score = task.score(text, example)
+        reward, parsed = float(score.reward), score.parsed
+    except Exception:  # noqa: BLE001 - a bad sample must not end the rollout
+        flags["rollout/flag_score_error"] += 1
+        reward, parsed = 0.0, None
+    if parsed is None:
+        flags["rollout/flag_unparsable"] += 1
+    return Scored(reward, None if parsed is None else str(parsed), flags)
+
+
+def call_flags(result: SampleResult) -> Counter:
+    """Per-node-call flags of one sample (cut responses, cut prompts, skipped nodes)."""
+    flags: Counter = Counter()
+    for call in result.calls.values():
+        flags["rollout/flag_cut"] += call.finish_reason == "length"
+        flags["rollout/flag_prompt_truncated"] += call.prompt_truncated
+        flags["rollout/flag_aborted"] += call.finish_reason == FINISH_ABORT
+    return flags
+
+
+def sample_rows(result: SampleResult, scored: Scored, topology: Topology, worker_id: int
+                ) -> list[TrajectoryRow]:
+    """One row per node of ``result``, in topology order."""
+    spec, sink_text = result.spec, result.calls[topology.sink].text
+    rows = []
+    for node in topology.nodes:
+        call = result.calls[node.name]
+        rows.append(TrajectoryRow(
+            step=spec.step,
+            sample_id=f"{spec.example.id}#{spec.sample_index}",
+            question_id=str(spec.example.id),
+            sample_index=spec.sample_index,
+            node=node.name,
+            layer=node.layer,
+            node_index=node.index,
+            prompt_ids=call.prompt_ids,
+            response_ids=call.response_ids,
+            logprobs=call.logprobs,
+            finish_reason=call.finish_reason,
+            prompt_truncated=call.prompt_truncated,
+            response_truncated=call.finish_reason == "length",
+            adapter_version=result.version,
+            answer_text=sink_text,
+            parsed_answer=scored.parsed,
+            reward=scored.reward,
+            worker_id=worker_id,
+            latency_s=call.latency_s,
+        ))
+    return rows

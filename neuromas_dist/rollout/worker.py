@@ -1,0 +1,250 @@
+"""The rollout worker: one vLLM engine, every node's adapter, the graph executor.
+
+``RolloutWorker`` is a plain class with async methods, so it runs in-process under
+``asyncio`` (benchmarks) and, wrapped by :func:`start_workers`, as an async Ray actor
+whose :meth:`RolloutWorker.rollout` is a Ray streaming generator: record batches reach
+the caller through the object store as samples finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, AsyncIterator, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from neuromas_dist.adapters.peft_io import AdapterSet, write_adapter_set
+from neuromas_dist.config import Config
+from neuromas_dist.graph.topology import Topology, parse_edge
+from neuromas_dist.rollout.engine import build_engine
+from neuromas_dist.rollout.executor import GraphExecutor, SampleResult, SampleSpec, SamplingPolicy
+from neuromas_dist.rollout.lora_registry import LoraRegistry, Pin, Retired
+from neuromas_dist.rollout.rows import call_flags, sample_rows, score_text
+from neuromas_dist.trajectories.schema import to_record_batch
+
+_END = object()
+
+
+def resolve_model_dir(cfg: Config) -> str:
+    """``tiny`` -> the locally built tiny model; anything else is given to vLLM as is."""
+    if cfg.model.name_or_path == "tiny":
+        from neuromas_dist.models.tiny import ensure_tiny_model
+
+        return str(ensure_tiny_model(seed=cfg.model.tiny_seed))
+    return cfg.model.name_or_path
+
+
+def build_topology(widths: Sequence[int], edges: Sequence[str] = ()) -> Topology:
+    return Topology.build(tuple(widths), [parse_edge(e) for e in edges] or None)
+
+
+def _scratch_root() -> str | None:
+    # Adapter files are read once per load: RAM-backed /dev/shm avoids disk when present.
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and shm.stat().st_mode & 0o222 else None
+
+
+class RolloutWorker:
+    """One vLLM engine executing the agent graph with per-node LoRA adapters."""
+
+    def __init__(self, cfg: Config, worker_id: int = 0, *, model_dir: str | None = None,
+                 task: Any = None) -> None:
+        self.cfg = cfg
+        self.worker_id = worker_id
+        self.model_dir = str(model_dir) if model_dir else resolve_model_dir(cfg)
+        self.topology = build_topology(cfg.topology.widths, cfg.topology.edges)
+        self.task = task if task is not None else _default_task(cfg)
+        self.registry = LoraRegistry()
+        self.counters: Counter = Counter()
+        self.gauges: dict[str, float] = {}
+        self._root = Path(tempfile.mkdtemp(prefix=f"neuromas_rollout_w{worker_id}_", dir=_scratch_root()))
+        self._engine: Any = None
+        self._executor: GraphExecutor | None = None
+        self._start_lock: asyncio.Lock | None = None
+        self._drops: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> dict[str, float]:
+        """Start the engine and load version-0 adapters (idempotent; other calls do it too)."""
+        self._start_lock = self._start_lock or asyncio.Lock()
+        async with self._start_lock:
+            if self._engine is None:
+                t0 = time.perf_counter()
+                from transformers import AutoTokenizer
+
+                self.tokenizer = AutoTokenizer.from_pretrained(
+                    self.model_dir, trust_remote_code=self.cfg.model.trust_remote_code)
+                self._engine = build_engine(self.cfg, self.model_dir, seed=self.cfg.trainer.seed)
+                self._executor = self._make_executor()
+                self.gauges["rollout/engine_start_s"] = time.perf_counter() - t0
+            if self.registry.current_version is None:
+                await self.load_adapters(self._initial_adapters())
+        return dict(self.gauges)
+
+    def _make_executor(self) -> GraphExecutor:
+        return GraphExecutor(self._engine, self.topology, self.tokenizer,
+                             answer_format=self.task.answer_format,
+                             upstream_token_budget=self.cfg.topology.upstream_token_budget,
+                             max_model_len=self.cfg.model.max_model_len)
+
+    def _initial_adapters(self) -> AdapterSet:
+        from neuromas_dist.rollout.adapters import zero_adapter_set
+
+        return zero_adapter_set(self.model_dir, self.topology.names, self.cfg.lora, seed=self.cfg.trainer.seed,
+                                trust_remote_code=self.cfg.model.trust_remote_code)
+
+    async def shutdown(self) -> None:
+        if self._engine is not None:
+            self._engine.shutdown()
+            self._engine = None
+        shutil.rmtree(self._root, ignore_errors=True)
+
+    # ------------------------------------------------------------ adapters and topology
+
+    async def load_adapters(self, adapters: AdapterSet) -> dict[str, float]:
+        """Hot swap: ``adapters`` under fresh LoRA ids; the old version is dropped once
+        the samples pinning it finish. Returns timing and size of the load."""
+        missing = sorted(set(self.topology.names) - set(adapters.tensors))
+        if missing:
+            raise ValueError(f"adapter set v{adapters.version} lacks nodes {', '.join(missing)}")
+        if self._engine is None:
+            await self.start()  # loads v0 first, then this version replaces it below
+        t0 = time.perf_counter()
+        directory = self._root / f"v{adapters.version}"
+        paths = {node: str(p) for node, p in write_adapter_set(directory, adapters).items()}
+        pin, retired = self.registry.install(adapters.version, paths, directory)
+        for request in pin.requests.values():
+            await self._engine.add_lora(request)  # preload so the first request does not stall
+        await self._drop(retired)
+        self.gauges.update({"rollout/adapter_version": adapters.version,
+                            "rollout/adapter_load_s": time.perf_counter() - t0,
+                            "rollout/adapter_bytes": adapters.nbytes()})
+        return {k: self.gauges[k] for k in ("rollout/adapter_version", "rollout/adapter_load_s")}
+
+    async def set_topology(self, widths: Sequence[int], edges: Sequence[str] = ()) -> list[str]:
+        """Switch to a grown topology; load adapters covering its nodes before the next rollout."""
+        self.topology = build_topology(widths, edges)
+        if self._engine is not None:
+            self._executor = self._make_executor()
+        return list(self.topology.names)
+
+    async def _drop(self, retired: list[Retired]) -> None:
+        for old in retired:
+            for lora_id in old.lora_ids:
+                await self._engine.remove_lora(lora_id)
+            if old.directory is not None:
+                shutil.rmtree(old.directory, ignore_errors=True)
+            self.counters["rollout/adapter_versions_retired"] += 1
+
+    def _release(self, pin: Pin) -> None:
+        retired = self.registry.release(pin)
+        if retired:
+            # release runs inside the executor's sync callback: drop the ids in a task.
+            task = asyncio.ensure_future(self._drop(retired))
+            self._drops.add(task)
+            task.add_done_callback(self._drops.discard)
+
+    # ------------------------------------------------------------ rollouts
+
+    def _policy(self, greedy: bool) -> SamplingPolicy:
+        s = self.cfg.sampling
+        return SamplingPolicy(0.0 if greedy else s.temperature, 1.0 if greedy else s.top_p,
+                              s.max_new_tokens, self.cfg.trainer.seed)
+
+    async def rollout(self, step: int, examples: Sequence[Any], n_samples: int | None = None
+                      ) -> AsyncIterator[pa.RecordBatch]:
+        """Sample every example ``n_samples`` times; yield record batches as samples finish."""
+        await self.start()
+        n = n_samples or self.cfg.sampling.n_samples
+        specs = [SampleSpec(step, ex, k) for ex in examples for k in range(n)]
+        async for batch in self._run(specs, self._policy(greedy=False), self.cfg.rollout.scheduling):
+            yield batch
+
+    async def evaluate(self, examples: Sequence[Any], step: int = -1) -> dict[str, Any]:
+        """Greedy pass over ``examples``: ``{"metrics": {...}, "table": pa.Table}``."""
+        await self.start()
+        specs = [SampleSpec(step, ex, 0) for ex in examples]
+        batches = [b async for b in self._run(specs, self._policy(greedy=True), self.cfg.rollout.scheduling)]
+        table = pa.Table.from_batches(batches) if batches else None
+        sink = table.filter(pc.equal(table["node"], self.topology.sink)) if table is not None else None
+        rewards = sink["reward"].to_pylist() if sink is not None else []
+        metrics = {"eval/accuracy": sum(rewards) / len(rewards) if rewards else 0.0, "eval/questions": len(rewards)}
+        return {"metrics": metrics, "table": table}
+
+    async def _run(self, specs: list[SampleSpec], policy: SamplingPolicy, scheduling: str
+                   ) -> AsyncIterator[pa.RecordBatch]:
+        t0, tokens = time.perf_counter(), 0
+        results = self._executor.stream(specs, self.registry.acquire, self._release, policy, scheduling)
+        async for group in _grouped(results, self.cfg.rollout.batch_samples, self.cfg.rollout.batch_seconds):
+            rows = [row for result in group for row in self._score(result)]
+            tokens += sum(len(r.response_ids) for r in rows)
+            yield to_record_batch(rows)
+        elapsed = time.perf_counter() - t0
+        self.gauges.update({"rollout/seconds": elapsed, "rollout/response_tokens": tokens,
+                            "rollout/tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0})
+
+    def _score(self, result: SampleResult) -> list:
+        sink_text = result.calls[self.topology.sink].text
+        scored = score_text(self.task, sink_text, result.spec.example)
+        self.counters.update(scored.flags + call_flags(result))
+        self.counters["rollout/samples"] += 1
+        self.counters["rollout/node_calls"] += len(result.calls)
+        return sample_rows(result, scored, self.topology, self.worker_id)
+
+    def stats(self) -> dict[str, float]:
+        """Counters since start plus gauges of the last rollout and adapter load."""
+        return {**{k: float(v) for k, v in self.counters.items()}, **self.gauges,
+                "rollout/worker_id": self.worker_id,
+                "rollout/live_adapter_versions": len(self.registry.live_versions())}
+
+
+async def _grouped(results: AsyncIterator[SampleResult], every: int, seconds: float
+                   ) -> AsyncIterator[list[SampleResult]]:
+    """Group finished samples: flush at ``every`` samples or ``seconds`` after the last flush."""
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump() -> None:
+        try:
+            async for result in results:
+                await queue.put(result)
+            await queue.put(_END)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer below
+            await queue.put(exc)
+
+    producer = asyncio.ensure_future(pump())
+    group: list[SampleResult] = []
+    deadline = time.monotonic() + seconds
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                item = None
+            if item is _END:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            if item is not None:
+                group.append(item)
+            if group and (len(group) >= every or time.monotonic() >= deadline):
+                yield group
+                group, deadline = [], time.monotonic() + seconds
+            elif not group and time.monotonic() >= deadline:
+                deadline = time.monotonic() + seconds
+        if group:
+            yield group
+    finally:
+        producer.cancel()
+
+
+def _default_task(cfg: Config) -> Any:
+    from neuromas_dist.tasks import load_task_data
+
+    return load_task_data(cfg.data).task
