@@ -245,6 +245,9 @@ async def _grouped(results: AsyncIterator[SampleResult], every: int, seconds: fl
 
 
 def _default_task(cfg: Config) -> Any:
-    from neuromas_dist.tasks import load_task_data
+    """The config's task without loading its data (the driver owns the examples)."""
+    from neuromas_dist.tasks import make_task, synthetic_task
 
-    return load_task_data(cfg.data).task
+    if cfg.data.task.startswith("synthetic/"):
+        return synthetic_task(cfg.data.task.removeprefix("synthetic/"))
+    return make_task(cfg.data.task, cfg.data.answer_type)

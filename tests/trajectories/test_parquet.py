@@ -1,0 +1,45 @@
+"""Parquet round trip of trajectory batches: per-step files that pandas reads back."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from neuromas_dist.trajectories.parquet import TrajectoryWriter, read_all, read_step, step_path, write_step
+from neuromas_dist.trajectories.schema import SchemaError, TrajectoryRow, to_record_batch
+
+
+def _row(step: int, sample: int, node: str = "L1N0") -> TrajectoryRow:
+    return TrajectoryRow(step, f"q{sample}#0", f"q{sample}", 0, node, 1, 0, [1, 2, 3], [4, 5], [-0.5, -1.25],
+                         "stop", False, False, 3, "The answer is 4.", "4", 1.0, 0, 0.01)
+
+
+def test_batches_append_to_one_step_file_and_pandas_reads_it(tmp_path):
+    with TrajectoryWriter(tmp_path) as writer:
+        writer.write(12, to_record_batch([_row(12, 0), _row(12, 1)]))
+        writer.write(12, to_record_batch([_row(12, 2)]))
+        writer.write(13, to_record_batch([_row(13, 0)]))
+        assert not step_path(tmp_path, 12).exists(), "a step file must not appear before it is complete"
+    frame = pd.read_parquet(step_path(tmp_path, 12))
+    assert list(frame["sample_id"]) == ["q0#0", "q1#0", "q2#0"]
+    assert list(frame.loc[0, "logprobs"]) == [-0.5, -1.25]
+    assert read_step(tmp_path, 13).num_rows == 1
+    assert read_all(tmp_path).column("step").to_pylist() == [12, 12, 12, 13]
+    assert step_path(tmp_path, 12).name == "step_000012.parquet"
+
+
+def test_round_trip_keeps_every_field(tmp_path):
+    rows = [_row(5, i, node) for i in range(3) for node in ("L0N0", "L1N0")]
+    write_step(tmp_path, 5, [to_record_batch(rows)])
+    back = read_step(tmp_path, 5).to_pylist()
+    for row, got in zip(rows, back):
+        assert TrajectoryRow(**got) == row._replace(prompt_ids=list(row.prompt_ids))
+
+
+def test_empty_step_gives_an_empty_file_and_bad_batch_is_rejected(tmp_path):
+    writer = TrajectoryWriter(tmp_path)
+    path = writer.close_step(7)
+    assert pd.read_parquet(path).empty
+    bad = to_record_batch([_row(1, 0)]).select(["step", "node"])
+    with pytest.raises(SchemaError):
+        writer.write(1, bad)
