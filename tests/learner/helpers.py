@@ -1,0 +1,61 @@
+"""Synthetic trajectory batches and small configs for the learner tests."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Sequence
+
+import pyarrow as pa
+
+from neuromas_dist.config import Config
+from neuromas_dist.trajectories.schema import TrajectoryRow, to_record_batch
+
+NODES = ("L0N0", "L0N1", "L1N0")
+
+
+def small_config(**learner) -> Config:
+    """Rank 4 adapters on two modules keep a step well under a second on the tiny model."""
+    cfg = Config()
+    lora = dataclasses.replace(cfg.lora, rank=4, alpha=8.0, target_modules=("q_proj", "v_proj"))
+    sampling = dataclasses.replace(cfg.sampling, n_samples=2, temperature=1.0)
+    base = dict(lr=1e-2, micro_batch_size=4, max_logprob_gap=10.0, baseline="loo")
+    base.update(learner)
+    return dataclasses.replace(cfg, lora=lora, sampling=sampling,
+                               learner=dataclasses.replace(cfg.learner, **base))
+
+
+def make_batch(n_questions: int = 4, n_samples: int = 2, nodes: Sequence[str] = NODES, *, seed: int = 0,
+               vocab: int = 300, version: int = 0, rewards: dict | None = None,
+               logprobs: float = -5.0, step: int = 0) -> pa.RecordBatch:
+    """One row per (question, sample, node); random token ids; reward per sample."""
+    rng = random.Random(seed)
+    rows = []
+    for q in range(n_questions):
+        for k in range(n_samples):
+            sid = f"q{q}#{k}"
+            reward = rewards[sid] if rewards and sid in rewards else float(rng.random() < 0.5)
+            for i, node in enumerate(nodes):
+                p, t = rng.randint(3, 9), rng.randint(1, 6)
+                rows.append(TrajectoryRow(
+                    step=step, sample_id=sid, question_id=f"q{q}", sample_index=k, node=node,
+                    layer=int(node[1]), node_index=int(node[3]),
+                    prompt_ids=[rng.randrange(3, vocab) for _ in range(p)],
+                    response_ids=[rng.randrange(3, vocab) for _ in range(t)],
+                    logprobs=[logprobs] * t, finish_reason="stop", prompt_truncated=False,
+                    response_truncated=False, adapter_version=version, answer_text="", parsed_answer=None,
+                    reward=reward, worker_id=0, latency_s=0.0))
+    return to_record_batch(rows)
+
+
+def with_logprobs(batch: pa.RecordBatch, logprobs: list[list[float]]) -> pa.RecordBatch:
+    """``batch`` with its logprobs column replaced (e.g. by the learner's own: gap 0)."""
+    idx = batch.schema.get_field_index("logprobs")
+    col = pa.array(logprobs, type=batch.schema.field("logprobs").type)
+    return batch.set_column(idx, batch.schema.field("logprobs"), col)
+
+
+def with_column(batch: pa.RecordBatch, name: str, values: list) -> pa.RecordBatch:
+    idx = batch.schema.get_field_index(name)
+    field = batch.schema.field(name)
+    return batch.set_column(idx, field, pa.array(values, type=field.type))
