@@ -1,0 +1,184 @@
+"""Graph execution logic against a fake engine: scheduling order, upstream wiring,
+seeds, prompt fitting, batching and bad-output scoring. The real vLLM path is tested
+in test_worker_engine.py; these fakes only make timing and wiring deterministic."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from types import SimpleNamespace
+
+import pytest
+
+from neuromas_dist.graph.topology import Topology
+from neuromas_dist.rollout.executor import GraphExecutor, SampleSpec, SamplingPolicy, request_seed
+from neuromas_dist.rollout.lora_registry import LoraRegistry
+from neuromas_dist.rollout.rows import call_flags, sample_rows, score_text
+from neuromas_dist.rollout.worker import _grouped
+from neuromas_dist.tasks import Example, synthetic_task
+
+
+class CharTokenizer:
+    """One token per character; no chat template (prompts.py then appends a newline)."""
+
+    chat_template = None
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in text]}
+
+    def decode(self, ids, skip_special_tokens=False):
+        return "".join(map(chr, ids))
+
+
+class FakeEngine:
+    """Answers "out:<node>:<sample>" after a per-(node, sample) delay; logs start/end."""
+
+    def __init__(self, delays=None):
+        self.delays = delays or {}
+        self.log = []  # (event, node, sample, time)
+        self.prompts = {}
+
+    async def generate(self, prompt, params, request_id, lora_request=None):
+        node = lora_request.lora_name.split("@")[0]
+        text_prompt = "".join(map(chr, prompt["prompt_token_ids"]))
+        sample = text_prompt.split("Question: ")[1].split("\n")[0]
+        self.prompts[(sample, node)] = text_prompt
+        self.log.append(("start", node, sample, time.monotonic()))
+        await asyncio.sleep(self.delays.get((node, sample), 0.01))
+        self.log.append(("end", node, sample, time.monotonic()))
+        text = f"out:{node}:{sample}"
+        ids = [ord(c) for c in text][: params.max_tokens]
+        logprobs = [{t: SimpleNamespace(logprob=-0.5)} for t in ids]
+        finish = "length" if len(ids) < len(text) else "stop"
+        yield SimpleNamespace(outputs=[SimpleNamespace(token_ids=ids, text="".join(map(chr, ids)),
+                                                       logprobs=logprobs, finish_reason=finish)])
+
+
+def _setup(widths, delays=None, max_model_len=4096, budget=64):
+    topo = Topology.build(widths)
+    engine = FakeEngine(delays)
+    ex = GraphExecutor(engine, topo, CharTokenizer(), answer_format="Say N.", upstream_token_budget=budget,
+                       max_model_len=max_model_len)
+    reg = LoraRegistry(lambda name, i, path: SimpleNamespace(lora_name=name, lora_int_id=i))
+    reg.install(0, {n: f"/{n}" for n in topo.names})
+    return topo, engine, ex, reg
+
+
+def _specs(n):
+    return [SampleSpec(1, Example(f"s{i}", f"s{i}", "0"), 0) for i in range(n)]
+
+
+def _run(ex, reg, specs, scheduling, max_new=64):
+    policy = SamplingPolicy(1.0, 1.0, max_new, 0)
+
+    async def go():
+        return [r async for r in ex.stream(specs, reg.acquire, reg.release, policy, scheduling)]
+
+    return asyncio.run(go())
+
+
+def _start(engine, node, sample):
+    return next(t for ev, n, s, t in engine.log if ev == "start" and n == node and s == sample)
+
+
+def _end(engine, node, sample):
+    return next(t for ev, n, s, t in engine.log if ev == "end" and n == node and s == sample)
+
+
+def test_per_sample_scheduling_does_not_wait_for_a_slow_sample():
+    topo, engine, ex, reg = _setup((2, 1), delays={("L0N0", "s0"): 0.4})
+    results = _run(ex, reg, _specs(3), "per_sample")
+    assert _end(engine, "L1N0", "s1") < _end(engine, "L0N0", "s0")
+    assert results[-1].spec.example.id == "s0", "samples are yielded in completion order"
+    # within a sample, a node starts only after all its inputs are done
+    assert _start(engine, "L1N0", "s0") >= _end(engine, "L0N0", "s0")
+    assert reg.refs(0) == 0
+
+
+def test_layer_scheduling_is_a_barrier():
+    topo, engine, ex, reg = _setup((2, 1), delays={("L0N0", "s0"): 0.2})
+    _run(ex, reg, _specs(3), "layer")
+    assert _start(engine, "L1N0", "s1") >= _end(engine, "L0N0", "s0")
+
+
+@pytest.mark.parametrize("scheduling", ["per_sample", "layer"])
+def test_each_node_reads_exactly_its_upstream_outputs(scheduling):
+    topo = Topology.build((2, 2, 1), edges=["L0N0->L1N0", "L0N1->L1N1", "L0N0->L1N1", "L1N0->L2N0",
+                                            "L1N1->L2N0", "L0N1->L2N0"])
+    engine = FakeEngine()
+    ex = GraphExecutor(engine, topo, CharTokenizer(), answer_format="Say N.", upstream_token_budget=64,
+                       max_model_len=4096)
+    reg = LoraRegistry(lambda name, i, path: SimpleNamespace(lora_name=name, lora_int_id=i))
+    reg.install(0, {n: "/" for n in topo.names})
+    results = _run(ex, reg, _specs(2), scheduling)
+    for result in results:
+        sample = result.spec.example.id
+        for node in topo.nodes:
+            prompt = engine.prompts[(sample, node.name)]
+            seen = {n for n in topo.names if f"out:{n}:{sample}" in prompt}
+            assert seen == set(node.inputs), (node.name, prompt)
+            assert result.calls[node.name].text == f"out:{node.name}:{sample}"
+
+
+def test_overlong_prompt_cuts_upstream_harder_then_aborts_cleanly():
+    topo, engine, ex, reg = _setup((2, 1), max_model_len=260, budget=64)
+    upstream = {"L0N0": "x" * 200, "L0N1": "y" * 200}
+    ids, truncated = ex.fit_prompt("L1N0", "s0", upstream, max_new_tokens=16)
+    assert truncated and ids is not None and len(ids) + 16 <= 260
+    ids, truncated = ex.fit_prompt("L1N0", "q" * 400, upstream, max_new_tokens=16)
+    assert ids is None and truncated
+    # the whole rollout still completes: nodes that cannot fit are aborted, never raised
+    long = [SampleSpec(1, Example("s0", "s0" + "q" * 400, "0"), 0)]
+    (result,) = _run(ex, reg, long, "per_sample")
+    assert {c.finish_reason for c in result.calls.values()} == {"abort"}
+    assert call_flags(result)["rollout/flag_aborted"] == 3
+
+
+def test_request_seeds_are_stable_and_distinct():
+    a = request_seed(0, 3, "q1", 0, "L0N0")
+    assert a == request_seed(0, 3, "q1", 0, "L0N0")
+    others = {request_seed(0, 3, "q1", 0, "L0N1"), request_seed(0, 4, "q1", 0, "L0N0"),
+              request_seed(0, 3, "q1", 1, "L0N0"), request_seed(1, 3, "q1", 0, "L0N0")}
+    assert a not in others and len(others) == 4 and all(0 <= s < 2**31 for s in others | {a})
+
+
+def test_bad_output_is_scored_zero_and_flagged():
+    task = synthetic_task("arith")
+    ex = Example("q", "What?", "7")
+    empty = score_text(task, "", ex)
+    assert empty.reward == 0.0 and empty.parsed is None
+    assert empty.flags["rollout/flag_empty"] == 1 and empty.flags["rollout/flag_unparsable"] == 1
+    assert score_text(task, "The answer is 7.", ex).reward == task.score("The answer is 7.", ex).reward == 1.0
+
+    class Broken:
+        def score(self, text, example):
+            raise RuntimeError("checker bug")
+
+    broken = score_text(Broken(), "The answer is 7.", ex)
+    assert broken.reward == 0.0 and broken.flags["rollout/flag_score_error"] == 1
+
+
+def test_cut_responses_are_flagged_and_rows_share_the_reward():
+    topo, engine, ex, reg = _setup((2, 1))
+    (result,) = _run(ex, reg, _specs(1), "per_sample", max_new=4)
+    assert call_flags(result)["rollout/flag_cut"] == 3
+    scored = score_text(synthetic_task("arith"), result.calls["L1N0"].text, result.spec.example)
+    rows = sample_rows(result, scored, topo, worker_id=2)
+    assert [r.node for r in rows] == ["L0N0", "L0N1", "L1N0"]
+    assert {r.reward for r in rows} == {0.0} and all(r.response_truncated for r in rows)
+    assert {r.sample_id for r in rows} == {"s0#0"} and {r.worker_id for r in rows} == {2}
+
+
+def test_grouping_flushes_by_count_and_by_time():
+    async def results(delays):
+        for i, d in enumerate(delays):
+            await asyncio.sleep(d)
+            yield i
+
+    async def collect(delays, every, seconds):
+        return [g async for g in _grouped(results(delays), every, seconds)]
+
+    assert asyncio.run(collect([0] * 7, 3, 10.0)) == [[0, 1, 2], [3, 4, 5], [6]]
+    # the 0.3 s gap passes the 0.1 s deadline, so sample 0 goes out alone
+    assert asyncio.run(collect([0, 0.3, 0], 10, 0.1))[0] == [0]
