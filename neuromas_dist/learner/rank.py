@@ -536,3 +536,51 @@ class LearnerRank:
     def info(self) -> dict[str, Any]:
         return {"rank": self.rank, "world_size": self.world_size, "version": self.version,
                 "skipped_steps": self.skipped_steps, "nodes": list(self.nodes)}
+
+    # ------------------------------------------------------------ checkpoint state
+
+    def _torch_optimizer(self) -> torch.optim.Optimizer:
+        # ZeRO and bf16 wrap the torch optimizer (over fp32 partitions); its state is what moves.
+        inner = getattr(self.optimizer, "optimizer", None)
+        return inner if isinstance(inner, torch.optim.Optimizer) else self.optimizer
+
+    def get_state(self) -> dict[str, Any]:
+        """This rank's optimizer and RNG state; rank 0 adds adapters and learner scalars."""
+        from neuromas_dist.learner.checkpoint import flatten_optimizer
+
+        tensors, meta = flatten_optimizer(self._torch_optimizer().state_dict())
+        tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            tensors["rng.cuda"] = torch.cuda.get_rng_state()
+        state = {"tensors": tensors, "meta": {"optimizer": meta, "python_rng": _jsonable_rng(random.getstate())}}
+        if self.rank == 0:
+            state["adapters"] = self.export()
+            state["learner"] = {"version": self.version, "skipped_steps": self.skipped_steps,
+                                "ema": dict(self.ema), "nodes": list(self.nodes),
+                                "world_size": self.world_size, "zero_stage": self.cfg.learner.zero_stage}
+        return state
+
+    def set_state(self, adapters: AdapterSet, learner: Mapping[str, Any], rank_state: Mapping[str, Any]) -> None:
+        from neuromas_dist.learner.checkpoint import unflatten_optimizer
+
+        self._copy_in(adapters.tensors)
+        tensors, meta = dict(rank_state["tensors"]), rank_state["meta"]
+        torch.set_rng_state(tensors.pop("rng.torch"))
+        cuda_rng = tensors.pop("rng.cuda", None)
+        if cuda_rng is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(cuda_rng)
+        random.setstate(_rng_from_json(meta["python_rng"]))
+        self._torch_optimizer().load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))
+        self.version = int(learner["version"])
+        self.skipped_steps = int(learner["skipped_steps"])
+        self.ema = {k: float(v) for k, v in learner["ema"].items()}
+        self._reset_step()
+
+
+def _jsonable_rng(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _rng_from_json(data: Sequence) -> tuple:
+    return (data[0], tuple(data[1]), data[2])

@@ -1,0 +1,153 @@
+"""Driver-side handle on the learner ranks (Ray actors in one placement group).
+
+Usage from the driver::
+
+    group = LearnerGroup(cfg, model_dir, nodes)             # starts num_ranks actors
+    adapters = group.adapters()                             # version 0, for the rollout
+    for ref in trajectory_refs_as_they_come: group.accumulate(ref)
+    metrics = group.finish_step()                           # one joint update
+    adapters = group.adapters()                             # version + 1, broadcast it
+
+or ``group.train_step(refs)``, which feeds the refs in the order they become ready.
+Every rank receives every batch and keeps the questions it owns, so the driver never
+materialises trajectories and a rank starts forward/backward on the first batch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+
+from neuromas_dist.adapters.peft_io import AdapterSet, write_adapter_set
+from neuromas_dist.learner import checkpoint as ckpt
+from neuromas_dist.learner.rank import LearnerRank
+
+
+class LearnerGroup:
+    """``cfg.learner.num_ranks`` DeepSpeed ranks as Ray actors; results come from rank 0."""
+
+    def __init__(self, cfg: Any, model_dir: str | os.PathLike, nodes: Sequence[str],
+                 init_adapters: AdapterSet | None = None, placement_group: Any = None):
+        import ray
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        self.cfg, self.nodes = cfg, list(nodes)
+        self.world_size = int(cfg.learner.num_ranks)
+        self._owns_pg = placement_group is None
+        self._pg = placement_group if placement_group is not None else self._make_placement_group()
+        res = cfg.resources
+        env = {"DS_ACCELERATOR": "cpu"} if res.learner_gpus == 0 else {}
+        actor_cls = ray.remote(LearnerRank)
+        self.ranks = []
+        for r in range(self.world_size):
+            strategy = PlacementGroupSchedulingStrategy(
+                placement_group=self._pg, placement_group_bundle_index=r)
+            self.ranks.append(actor_cls.options(
+                num_cpus=res.learner_cpus, num_gpus=res.learner_gpus, scheduling_strategy=strategy,
+                runtime_env={"env_vars": env}, name=None,
+            ).remote(cfg, str(model_dir), self.nodes, r, self.world_size, init_adapters))
+        addr, port = ray.get(self.ranks[0].address.remote())
+        ray.get([rank.setup.remote(addr, port) for rank in self.ranks])
+
+    def _make_placement_group(self) -> Any:
+        import ray
+        from ray.util.placement_group import placement_group
+
+        res = self.cfg.resources
+        bundle = {"CPU": res.learner_cpus}
+        if res.learner_gpus > 0:
+            bundle["GPU"] = res.learner_gpus
+        pg = placement_group([dict(bundle) for _ in range(self.world_size)], strategy=res.placement_strategy)
+        ray.get(pg.ready())
+        return pg
+
+    # ------------------------------------------------------------ training
+
+    def accumulate(self, batch: Any) -> None:
+        """Hand one trajectory batch (RecordBatch or ObjectRef) to every rank; returns at once."""
+        import ray
+
+        ref = batch if isinstance(batch, ray.ObjectRef) else ray.put(batch)
+        for rank in self.ranks:
+            rank.accumulate.remote(ref)  # actor calls run in order, before finish_step
+
+    def finish_step(self) -> dict[str, float]:
+        """Apply the step on all ranks; rank 0's metrics. Raises LogprobGapError on a large gap."""
+        import ray
+
+        return ray.get([rank.finish_step.remote() for rank in self.ranks])[0]
+
+    def train_step(self, batches: Iterable[Any]) -> dict[str, float]:
+        """accumulate() each batch, ObjectRefs in the order they become ready, then finish_step()."""
+        import ray
+
+        items = list(batches)
+        refs = [b for b in items if isinstance(b, ray.ObjectRef)]
+        for b in items:
+            if not isinstance(b, ray.ObjectRef):
+                self.accumulate(b)
+        while refs:
+            ready, refs = ray.wait(refs, num_returns=1)
+            self.accumulate(ready[0])
+        return self.finish_step()
+
+    # ------------------------------------------------------------ adapters
+
+    def adapters(self) -> AdapterSet:
+        """All node adapters at the current version (from rank 0; ranks are identical)."""
+        import ray
+
+        return ray.get(self.ranks[0].export.remote())
+
+    def save_peft(self, root: str | os.PathLike) -> dict[str, Path]:
+        """Write every node in PEFT layout under ``root/<node>``; returns node -> directory."""
+        return write_adapter_set(root, self.adapters())
+
+    def load_adapters(self, adapters: AdapterSet | Mapping[str, Mapping[str, torch.Tensor]]) -> list[str]:
+        """Growth/warm start: copy the given nodes' tensors into every rank; others unchanged."""
+        import ray
+
+        return ray.get([rank.load_adapters.remote(adapters) for rank in self.ranks])[0]
+
+    def score(self, batch: Any) -> list[list[float]]:
+        """Learner logprobs of every row's response tokens (rank 0)."""
+        import ray
+
+        return ray.get(self.ranks[0].score.remote(batch))
+
+    # ------------------------------------------------------------ checkpoint
+
+    def save_checkpoint(self, path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
+        import ray
+
+        return ckpt.save_checkpoint(path, ray.get([rank.get_state.remote() for rank in self.ranks]), extra)
+
+    def load_checkpoint(self, path: str | os.PathLike) -> dict[str, Any]:
+        """Restore every rank; returns the ``extra`` dict saved with it (e.g. the data cursor)."""
+        import ray
+
+        adapters, learner, ranks = ckpt.load_checkpoint(path)
+        check_nodes(learner["nodes"], self.nodes)
+        stage = self.cfg.learner.zero_stage
+        ray.get([rank.set_state.remote(adapters, learner, ckpt.rank_state_for(ranks, r, self.world_size, stage))
+                 for r, rank in enumerate(self.ranks)])
+        return dict(learner.get("extra", {}))
+
+    def shutdown(self) -> None:
+        import ray
+        from ray.util.placement_group import remove_placement_group
+
+        for rank in self.ranks:
+            ray.kill(rank)
+        self.ranks = []
+        if self._owns_pg:
+            remove_placement_group(self._pg)
+
+
+def check_nodes(saved: Sequence[str], current: Sequence[str]) -> None:
+    if list(saved) != list(current):
+        raise ValueError(f"checkpoint holds nodes {list(saved)} but the learner has {list(current)}; "
+                         f"use load_adapters() with a growth mapping to start a different topology")
