@@ -195,7 +195,7 @@ class LearnerRank:
     # ------------------------------------------------------------ streaming
 
     def _reset_step(self) -> None:
-        self._pending: dict[str, list[Row]] = defaultdict(list)  # loo: questions not yet complete
+        self._pending: dict[tuple[str, str], list[Row]] = defaultdict(list)  # loo: (question, node) incomplete
         self._ready: dict[str, list[Row]] = defaultdict(list)
         self._g_known = [torch.zeros_like(p, dtype=torch.float32) for p in self._all_params]
         self._g_one: list[torch.Tensor] | None = None
@@ -212,7 +212,7 @@ class LearnerRank:
             raise ValueError(f"trajectory rows for nodes {unknown} this learner does not hold ({self.nodes})")
         for row in rows:
             if self.cfg.learner.baseline == "loo":
-                self._pending[row.question_id].append(row)
+                self._pending[(row.question_id, row.node)].append(row)
             else:
                 self._ready[row.node].append(self._with_streaming_baseline(row))
         self._release_complete_questions()
@@ -233,21 +233,19 @@ class LearnerRank:
         return self.cfg.learner.baseline != "loo" and not self._uses_ema_state(node)
 
     def _release_complete_questions(self, force: bool = False) -> None:
+        # Keyed by (question, node): a sample's rows may arrive in different batches, and a
+        # node's leave-one-out baseline needs that node's rows of all n samples.
         n = self.cfg.sampling.n_samples
-        for qid in list(self._pending):
-            rows = self._pending[qid]
+        for key in list(self._pending):
+            rows = self._pending[key]
             if not force and len({r.sample_index for r in rows}) < n:
                 continue
-            del self._pending[qid]
-            by_node: dict[str, list[Row]] = defaultdict(list)
-            for r in rows:
-                by_node[r.node].append(r)
-            for node, node_rows in by_node.items():
-                rewards = torch.tensor([r.reward for r in node_rows], dtype=torch.float64)
-                adv = algos.advantages(rewards, algos.loo_baseline(rewards))
-                for r, a in zip(node_rows, adv.tolist()):
-                    r.adv_known = a
-                self._ready[node].extend(node_rows)
+            del self._pending[key]
+            rewards = torch.tensor([r.reward for r in rows], dtype=torch.float64)
+            adv = algos.advantages(rewards, algos.loo_baseline(rewards))
+            for r, a in zip(rows, adv.tolist()):
+                r.adv_known = a
+            self._ready[key[1]].extend(rows)
 
     def _run_full_micro_batches(self, force: bool = False) -> None:
         mbs = self.cfg.learner.micro_batch_size
