@@ -121,8 +121,11 @@ class GraphExecutor:
         out = await self._generate(prompt_ids, params, pin.requests[node])
         completion = out.outputs[0]
         token_ids = list(completion.token_ids)
+        # Decode here rather than use vLLM's incremental text: the two differ on broken
+        # UTF-8 fragments, and downstream prompts must be reproducible from the row's ids.
+        text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
         return NodeCall(node, prompt_ids, token_ids, sampled_logprobs(token_ids, completion.logprobs),
-                        completion.text, str(completion.finish_reason or FINISH_ABORT), truncated,
+                        text, str(completion.finish_reason or FINISH_ABORT), truncated,
                         time.perf_counter() - start)
 
     async def _generate(self, prompt_ids: list[int], params: Any, lora_request: Any) -> Any:
@@ -219,5 +222,5 @@ def _sampling_params(policy: SamplingPolicy, max_tokens: int, seed: int) -> Any:
         logprobs=0,  # 0 = only the sampled token's logprob
         seed=None if policy.temperature == 0 else seed,
         output_kind=RequestOutputKind.FINAL_ONLY,  # no per-token deltas: less IPC
-        skip_special_tokens=True,
+        detokenize=False,  # the executor decodes the final ids itself
     )
