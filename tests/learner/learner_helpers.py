@@ -59,3 +59,8 @@ def with_column(batch: pa.RecordBatch, name: str, values: list) -> pa.RecordBatc
     idx = batch.schema.get_field_index(name)
     field = batch.schema.field(name)
     return batch.set_column(idx, field, pa.array(values, type=field.type))
+
+
+def to_batch(rows: list[dict]) -> pa.RecordBatch:
+    """Plain row dicts (as from ``to_pylist``) back into a trajectory batch."""
+    return to_record_batch([TrajectoryRow(**row) for row in rows])

@@ -1,0 +1,74 @@
+"""Resume gives the same next update as not stopping; exported adapters load in PEFT."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from learner_helpers import NODES, make_batch, small_config, to_batch, with_logprobs
+from neuromas_dist.learner import checkpoint as ckpt
+
+
+def _step(rank, seed, vocab):
+    batch = make_batch(3, 2, vocab=vocab, seed=seed, version=rank.version)
+    rank.accumulate(with_logprobs(batch, rank.score(batch)))
+    return rank.finish_step()
+
+
+def test_resume_gives_the_same_next_update(make_rank, vocab, tmp_path):
+    cfg = small_config(baseline="ema")  # ema: the baseline state must survive the restart
+    a = make_rank(cfg)
+    _step(a, 1, vocab)
+    ckpt.save_checkpoint(tmp_path / "ck", [a.get_state()], extra={"cursor": 17})
+    # the uninterrupted run
+    m_a = _step(a, 2, vocab)
+    # a fresh learner resumed from the checkpoint
+    b = make_rank(cfg)
+    adapters, learner, ranks = ckpt.load_checkpoint(tmp_path / "ck")
+    assert learner["extra"] == {"cursor": 17} and learner["version"] == 1 and set(learner["ema"]) == set(NODES)
+    b.set_state(adapters, learner, ckpt.rank_state_for(ranks, 0, 1, cfg.learner.zero_stage))
+    m_b = _step(b, 2, vocab)
+    assert (b.version, b.ema) == (a.version, a.ema)
+    assert m_b["learner/loss"] == pytest.approx(m_a["learner/loss"], rel=1e-6)
+    for node in NODES:
+        for k, v in a.export().tensors[node].items():
+            torch.testing.assert_close(b.export().tensors[node][k], v, rtol=0, atol=1e-7)
+
+
+def test_checkpoint_files_are_safetensors_and_json(make_rank, tmp_path):
+    r = make_rank(small_config())
+    path = ckpt.save_checkpoint(tmp_path / "ck", [r.get_state()])
+    names = sorted(p.name for p in path.iterdir())
+    assert names == ["adapters", "learner_state.json", "rank0.json", "rank0.safetensors"]
+    assert sorted(p.name for p in (path / "adapters").iterdir()) == sorted(NODES)
+    assert json.loads((path / "learner_state.json").read_text())["nodes"] == list(NODES)
+
+
+def test_export_loads_in_peft_with_the_same_logprobs(make_rank, vocab, tiny_model_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from neuromas_dist.adapters.peft_io import write_adapter_set
+    from neuromas_dist.learner.algos import token_logprobs
+
+    r = make_rank(small_config(lr=5e-2))
+    for seed in (21, 22):
+        _step(r, seed, vocab)
+    dirs = write_adapter_set(tmp_path / "peft", r.export())
+    cfg = json.loads((dirs["L0N1"] / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == str(tiny_model_dir) and cfg["r"] == 4
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(dirs["L0N1"]), adapter_name="L0N1").eval()
+    row = next(x for x in make_batch(1, 1, vocab=vocab, seed=23).to_pylist() if x["node"] == "L0N1")
+    ids = torch.tensor([row["prompt_ids"] + row["response_ids"]])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[:, len(row["prompt_ids"]) - 1:-1]
+    lp = token_logprobs(logits, torch.tensor([row["response_ids"]]))[0]
+    ours = torch.tensor(r.score(to_batch([row]))[0])
+    torch.testing.assert_close(lp, ours, rtol=0, atol=1e-5)
+    with torch.no_grad(), model.disable_adapter():  # the adapter really changed the model
+        base_lp = token_logprobs(model(input_ids=ids).logits[:, len(row["prompt_ids"]) - 1:-1],
+                                 torch.tensor([row["response_ids"]]))[0]
+    assert (base_lp - ours).abs().max() > 1e-3
