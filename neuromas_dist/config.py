@@ -230,6 +230,9 @@ def _check_resources(cfg: Config) -> None:
         raise ConfigError(
             f"resources.colocate=true shares one GPU: rollout_gpus + learner_gpus must be <= 1, "
             f"got {r.rollout_gpus} + {r.learner_gpus}")
+    if r.colocate and cfg.rollout.num_workers > cfg.learner.num_ranks:
+        raise ConfigError(f"resources.colocate=true puts rollout worker i beside learner rank i: "
+                          f"rollout.num_workers={cfg.rollout.num_workers} must be <= learner.num_ranks={cfg.learner.num_ranks}")
     if (r.rollout_gpus > 0) != (r.learner_gpus > 0):
         raise ConfigError("resources: rollout_gpus and learner_gpus must both be 0 (CPU) or both > 0 (GPU)")
 

@@ -1,0 +1,58 @@
+"""One placement group for the whole run: learner ranks first, then rollout workers.
+
+Split mode gives every learner rank and every rollout worker its own bundle (on a GPU
+cluster: their own GPUs). Colocated mode, for one-GPU boxes, puts rollout worker i in
+learner rank i's bundle so both share its GPU (fractional ``num_gpus`` per actor).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from neuromas_dist.config import Config
+
+
+def bundles(cfg: Config) -> list[dict[str, float]]:
+    r = cfg.resources
+
+    def bundle(cpus: float, gpus: float) -> dict[str, float]:
+        return {"CPU": cpus, **({"GPU": gpus} if gpus > 0 else {})}
+
+    if r.colocate:
+        return [bundle(r.learner_cpus + r.rollout_cpus, r.learner_gpus + r.rollout_gpus)
+                for _ in range(cfg.learner.num_ranks)]
+    return ([bundle(r.learner_cpus, r.learner_gpus)] * cfg.learner.num_ranks
+            + [bundle(r.rollout_cpus, r.rollout_gpus)] * cfg.rollout.num_workers)
+
+
+def rollout_bundle_index(cfg: Config, worker: int) -> int:
+    if cfg.resources.colocate:
+        return worker % cfg.learner.num_ranks
+    return cfg.learner.num_ranks + worker
+
+
+class Placement:
+    """The run's placement group and the scheduling strategies cut from it."""
+
+    def __init__(self, cfg: Config):
+        import ray
+        from ray.util.placement_group import placement_group
+
+        self.cfg = cfg
+        self.group = placement_group(bundles(cfg), strategy=cfg.resources.placement_strategy)
+        ready, _ = ray.wait([self.group.ready()], timeout=300)
+        if not ready:
+            raise RuntimeError(f"Ray could not place {bundles(cfg)} within 300 s: "
+                               f"the cluster lacks the CPUs/GPUs that resources.* ask for")
+
+    def rollout_strategies(self) -> list[Any]:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        return [PlacementGroupSchedulingStrategy(placement_group=self.group,
+                                                 placement_group_bundle_index=rollout_bundle_index(self.cfg, i))
+                for i in range(self.cfg.rollout.num_workers)]
+
+    def remove(self) -> None:
+        from ray.util.placement_group import remove_placement_group
+
+        remove_placement_group(self.group)

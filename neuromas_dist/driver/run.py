@@ -1,0 +1,186 @@
+"""``run_training``: the run directory, the step schedule, and how a run stops.
+
+Run directory::
+
+    config.yaml            resolved config (``--resume`` reads it back)
+    metrics.jsonl          one row per step, slash-named metrics
+    tensorboard/           the same scalars as TensorBoard events
+    trajectories/          step_000001.parquet ... (the trajectory Arrow schema)
+    checkpoints/step_N/    learner state + data cursor + topology
+    adapters/<node>/       final adapters, PEFT layout (PeftModel / vllm serve --lora-modules)
+    plots/*.png            reward and accuracy over steps, per-node panels
+    summary.json           held-out accuracy before and after, timings
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from neuromas_dist.config import Config, dump_yaml
+from neuromas_dist.driver.metrics import MetricsLogger, read_metrics
+
+EXIT_INTERRUPTED = 130
+EXIT_FAILED = 1
+
+
+def say(msg: str) -> None:
+    print(f"[neuromas] {msg}", flush=True)
+
+
+def prepare_run_dir(cfg: Config, resume: bool) -> Path:
+    run_dir = Path(cfg.logging.run_dir or time.strftime("runs/%Y%m%d-%H%M%S"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    return run_dir
+
+
+class StopFlag:
+    """First Ctrl-C asks the loop to stop after the current step and checkpoint;
+    a second one interrupts at once (the last periodic checkpoint stands)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        say("Ctrl-C: stopping after this step with a checkpoint (Ctrl-C again to abort now)")
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+
+def run_training(cfg: Config, resume: bool = False) -> int:
+    from neuromas_dist.driver.cluster import init_ray
+    from neuromas_dist.driver.trainer import Trainer, latest_checkpoint
+    from neuromas_dist.rollout.worker import resolve_model_dir
+    from neuromas_dist.tasks.data import DataError, load_task_data
+
+    run_dir = prepare_run_dir(cfg, resume)
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if resume and ckpt is None:
+        say(f"--resume {run_dir}: no checkpoint there yet; starting from step 0")
+    try:
+        data = load_task_data(cfg.data)
+    except DataError as exc:
+        print(f"data error: {exc}", file=sys.stderr)
+        return 2
+    model_dir = resolve_model_dir(cfg)
+    say(f"run dir {run_dir} | model {model_dir} | topology {list(cfg.topology.widths)} | "
+        f"{len(data.train)} train / {len(data.eval)} eval questions | {init_ray(cfg)['ray']}")
+    log = MetricsLogger(run_dir, cfg.logging.tensorboard, resume_step=_ckpt_step(ckpt))
+    trainer = Trainer(cfg, run_dir, model_dir, data, log, say)
+    stop = StopFlag()
+    try:
+        return _train(cfg, trainer, ckpt, stop)
+    finally:
+        stop.restore()
+        log.close()
+        trainer.shutdown()
+
+
+def _ckpt_step(ckpt: Path | None) -> int | None:
+    return int(ckpt.name.split("_")[-1]) if ckpt is not None else None
+
+
+def _train(cfg: Config, trainer: Any, ckpt: Path | None, stop: StopFlag) -> int:
+    from ray.exceptions import RayActorError, RayTaskError
+
+    try:
+        _setup(cfg, trainer, ckpt)
+        _loop(cfg, trainer, stop)
+    except (RayActorError, RayTaskError) as exc:
+        return _failed(trainer, exc)
+    except KeyboardInterrupt:
+        say(f"aborted at step {trainer.step}; resume from the last checkpoint with --resume {trainer.run_dir}")
+        return EXIT_INTERRUPTED
+    if stop.requested:
+        path = trainer.checkpoint()
+        say(f"stopped at step {trainer.step}; checkpoint {path}; continue with --resume {trainer.run_dir}")
+        return EXIT_INTERRUPTED
+    _finish(cfg, trainer)
+    return 0
+
+
+def _setup(cfg: Config, trainer: Any, ckpt: Path | None) -> None:
+    if ckpt is not None:
+        trainer.resume(ckpt)
+        say(f"resumed from {ckpt} at step {trainer.step}")
+        return
+    init = trainer.grow_from_run(Path(cfg.trainer.grow_from)) if cfg.trainer.grow_from else None
+    trainer.start(init)
+    before = trainer.evaluate()
+    trainer.log.log(0, before)
+    _write_summary(trainer, {"eval_accuracy_before": before["eval/accuracy"]})
+    say(f"step 0: held-out accuracy {before['eval/accuracy']:.3f} on {before['eval/questions']} questions")
+
+
+def _loop(cfg: Config, trainer: Any, stop: StopFlag) -> None:
+    from tqdm import tqdm
+
+    t = cfg.trainer
+    growth = {g.at_step: g.widths for g in t.growth}
+    bar = tqdm(total=t.steps, initial=trainer.step, disable=not cfg.logging.progress, unit="step",
+               dynamic_ncols=True, file=sys.stdout)
+    while trainer.step < t.steps and not stop.requested:
+        target = max((s for s in growth if s <= trainer.step + 1), default=None)
+        if target is not None and tuple(growth[target]) != trainer.widths:
+            trainer.grow(tuple(growth[target]))
+        row = trainer.train_step()
+        if trainer.step == t.steps or (t.eval_every and trainer.step % t.eval_every == 0):
+            row.update(trainer.evaluate())  # the last step always evaluates: the "after" number
+        trainer.log.log(trainer.step, row)
+        if t.checkpoint_every and trainer.step % t.checkpoint_every == 0:
+            trainer.checkpoint()
+        bar.update(1)
+        bar.set_postfix(reward=f"{row.get('rollout/reward_mean', float('nan')):.3f}",
+                        acc=f"{row['eval/accuracy']:.3f}" if "eval/accuracy" in row else "-")
+    bar.close()
+
+
+def _finish(cfg: Config, trainer: Any) -> None:
+    from neuromas_dist.driver.plots import plot_run
+
+    evals = [r for r in read_metrics(trainer.log.path) if "eval/accuracy" in r]
+    final = evals[-1] if evals and evals[-1]["step"] == trainer.step else trainer.evaluate()
+    path = trainer.checkpoint()
+    adapters = trainer.save_adapters()
+    summary = _write_summary(trainer, {
+        "eval_accuracy_after": final["eval/accuracy"], "eval_questions": final["eval/questions"],
+        "steps": trainer.step, "topology": list(trainer.widths), "checkpoint": str(path),
+        "adapters": {k: str(v) for k, v in adapters.items()},
+    })
+    if cfg.logging.plots:
+        plot_run(trainer.run_dir)
+    say(f"done: held-out accuracy {summary.get('eval_accuracy_before', float('nan')):.3f} -> "
+        f"{final['eval/accuracy']:.3f} on {final['eval/questions']} questions after {trainer.step} steps; "
+        f"outputs in {trainer.run_dir}")
+
+
+def _write_summary(trainer: Any, update: dict[str, Any]) -> dict[str, Any]:
+    path = trainer.run_dir / "summary.json"
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    summary.update(update)
+    path.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _failed(trainer: Any, exc: Exception) -> int:
+    """An actor died: checkpoint what the learner still holds, one line, exit 1."""
+    cause = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    where = "no checkpoint (the learner is gone too)"
+    try:
+        where = f"checkpoint {trainer.checkpoint()}"
+    except Exception:  # noqa: BLE001 - the learner may be what died
+        pass
+    say(f"failed at step {trainer.step + 1}: {type(exc).__name__}: {cause}; {where}; "
+        f"continue with --resume {trainer.run_dir}")
+    return EXIT_FAILED

@@ -1,0 +1,33 @@
+"""Rollout metrics of one step, from its trajectory table (pure functions over Arrow)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def _mean(values: pa.ChunkedArray | pa.Array) -> float:
+    return float(pc.mean(values).as_py()) if len(values) else float("nan")
+
+
+def rollout_metrics(table: pa.Table, sink: str) -> dict[str, Any]:
+    """Sample-level metrics (from the sink's rows: one per sample) and per-node lengths."""
+    if table.num_rows == 0:
+        return {"rollout/samples": 0}
+    lengths = pc.list_value_length(table["response_ids"])
+    sink_rows = table.filter(pc.equal(table["node"], sink))
+    m: dict[str, Any] = {
+        "rollout/samples": sink_rows.num_rows,
+        "rollout/reward_mean": _mean(sink_rows["reward"]),
+        "rollout/unparsable_frac": _mean(pc.is_null(sink_rows["parsed_answer"]).cast(pa.float64())),
+        "rollout/response_tokens": int(pc.sum(lengths).as_py() or 0),
+        "rollout/cut_frac": _mean(table["response_truncated"].cast(pa.float64())),
+        "rollout/prompt_truncated_frac": _mean(table["prompt_truncated"].cast(pa.float64())),
+        "rollout/adapter_version_min": int(pc.min(table["adapter_version"]).as_py()),
+    }
+    for node in sorted(set(table["node"].to_pylist())):
+        mask = pc.equal(table["node"], node)
+        m[f"node/{node}/response_len_mean"] = _mean(pc.filter(lengths, mask))
+    return m

@@ -1,0 +1,237 @@
+"""The training loop: questions -> rollout workers -> streamed trajectories -> learner ->
+adapters -> rollout workers.
+
+Sync mode is on-policy: step k's rollouts use the adapters of step k-1. Async mode keeps
+``max_staleness`` rollouts in flight ahead of the learner, so step k+1's sampling
+overlaps step k's update; the learner importance-weights rows whose adapter version
+lags. In both modes trajectories reach the learner batch by batch as samples finish,
+so forward/backward starts before the last sample of a step is back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow as pa
+
+from neuromas_dist.adapters.peft_io import AdapterSet, read_adapter_set, write_adapter_set
+from neuromas_dist.config import Config
+from neuromas_dist.driver.metrics import MetricsLogger
+from neuromas_dist.driver.placement import Placement
+from neuromas_dist.driver.sampler import QuestionSampler
+from neuromas_dist.driver.step_metrics import rollout_metrics
+from neuromas_dist.graph.growth import describe_growth, growth_mapping
+from neuromas_dist.graph.topology import Topology
+from neuromas_dist.trajectories.parquet import write_step
+from neuromas_dist.trajectories.schema import concat
+
+
+class Rollout:
+    """One step's rollout in flight: the merged streams of every worker."""
+
+    def __init__(self, step: int, gens: list[Any], cursor: dict[str, Any]):
+        self.step, self.pending, self.cursor = step, list(gens), cursor
+        self.started = time.perf_counter()
+
+    def refs(self):
+        """ObjectRefs of record batches, in the order any worker finishes them."""
+        import ray
+
+        while self.pending:
+            ready, _ = ray.wait(self.pending, num_returns=1)
+            try:
+                yield next(ready[0])
+            except StopIteration:
+                self.pending.remove(ready[0])
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path, model_dir: str, data: Any, log: MetricsLogger,
+                 say: Callable[[str], None]):
+        self.cfg, self.run_dir, self.model_dir, self.data, self.log, self.say = cfg, run_dir, model_dir, data, log, say
+        self.sampler = QuestionSampler(data.train, cfg.trainer.seed)
+        self.widths = tuple(cfg.topology.widths)
+        self.step = 0
+        self.placement = Placement(cfg)
+        self.workers: list[Any] = []
+        self.learner: Any = None
+        self.traj_dir = run_dir / "trajectories" if cfg.logging.save_trajectories else None
+        self.in_flight: deque[Rollout] = deque()
+        self.last_metrics: dict[str, Any] = {}
+
+    # ------------------------------------------------------------ setup
+
+    @property
+    def topology(self) -> Topology:
+        return Topology.build(self.widths, list(self.cfg.topology.edges) or None)
+
+    def start(self, init_adapters: AdapterSet | None = None) -> None:
+        from neuromas_dist.learner.learner import LearnerGroup
+        from neuromas_dist.rollout.actors import start_workers
+
+        import ray
+
+        self.learner = LearnerGroup(self.cfg, self.model_dir, self.topology.names, init_adapters=init_adapters,
+                                    placement_group=self.placement.group)
+        self.workers = start_workers(self.cfg, model_dir=self.model_dir, task=self.data.task,
+                                     scheduling_strategies=self.placement.rollout_strategies())
+        ray.get([w.set_topology.remote(self.widths, list(self.cfg.topology.edges)) for w in self.workers])
+        self.broadcast()
+
+    def broadcast(self) -> dict[str, float]:
+        """Export the learner's adapters once, hand the same object to every worker."""
+        import ray
+
+        t0 = time.perf_counter()
+        adapters = self.learner.adapters()
+        ref = ray.put(adapters)
+        ray.get([w.load_adapters.remote(ref) for w in self.workers])
+        return {"timing_s/sync": time.perf_counter() - t0, "adapters/version": adapters.version,
+                "adapters/bytes": adapters.nbytes()}
+
+    def resume(self, ckpt: Path) -> None:
+        """Restore learner, topology, step and data cursor from a checkpoint directory."""
+        from neuromas_dist.learner.checkpoint import load_checkpoint
+
+        _, learner_state, _ = load_checkpoint(ckpt)
+        extra = learner_state.get("extra", {})
+        self.widths = tuple(extra["widths"])
+        self.start()
+        self.learner.load_checkpoint(ckpt)
+        self.step = int(extra["step"])
+        self.sampler.load_state_dict(extra["sampler"])
+        self.broadcast()
+
+    def grow_from_run(self, small_run: Path) -> AdapterSet:
+        """Initial adapters of this (larger) topology from a smaller run's final adapters."""
+        small = read_adapter_set(small_run / "adapters", version=0)
+        small_widths = _widths_of(small.tensors)
+        return self._mapped(small, Topology.build(small_widths), self.topology)
+
+    def _mapped(self, small: AdapterSet, small_topo: Topology, large: Topology) -> AdapterSet:
+        mapping = growth_mapping(small_topo, large)
+        self.say("growth " + "; ".join(describe_growth(mapping).splitlines()))
+        return AdapterSet(small.version, {new: small.tensors[old] for new, old in mapping.items() if old},
+                          small.peft_config)
+
+    def grow(self, widths: tuple[int, ...]) -> None:
+        """Switch to a larger topology mid-run; carried-over nodes keep their adapters.
+
+        The learner is rebuilt for the new node set (its optimizer state restarts: the
+        new graph is a new optimisation problem); the rollout engines stay up.
+        """
+        small_topo, current = self.topology, self.learner.adapters()
+        self.widths = tuple(widths)
+        mapped = self._mapped(current, small_topo, self.topology)
+        self.learner.shutdown()
+        from neuromas_dist.learner.learner import LearnerGroup
+
+        self.learner = LearnerGroup(self.cfg, self.model_dir, self.topology.names, init_adapters=None,
+                                    placement_group=self.placement.group)
+        self.learner.load_adapters(mapped)
+        import ray
+
+        ray.get([w.set_topology.remote(self.widths, []) for w in self.workers])
+        self.broadcast()
+
+    # ------------------------------------------------------------ steps
+
+    def launch(self, step: int) -> Rollout:
+        from neuromas_dist.rollout.actors import split_examples
+
+        cursor = self.sampler.state_dict()
+        examples = self.sampler.next_batch(self.cfg.trainer.questions_per_step)
+        gens = [w.rollout.options(num_returns="streaming").remote(step, share, self.cfg.sampling.n_samples)
+                for w, share in zip(self.workers, split_examples(examples, len(self.workers))) if share]
+        return Rollout(step, gens, cursor)
+
+    def train_step(self) -> dict[str, Any]:
+        """Run step ``self.step + 1`` to completion; returns its metrics row."""
+        import ray
+
+        step = self.step + 1
+        ahead = self.cfg.trainer.max_staleness if self.cfg.trainer.mode == "async" else 0
+        if not self.in_flight:
+            self.in_flight.append(self.launch(step))
+        rollout = self.in_flight.popleft()
+        batches: list[pa.RecordBatch] = []
+        for ref in rollout.refs():
+            self.learner.accumulate(ref)  # ranks start forward/backward on it now
+            batches.append(ray.get(ref))
+        t_rollout = time.perf_counter() - rollout.started
+        t_learn0 = time.perf_counter()
+        finish = self.learner.finish_step_async()
+        while len(self.in_flight) < ahead and self._same_stage(step, step + 1 + len(self.in_flight)):
+            self.in_flight.append(self.launch(step + 1 + len(self.in_flight)))  # overlaps the update
+        learner_metrics = ray.get(finish)[0]
+        t_learn = time.perf_counter() - t_learn0
+        sync = self.broadcast()
+        self.step = step
+        self._cursor_after = self.in_flight[0].cursor if self.in_flight else self.sampler.state_dict()
+        if self.traj_dir is not None:
+            write_step(self.traj_dir, step, batches)
+        table = concat(batches)
+        return {**rollout_metrics(table, self.topology.sink), **learner_metrics, **sync,
+                "timing_s/rollout": t_rollout, "timing_s/learn_tail": t_learn,
+                "timing_s/step": time.perf_counter() - rollout.started}
+
+    def _same_stage(self, step: int, later: int) -> bool:
+        """May step ``later``'s rollout start now? Not past the run's end, and not across a
+        growth step (its rollouts need the grown graph)."""
+        growth = (g.at_step for g in self.cfg.trainer.growth)
+        return later <= self.cfg.trainer.steps and not any(step < g <= later for g in growth)
+
+    def evaluate(self) -> dict[str, float]:
+        """Greedy accuracy on the held-out split, shared across workers."""
+        import ray
+        from neuromas_dist.rollout.actors import split_examples
+
+        t0 = time.perf_counter()
+        shares = [s for s in split_examples(self.data.eval, len(self.workers)) if s]
+        results = ray.get([w.evaluate.remote(share, self.step) for w, share in zip(self.workers, shares)])
+        n = sum(r["metrics"]["eval/questions"] for r in results)
+        correct = sum(r["metrics"]["eval/accuracy"] * r["metrics"]["eval/questions"] for r in results)
+        return {"eval/accuracy": correct / n if n else 0.0, "eval/questions": n,
+                "timing_s/eval": time.perf_counter() - t0}
+
+    # ------------------------------------------------------------ checkpoints and outputs
+
+    def checkpoint(self) -> Path:
+        path = self.run_dir / "checkpoints" / f"step_{self.step:06d}"
+        cursor = getattr(self, "_cursor_after", self.sampler.state_dict())
+        self.learner.save_checkpoint(path, extra={"step": self.step, "sampler": cursor, "widths": list(self.widths)})
+        return path
+
+    def save_adapters(self) -> dict[str, Path]:
+        return write_adapter_set(self.run_dir / "adapters", self.learner.adapters())
+
+    def shutdown(self) -> None:
+        import ray
+
+        for w in self.workers:
+            try:
+                ray.get(w.shutdown.remote(), timeout=30)
+            except Exception:  # noqa: BLE001 - a dead worker has nothing left to close
+                pass
+        if self.learner is not None:
+            self.learner.shutdown()
+        self.placement.remove()
+
+
+def _widths_of(nodes: Any) -> tuple[int, ...]:
+    """Layer widths from node names L<layer>N<index> (a run's saved adapters)."""
+    from neuromas_dist.graph.topology import parse_node_name
+
+    layers: dict[int, int] = {}
+    for name in nodes:
+        layer, index = parse_node_name(name)
+        layers[layer] = max(layers.get(layer, 0), index + 1)
+    return tuple(layers[i] for i in range(len(layers)))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted((Path(run_dir) / "checkpoints").glob("step_*"))
+    return found[-1] if found else None
