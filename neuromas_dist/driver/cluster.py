@@ -35,6 +35,8 @@ def init_ray(cfg: Config) -> dict[str, Any]:
     """Start or join Ray; returns a short description for the run header."""
     import ray
 
+    if ray.is_initialized():  # a caller (a notebook, a test) already chose the cluster
+        return {"ray": "already initialised by the caller"}
     address = cluster_address(cfg)
     env = {"env_vars": actor_env(cfg)}
     if address:
