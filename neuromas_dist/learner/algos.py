@@ -58,16 +58,31 @@ def advantages(rewards: torch.Tensor, baselines: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------- logprobs
 
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """log_softmax(logits / temperature) at ``tokens``: [B, T, V], [B, T] -> [B, T].
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0,
+                   top_p: float = 1.0) -> torch.Tensor:
+    """log pi(tokens) under the sampling policy: [B, T, V], [B, T] -> [B, T].
 
-    vLLM records "processed" logprobs (after temperature), so the learner must divide
-    by the same temperature or the gap check compares two different distributions.
+    vLLM records "processed" logprobs (after temperature and top-p), so the learner
+    applies the same transforms or the gap check compares two different distributions.
     Temperature <= 0 (greedy) has no sampling distribution; it is scored at 1.
     """
     t = temperature if temperature > 0 else 1.0
-    logp = torch.log_softmax(logits.float() / t, dim=-1)
+    scaled = logits.float() / t
+    if top_p < 1.0:
+        scaled = top_p_filter(scaled, top_p)
+    logp = torch.log_softmax(scaled, dim=-1)
     return logp.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """-inf outside the nucleus, vLLM's rule: sort ascending, drop tokens whose cumulative
+    probability is <= 1 - top_p, always keep the most likely one."""
+    sorted_logits, order = logits.sort(dim=-1)
+    cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    drop = cum <= 1.0 - top_p
+    drop[..., -1] = False
+    mask = torch.zeros_like(drop).scatter(-1, order, drop)
+    return logits.masked_fill(mask, float("-inf"))
 
 
 def importance_weights(lp_current: torch.Tensor, lp_behaviour: torch.Tensor, stale: torch.Tensor,

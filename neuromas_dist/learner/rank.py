@@ -149,6 +149,7 @@ class LearnerRank:
         self.skipped_steps = 0
         self.ema: dict[str, float] = {}
         self.temperature = float(cfg.sampling.temperature)
+        self.top_p = float(cfg.sampling.top_p)
 
     # ------------------------------------------------------------ setup
 
@@ -285,8 +286,10 @@ class LearnerRank:
             mask[i, :n] = True
         logits = self.module(input_ids=ids.to(self.device), attention_mask=attn.to(self.device)).logits
         picked = logits.gather(1, pos.to(self.device).unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
-        lp = algos.token_logprobs(picked, tok.to(self.device), self.temperature)
-        return lp * mask.to(self.device), mask.to(self.device)
+        lp = algos.token_logprobs(picked, tok.to(self.device), self.temperature, self.top_p)
+        mask = mask.to(self.device)
+        # where, not multiply: a padded position's -inf (outside top-p) times 0 would be NaN
+        return torch.where(mask, lp, torch.zeros_like(lp)), mask
 
     def _micro_batch(self, node: str, rows: list[Row]) -> None:
         rows = [r for r in rows if r.response]  # an empty response has no token to credit

@@ -90,3 +90,12 @@ def test_logprob_gap_and_k3():
     assert (gap, n) == (1.0, 2)
     assert kl == pytest.approx(math.e - 2)
     assert algos.logprob_gap(ll, lr, torch.zeros_like(mask)) == (0.0, 0.0, 0)
+
+
+def test_top_p_keeps_the_nucleus_and_renormalises():
+    # probs [0.1, 0.2, 0.7]; top_p = 0.75: ascending cumsum [0.1, 0.3, 1.0] <= 0.25 drops token 0
+    logits = torch.log(torch.tensor([[[0.1, 0.2, 0.7]]]))
+    lp = algos.token_logprobs(logits.expand(1, 2, 3), torch.tensor([[1, 2]]), 1.0, top_p=0.75)
+    # renormalised over {1, 2}: 0.2 / 0.9 and 0.7 / 0.9
+    assert lp.exp().flatten().tolist() == pytest.approx([0.2 / 0.9, 0.7 / 0.9])
+    assert algos.token_logprobs(logits, torch.tensor([[0]]), 1.0, top_p=0.75).item() == float("-inf")
