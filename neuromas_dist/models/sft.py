@@ -1,0 +1,146 @@
+"""Brief supervised warm-up of the tiny model on the prompts graph nodes really see.
+
+RL needs a policy that is right sometimes and wrong often: a random-init model never
+earns a reward, a perfect one leaves nothing to learn. A fixed number of AdamW steps
+(not a time budget, so a seed always gives the same weights) on role-free node prompts
+lands in between. Upstream texts are right about half the time, so nodes learn to read
+their inputs without learning to copy them blindly.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from neuromas_dist.graph.prompts import apply_chat, encode, render_body
+from neuromas_dist.graph.topology import Topology
+from neuromas_dist.tasks.base import Example
+from neuromas_dist.tasks.synthetic import SYNTHETIC_ANSWER_FORMAT, answer_sentence, synthetic_task
+
+# (question, gold answer) pairs; the answer is the text after "The answer is".
+QA = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 30
+    pool_size: int = 16384  # distinct examples rendered once, then sampled per step
+    upstream_gold_prob: float = 0.5
+    topologies: tuple[tuple[int, ...], ...] = ((1,), (2, 1), (4, 2, 1))
+    # The same instruction the RL sink sees, so warm-up and RL prompts are identical.
+    answer_format: str = SYNTHETIC_ANSWER_FORMAT
+
+
+def node_body(topology: Topology, node_name: str, qa: QA, rng: random.Random, gold_prob: float,
+              answer_format: str, distractor: Callable[[random.Random], str]) -> str:
+    """One node's user content for one question, upstream texts right or wrong at random."""
+    question, gold = qa
+    upstream = {
+        src: answer_sentence(gold if rng.random() < gold_prob else distractor(rng))
+        for src in topology.node(node_name).inputs
+    }
+    return render_body(topology, node_name, question, upstream, answer_format=answer_format).text
+
+
+def digit_distractor(rng: random.Random) -> str:
+    return str(rng.randrange(10))
+
+
+def build_pool(tokenizer, qas: Sequence[QA], cfg: SFTConfig, rng: random.Random,
+               distractor: Callable[[random.Random], str] = digit_distractor) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, target ids) pairs over random questions, topologies and nodes."""
+    topologies = [Topology.build(widths) for widths in cfg.topologies]
+    eos = tokenizer.eos_token
+    pool = []
+    # One random node per sampled (question, topology): every topology gets the same
+    # share of examples, rather than wide graphs crowding out the single-node prompt.
+    for _ in range(cfg.pool_size):
+        question, gold = qas[rng.randrange(len(qas))]
+        topology = topologies[rng.randrange(len(topologies))]
+        node = topology.nodes[rng.randrange(len(topology))].name
+        body = node_body(topology, node, (question, gold), rng, cfg.upstream_gold_prob, cfg.answer_format, distractor)
+        pool.append((encode(tokenizer, apply_chat(tokenizer, body)), encode(tokenizer, answer_sentence(gold) + eos)))
+    return pool
+
+
+def collate(batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded inputs; labels only on target tokens so the prompt is never taught."""
+    width = max(len(p) + len(t) for p, t in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, (prompt, target) in enumerate(batch):
+        seq = prompt + target
+        ids[row, : len(seq)] = torch.tensor(seq)
+        labels[row, len(prompt) : len(seq)] = torch.tensor(target)
+        mask[row, : len(seq)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def train(model, tokenizer, pool, cfg: SFTConfig, seed: int, desc: str = "sft") -> float:
+    """Run ``cfg.steps`` AdamW steps on batches sampled from ``pool``; return the last loss."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_scale(s, cfg))
+    model.train()
+    loss_value = float("nan")
+    bar = tqdm(range(cfg.steps), desc=desc, leave=False, mininterval=2.0)
+    for _ in bar:
+        index = torch.randint(len(pool), (cfg.batch_size,), generator=gen).tolist()
+        loss = model(**collate([pool[i] for i in index], tokenizer.pad_token_id)).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        loss_value = loss.item()
+        bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
+    model.eval()
+    return loss_value
+
+
+def _lr_scale(step: int, cfg: SFTConfig) -> float:
+    # Linear warm-up then linear decay to 10%: stable from random init in few steps.
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return max(0.1, 1.0 - 0.9 * frac)
+
+
+@torch.no_grad()
+def greedy_accuracy(model, tokenizer, qas: Sequence[QA], answer_format: str,
+                    batch_size: int = 100, max_new_tokens: int = 12) -> float:
+    """Greedy accuracy of the single-node graph: the prompt every RL run starts from."""
+    topology = Topology.build([1])
+    task = synthetic_task("arith")
+    correct = 0
+    for start in range(0, len(qas), batch_size):
+        chunk = qas[start : start + batch_size]
+        prompts = [
+            apply_chat(tokenizer, render_body(topology, topology.sink, q, {}, answer_format=answer_format).text)
+            for q, _ in chunk
+        ]
+        outputs = _generate(model, tokenizer, prompts, max_new_tokens)
+        # Scored by the RL task's own checker, so this number means what eval/accuracy means.
+        correct += sum(task.score(out, Example("", q, gold)).reward for out, (q, gold) in zip(outputs, chunk))
+    return correct / max(1, len(qas))
+
+
+def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
+    rows = [encode(tokenizer, p) for p in prompts]
+    width = max(map(len, rows))
+    # Left padding so every row's next token sits in the same column.
+    ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                         do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
+    return tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)

@@ -1,0 +1,229 @@
+"""The tiny local Qwen3 used by the embedded default run and by every test.
+
+No model can be downloaded here, so the project builds its own: a 2-layer Qwen3 with
+a locally trained BPE tokenizer, warmed up by a short supervised run on the synthetic
+tasks so RL starts with a reward that is neither zero nor saturated. The build is
+deterministic for a seed and cached under a directory named from a hash of the
+recipe; several processes (pytest workers, Ray actors) may ask for it at once and
+only one builds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import pathlib
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+
+import torch
+from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+
+from neuromas_dist.graph import prompts
+from neuromas_dist.graph.topology import Topology
+from neuromas_dist.models import sft
+from neuromas_dist.models.tokenizer import IM_END, PAD_TOKEN, train_tokenizer
+from neuromas_dist.tasks.synthetic import answer_sentence, make_synthetic, synthetic_corpus
+
+# Bump when the build changes in a way the recipe dict below does not capture.
+RECIPE_VERSION = 1
+TASK_KINDS = ("arith", "hier")
+VOCAB_SIZE = 768
+TRAIN_QUESTIONS = 4000  # per task kind
+EVAL_QUESTIONS = 200  # per task kind
+BUILD_THREADS = 2
+
+# head_dim 64: vLLM's CPU attention rejects smaller heads (16 fails, 64 works).
+MODEL_SHAPE = dict(
+    hidden_size=128,
+    intermediate_size=384,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=2,
+    head_dim=64,
+    max_position_embeddings=1024,
+    tie_word_embeddings=True,
+    rms_norm_eps=1e-6,
+)
+DEFAULT_SFT = sft.SFTConfig()
+
+
+def model_config(tokenizer) -> Qwen3Config:
+    return Qwen3Config(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.convert_tokens_to_ids(PAD_TOKEN),
+        eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
+        bos_token_id=None,
+        dtype="float32",
+        **MODEL_SHAPE,
+    )
+
+
+def recipe(sft_cfg: sft.SFTConfig = DEFAULT_SFT) -> dict:
+    """Everything that decides the built weights except the seed, as JSON-ready data.
+
+    Prompt templates and sample task questions are included so that a wording change
+    in either (which the model was trained on) gives a new cache directory.
+    """
+    samples = {kind: [tuple(e) for e in make_synthetic(kind, "train", 3, 0)] for kind in TASK_KINDS}
+    return {
+        "version": RECIPE_VERSION,
+        "model": MODEL_SHAPE,
+        "vocab_size": VOCAB_SIZE,
+        "sft": dataclasses.asdict(sft_cfg),
+        "train_questions": TRAIN_QUESTIONS,
+        "eval_questions": EVAL_QUESTIONS,
+        "templates": list(prompts.TEMPLATES),
+        "task_samples": samples,
+    }
+
+
+def recipe_hash(sft_cfg: sft.SFTConfig = DEFAULT_SFT) -> str:
+    blob = json.dumps(recipe(sft_cfg), sort_keys=True, default=list).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def default_cache_root() -> pathlib.Path:
+    root = os.environ.get("NEUROMAS_CACHE")
+    return pathlib.Path(root) if root else pathlib.Path.home() / ".cache" / "neuromas_dist"
+
+
+def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0, *, sft_steps: int | None = None,
+                     sft_cfg: sft.SFTConfig | None = None, eval_questions: int = EVAL_QUESTIONS) -> dict:
+    """Build tokenizer, model and SFT warm-up into ``out_dir``; return the build info.
+
+    ``sft_steps`` overrides the step count (tests use a handful). The budget is in
+    steps, not seconds, so the same seed always gives the same weights.
+    """
+    cfg = sft_cfg or DEFAULT_SFT
+    if sft_steps is not None:
+        cfg = dataclasses.replace(cfg, steps=sft_steps, warmup_steps=min(cfg.warmup_steps, sft_steps))
+    out = pathlib.Path(out_dir)
+    start = time.perf_counter()
+    with _torch_threads(BUILD_THREADS):
+        tokenizer, train_qas, eval_sets = _phase_tokenizer(cfg, seed, eval_questions)
+        model = _phase_init(tokenizer, seed)
+        _log(f"sft: {cfg.steps} steps of batch {cfg.batch_size}")
+        pool = sft.build_pool(tokenizer, train_qas, cfg, random.Random(seed + 1))
+        sft_start = time.perf_counter()
+        last_loss = sft.train(model, tokenizer, pool, cfg, seed + 2)
+        sft_seconds = time.perf_counter() - sft_start
+        accuracy = {kind: sft.greedy_accuracy(model, tokenizer, qas, cfg.answer_format)
+                    for kind, qas in eval_sets.items()}
+        _log("eval greedy accuracy (1-node graph): " + ", ".join(f"{k} {v:.1%}" for k, v in accuracy.items()))
+    info = {
+        "seed": seed,
+        "recipe_hash": recipe_hash(cfg),
+        "answer_format": cfg.answer_format,
+        "sft_steps": cfg.steps,
+        "sft_batch_size": cfg.batch_size,
+        "sft_seconds": round(sft_seconds, 1),
+        "sft_final_loss": round(last_loss, 4),
+        "eval_questions": eval_questions,
+        "eval_accuracy": {k: round(v, 4) for k, v in accuracy.items()},
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tokenizer),
+    }
+    _save(model, tokenizer, out, info, start)
+    return info
+
+
+def _phase_tokenizer(cfg: sft.SFTConfig, seed: int, eval_questions: int):
+    _log("tokenizer: training BPE on task text and node prompt templates")
+    train_qas: list[sft.QA] = []
+    eval_sets: dict[str, list[sft.QA]] = {}
+    corpus: list[str] = []
+    for kind in TASK_KINDS:
+        train_qas += [(e.question, e.answer) for e in make_synthetic(kind, "train", TRAIN_QUESTIONS, seed)]
+        eval_sets[kind] = [(e.question, e.answer) for e in make_synthetic(kind, "eval", eval_questions, seed)]
+        corpus += synthetic_corpus(kind, TRAIN_QUESTIONS, seed)
+    corpus += _prompt_corpus(train_qas[::50], cfg)
+    return train_tokenizer(corpus, VOCAB_SIZE), train_qas, eval_sets
+
+
+def _prompt_corpus(qas: Sequence[sft.QA], cfg: sft.SFTConfig) -> list[str]:
+    """Rendered node bodies (no tokenizer needed) so template words become single tokens."""
+    rng = random.Random(0)
+    # The chat template's role lines too, so "assistant\n" is one token, not nine.
+    texts = [answer_sentence(str(d)) for d in range(10)] + ["user\n", "assistant\n"]
+    for widths in cfg.topologies + ((3, 1), (2, 2, 1)):
+        topology = Topology.build(widths)
+        for qa in qas:
+            texts += [sft.node_body(topology, node, qa, rng, 0.5, cfg.answer_format, sft.digit_distractor)
+                      for node in topology.names]
+    return texts
+
+
+def _phase_init(tokenizer, seed: int) -> Qwen3ForCausalLM:
+    _log("model: random-init Qwen3 " + ", ".join(f"{k}={v}" for k, v in MODEL_SHAPE.items()))
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(model_config(tokenizer)).float()
+    model.generation_config = _generation_config(tokenizer)
+    return model
+
+
+def _generation_config(tokenizer) -> GenerationConfig:
+    # vLLM reads eos from here: generation must stop at the end of the assistant turn.
+    return GenerationConfig(
+        eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
+        pad_token_id=tokenizer.convert_tokens_to_ids(PAD_TOKEN),
+    )
+
+
+def _save(model, tokenizer, out: pathlib.Path, info: dict, start: float) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    info["build_seconds"] = round(time.perf_counter() - start, 1)
+    # Written last: a directory with build_info.json is a finished build.
+    (out / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    _log(f"saved to {out} in {info['build_seconds']} s")
+
+
+def ensure_tiny_model(cache_dir: str | os.PathLike | None = None, seed: int = 0) -> pathlib.Path:
+    """Path of the cached tiny model for ``seed``, building it first if needed.
+
+    Safe under concurrency: an exclusive file lock lets one process build while the
+    others wait, and the build lands by an atomic rename, so a reader never sees a
+    half-written directory.
+    """
+    root = pathlib.Path(cache_dir) if cache_dir is not None else default_cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"tiny-qwen3-{recipe_hash()}-seed{seed}"
+    if (final / "build_info.json").exists():
+        return final
+    with open(root / f".{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (final / "build_info.json").exists():  # another process built it while we waited
+            return final
+        _log(f"building tiny model into {final}")
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+        try:
+            build_tiny_model(tmp, seed)
+            if final.exists():  # a broken leftover (no build_info.json): replace it
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _log(message: str) -> None:
+    print(f"[tiny-model] {message}", flush=True)

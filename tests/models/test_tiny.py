@@ -1,0 +1,87 @@
+"""The locally built tiny model: what it is, that it is reproducible, and that it loads
+where the system needs it (transformers + PEFT here; vLLM with LoRA in tests/rollout)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from neuromas_dist.models import sft, tiny
+
+
+@pytest.fixture(scope="module")
+def build_info(tiny_model_dir):
+    return json.loads((tiny_model_dir / "build_info.json").read_text())
+
+
+def test_is_a_qwen3_vllm_cpu_can_run(tiny_model_dir):
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    assert config["model_type"] == "qwen3"
+    assert config["head_dim"] >= 32  # vLLM's CPU attention rejects smaller heads
+    tokenizer_config = json.loads((tiny_model_dir / "tokenizer_config.json").read_text())
+    assert "chat_template" in tokenizer_config or (tiny_model_dir / "chat_template.jinja").exists()
+
+
+def test_warm_up_leaves_room_to_learn(build_info):
+    # Chance is 10% (one digit); the RL run needs a policy that is right sometimes, not always.
+    for kind, accuracy in build_info["eval_accuracy"].items():
+        assert 0.12 < accuracy < 0.9, (kind, accuracy)
+    assert build_info["eval_questions"] == tiny.EVAL_QUESTIONS
+
+
+def test_cached_build_is_reused(tiny_model_dir, tmp_path_factory):
+    before = (tiny_model_dir / "build_info.json").stat().st_mtime_ns
+    assert tiny.ensure_tiny_model() == tiny_model_dir
+    assert (tiny_model_dir / "build_info.json").stat().st_mtime_ns == before
+
+
+def test_recipe_hash_follows_the_recipe():
+    assert tiny.recipe_hash() == tiny.recipe_hash()
+    assert tiny.recipe_hash(sft.SFTConfig(steps=7)) != tiny.recipe_hash()
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def quick_builds(tmp_path_factory):
+    """Three short builds (2 SFT steps): seed 0 twice, seed 1 once."""
+    root = tmp_path_factory.mktemp("quick")
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        tiny.build_tiny_model(root / name, seed, sft_steps=2, eval_questions=4)
+    return root
+
+
+def test_build_is_deterministic_for_a_seed(quick_builds):
+    a, b, c = (_weights(quick_builds / n) for n in "abc")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+    assert (quick_builds / "a" / "tokenizer.json").read_bytes() == (quick_builds / "b" / "tokenizer.json").read_bytes()
+
+
+def test_loads_in_transformers_and_peft_with_two_adapters(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    model = get_peft_model(model, lora, adapter_name="L0N0")
+    model.add_adapter("L1N0", LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                         init_lora_weights=False))
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is (1 + 2) * 3 mod 10?"}],
+                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    logits = {}
+    with torch.no_grad():
+        for name in ("L0N0", "L1N0"):
+            model.set_adapter(name)
+            logits[name] = model(**ids).logits[0, -1]
+            out = model.generate(**ids, max_new_tokens=4, do_sample=False)
+            assert out.shape[1] > ids["input_ids"].shape[1]
+    assert not torch.allclose(logits["L0N0"], logits["L1N0"])  # each adapter really acts
