@@ -175,12 +175,15 @@ def _write_summary(trainer: Any, update: dict[str, Any]) -> dict[str, Any]:
 
 def _failed(trainer: Any, exc: Exception) -> int:
     """An actor died: checkpoint what the learner still holds, one line, exit 1."""
-    cause = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    # A RayTaskError's own text is the remote traceback; its .cause is the exception raised.
+    root = getattr(exc, "cause", None) or exc
+    text = str(root).strip()
+    cause = f"{type(root).__name__}: {text.splitlines()[-1][:300] if text else ''}"
     where = "no checkpoint (the learner is gone too)"
     try:
         where = f"checkpoint {trainer.checkpoint()}"
     except Exception:  # noqa: BLE001 - the learner may be what died
         pass
-    say(f"failed at step {trainer.step + 1}: {type(exc).__name__}: {cause}; {where}; "
+    say(f"failed at step {trainer.step + 1}: {cause}; {where}; "
         f"continue with --resume {trainer.run_dir}")
     return EXIT_FAILED

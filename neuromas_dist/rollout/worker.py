@@ -29,6 +29,7 @@ from neuromas_dist.rollout.rows import call_flags, sample_rows, score_text
 from neuromas_dist.trajectories.schema import to_record_batch
 
 _END = object()
+PLACEHOLDER_VERSION = -1  # the worker's own zero adapters, before any learner broadcast
 
 
 def resolve_model_dir(cfg: Config) -> str:
@@ -88,6 +89,11 @@ class RolloutWorker:
                 await self.load_adapters(self._initial_adapters())
         return dict(self.gauges)
 
+    @property
+    def engine(self) -> Any:
+        """The worker's ``AsyncLLM`` (None before :meth:`start`), e.g. for raw-vLLM baselines."""
+        return self._engine
+
     def _make_executor(self) -> GraphExecutor:
         return GraphExecutor(self._engine, self.topology, self.tokenizer,
                              answer_format=self.task.answer_format,
@@ -95,10 +101,14 @@ class RolloutWorker:
                              max_model_len=self.cfg.model.max_model_len)
 
     def _initial_adapters(self) -> AdapterSet:
+        """Zero-contribution adapters so a started worker can serve at once. Version -1:
+        the learner's own initial adapters are version 0 and must still be installable
+        over these (versions only move forward)."""
         from neuromas_dist.rollout.adapters import zero_adapter_set
 
-        return zero_adapter_set(self.model_dir, self.topology.names, self.cfg.lora, seed=self.cfg.trainer.seed,
+        zero = zero_adapter_set(self.model_dir, self.topology.names, self.cfg.lora, seed=self.cfg.trainer.seed,
                                 trust_remote_code=self.cfg.model.trust_remote_code)
+        return zero._replace(version=PLACEHOLDER_VERSION)
 
     async def shutdown(self) -> None:
         if self._engine is not None:
