@@ -107,15 +107,14 @@ class Trainer:
 
     def grow_from_run(self, small_run: Path) -> AdapterSet:
         """Initial adapters of this (larger) topology from a smaller run's final adapters."""
-        small = read_adapter_set(small_run / "adapters", version=0)
-        small_widths = _widths_of(small.tensors)
-        return self._mapped(small, Topology.build(small_widths), self.topology)
+        grown, how = adapters_from_run(small_run, self.topology)
+        self.say(f"growth from {small_run}: {how}")
+        return grown
 
     def _mapped(self, small: AdapterSet, small_topo: Topology, large: Topology) -> AdapterSet:
-        mapping = growth_mapping(small_topo, large)
-        self.say("growth " + "; ".join(describe_growth(mapping).splitlines()))
-        return AdapterSet(small.version, {new: small.tensors[old] for new, old in mapping.items() if old},
-                          small.peft_config)
+        grown, how = map_adapters(small, small_topo, large)
+        self.say(f"growth: {how}")
+        return grown
 
     def grow(self, widths: tuple[int, ...]) -> None:
         """Switch to a larger topology mid-run; carried-over nodes keep their adapters.
@@ -123,16 +122,16 @@ class Trainer:
         The learner is rebuilt for the new node set (its optimizer state restarts: the
         new graph is a new optimisation problem); the rollout engines stay up.
         """
-        small_topo, current = self.topology, self.learner.adapters()
-        self.widths = tuple(widths)
-        mapped = self._mapped(current, small_topo, self.topology)
-        self.learner.shutdown()
+        import ray
         from neuromas_dist.learner.learner import LearnerGroup
 
-        self.learner = LearnerGroup(self.cfg, self.model_dir, self.topology.names, init_adapters=None,
+        small_topo, current = self.topology, self.learner.adapters()
+        self.widths = tuple(widths)
+        # A fresh version: the workers only install versions newer than the one they hold.
+        mapped = self._mapped(current, small_topo, self.topology)._replace(version=current.version + 1)
+        self.learner.shutdown()
+        self.learner = LearnerGroup(self.cfg, self.model_dir, self.topology.names, init_adapters=mapped,
                                     placement_group=self.placement.group)
-        self.learner.load_adapters(mapped)
-        import ray
 
         ray.get([w.set_topology.remote(self.widths, []) for w in self.workers])
         self.broadcast()
@@ -219,6 +218,22 @@ class Trainer:
         if self.learner is not None:
             self.learner.shutdown()
         self.placement.remove()
+
+
+def map_adapters(small: AdapterSet, small_topo: Topology, large: Topology) -> tuple[AdapterSet, str]:
+    """The larger topology's adapters from the smaller one's, by the graph's growth
+    mapping: carried-over nodes get their trained adapter, new nodes none (they keep
+    their zero-contribution init). Returns the set and a one-line description."""
+    mapping = growth_mapping(small_topo, large)
+    grown = AdapterSet(small.version, {new: small.tensors[old] for new, old in mapping.items() if old},
+                       small.peft_config)
+    return grown, "; ".join(describe_growth(mapping).splitlines())
+
+
+def adapters_from_run(small_run: Path, large: Topology) -> tuple[AdapterSet, str]:
+    """:func:`map_adapters` from a finished run's ``adapters/`` (PEFT layout)."""
+    small = read_adapter_set(Path(small_run) / "adapters", version=0)
+    return map_adapters(small, Topology.build(_widths_of(small.tensors)), large)
 
 
 def _widths_of(nodes: Any) -> tuple[int, ...]:

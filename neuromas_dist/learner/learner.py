@@ -80,6 +80,11 @@ class LearnerGroup:
 
         return ray.get([rank.finish_step.remote() for rank in self.ranks])[0]
 
+    def finish_step_async(self) -> list[Any]:
+        """Like finish_step, but returns the ranks' ObjectRefs at once (rank 0's first), so
+        the driver can launch the next rollout while the update runs (async mode)."""
+        return [rank.finish_step.remote() for rank in self.ranks]
+
     def train_step(self, batches: Iterable[Any]) -> dict[str, float]:
         """accumulate() each batch, ObjectRefs in the order they become ready, then finish_step()."""
         import ray

@@ -18,7 +18,7 @@ GIB = 1 << 30
 # The learner recomputes log_softmax(logits / temperature) (after top-p when it is
 # below 1): "processed" logprobs are exactly that, "raw" ones ignore the temperature.
 LOGPROBS_MODE = "processed_logprobs"
-CPU_BATCHED_TOKENS = 8192  # prefill tokens per engine step on CPU
+CPU_BATCHED_TOKENS = 32768  # prefill tokens per engine step on CPU
 
 
 def max_nodes(cfg: Config) -> int:

@@ -1,0 +1,179 @@
+"""Learner throughput: the DeepSpeed learner vs. a plain PEFT + torch AdamW loop.
+
+    python -m benchmarks.learner_throughput [--model DIR] [--steps 5] [--threads 1]
+
+Both run the same joint REINFORCE step (forward + backward of every node's rows, one
+optimizer step over all adapters) on the same synthetic batches: 3 nodes, 16 questions x
+4 samples, 64 prompt + 24 response tokens per row, LoRA rank 8 on all seven Qwen3
+projections, micro-batches of 32 rows. Steps alternate between the two so load from
+other processes hits both alike; the median step time is reported. Tokens counted are
+prompt + response tokens run through forward and backward. Writes
+benchmarks/results/learner_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import random
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+import torch  # noqa: E402
+
+from neuromas_dist.config import Config  # noqa: E402
+from neuromas_dist.learner import algos  # noqa: E402
+from neuromas_dist.learner.rank import LearnerRank, Row, build_peft_model, resolve_dtype  # noqa: E402
+from neuromas_dist.trajectories.schema import TrajectoryRow, to_record_batch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+NODES = ("L0N0", "L0N1", "L1N0")
+
+
+def make_batch(seed: int, vocab: int, questions: int, samples: int, prompt: int, response: int):
+    rng = random.Random(seed)
+    rows = []
+    for q in range(questions):
+        for k in range(samples):
+            reward = float(rng.random() < 0.5)
+            for i, node in enumerate(NODES):
+                rows.append(TrajectoryRow(
+                    0, f"q{q}#{k}", f"q{q}", k, node, int(node[1]), int(node[3]),
+                    [rng.randrange(3, vocab) for _ in range(prompt)], [rng.randrange(3, vocab) for _ in range(response)],
+                    [0.0] * response, "length", False, True, 0, "", None, reward, 0, 0.0))
+    return to_record_batch(rows)
+
+
+def bench_config(micro_batch: int) -> Config:
+    cfg = Config()
+    # gap check off: the synthetic logprobs are not the model's (this measures speed only)
+    learner = dataclasses.replace(cfg.learner, micro_batch_size=micro_batch, max_logprob_gap=1e9, baseline="loo")
+    return dataclasses.replace(cfg, learner=learner)
+
+
+def deepspeed_step(rank: LearnerRank, batch) -> float:
+    t0 = time.perf_counter()
+    rank.accumulate(batch)
+    rank.finish_step()
+    return time.perf_counter() - t0
+
+
+class PlainLoop:
+    """The same step without DeepSpeed: PEFT model, loss.backward into .grad, torch AdamW."""
+
+    def __init__(self, cfg: Config, model_dir: str):
+        torch.manual_seed(cfg.trainer.seed)
+        self.cfg = cfg
+        self.model = build_peft_model(model_dir, NODES, cfg, resolve_dtype(cfg.model.dtype)).train()
+        self.params = [p for n, p in self.model.named_parameters() if "lora_" in n]
+        for p in self.params:
+            p.requires_grad_(True)
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.learner.lr)
+
+    def step(self, batch) -> float:
+        t0 = time.perf_counter()
+        rows = [Row(r["node"], r["question_id"], r["sample_index"], r["prompt_ids"], r["response_ids"],
+                    r["logprobs"], r["adapter_version"], r["reward"]) for r in batch.to_pylist()]
+        adv = self._loo(rows)
+        denom = sum(len(r.response) for r in rows)
+        mbs = self.cfg.learner.micro_batch_size
+        for node in NODES:
+            mine = [(r, a) for r, a in zip(rows, adv) if r.node == node]
+            self.model.set_adapter(node)
+            for p in self.params:
+                p.requires_grad_(True)
+            for i in range(0, len(mine), mbs):
+                self._micro(mine[i:i + mbs], denom)
+        torch.nn.utils.clip_grad_norm_(self.params, self.cfg.learner.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - t0
+
+    @staticmethod
+    def _loo(rows: list[Row]) -> list[float]:
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, r in enumerate(rows):
+            groups.setdefault((r.question_id, r.node), []).append(i)
+        adv = [0.0] * len(rows)
+        for idx in groups.values():
+            rew = torch.tensor([rows[i].reward for i in idx])
+            for i, a in zip(idx, algos.advantages(rew, algos.loo_baseline(rew)).tolist()):
+                adv[i] = a
+        return adv
+
+    def _micro(self, chunk, denom: int) -> None:
+        rows = [r for r, _ in chunk]
+        ids = torch.tensor([r.prompt + r.response for r in rows])  # equal lengths: no padding
+        p, t = len(rows[0].prompt), len(rows[0].response)
+        logits = self.model(input_ids=ids).logits[:, p - 1:p - 1 + t]
+        lp = algos.token_logprobs(logits, torch.tensor([r.response for r in rows]))
+        adv = torch.tensor([a for _, a in chunk])
+        coef = algos.token_coefficients(torch.ones_like(lp, dtype=torch.bool), "token")
+        (algos.reinforce_terms(lp, adv, torch.ones_like(lp), coef) / denom).backward()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="", help="model dir (default: the built tiny Qwen3)")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps of each learner")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--questions", type=int, default=16)
+    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--prompt", type=int, default=64)
+    ap.add_argument("--response", type=int, default=24)
+    ap.add_argument("--micro-batch", type=int, default=32)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model_dir = args.model or str(_tiny())
+    vocab = json.loads((Path(model_dir) / "config.json").read_text())["vocab_size"]
+    cfg = bench_config(args.micro_batch)
+    batches = [make_batch(s, vocab, args.questions, args.samples, args.prompt, args.response)
+               for s in range(args.steps + 1)]
+    tokens = batches[0].num_rows * (args.prompt + args.response)
+
+    rank = LearnerRank(cfg, model_dir, NODES)
+    rank.setup()
+    plain = PlainLoop(cfg, model_dir)
+    deepspeed_step(rank, batches[0])  # warm-up: allocator, first-call overheads
+    plain.step(batches[0])
+    ds_times, plain_times = [], []
+    for b in batches[1:]:
+        ds_times.append(deepspeed_step(rank, b))
+        plain_times.append(plain.step(b))
+    ds_tps = tokens / statistics.median(ds_times)
+    plain_tps = tokens / statistics.median(plain_times)
+    result = {
+        "deepspeed_tokens_per_s": round(ds_tps, 1),
+        "plain_peft_tokens_per_s": round(plain_tps, 1),
+        "ratio_deepspeed_over_plain": round(ds_tps / plain_tps, 3),
+        "deepspeed_step_s": [round(t, 3) for t in ds_times],
+        "plain_step_s": [round(t, 3) for t in plain_times],
+        "tokens_per_step": tokens,
+        "rows_per_step": batches[0].num_rows,
+        "settings": {**vars(args), "model": model_dir, "zero_stage": cfg.learner.zero_stage,
+                     "lora_rank": cfg.lora.rank, "targets": list(cfg.lora.target_modules),
+                     "dtype": str(resolve_dtype(cfg.model.dtype)), "world_size": 1,
+                     "device": "cuda" if torch.cuda.is_available() else "cpu",
+                     "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+    }
+    print(f"deepspeed learner: {ds_tps:,.0f} tokens/s   plain PEFT loop: {plain_tps:,.0f} tokens/s   "
+          f"ratio {ds_tps / plain_tps:.3f}")
+    out = REPO / "benchmarks" / "results" / "learner_throughput.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _tiny() -> Path:
+    from neuromas_dist.models.tiny import ensure_tiny_model
+
+    return ensure_tiny_model()
+
+
+if __name__ == "__main__":
+    main()

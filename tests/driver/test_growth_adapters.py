@@ -1,0 +1,28 @@
+"""Growth from a smaller run's saved adapters: which tensors each larger node starts from."""
+
+from __future__ import annotations
+
+import torch
+
+from neuromas_dist.adapters.peft_io import AdapterSet, write_adapter_set
+from neuromas_dist.driver.trainer import adapters_from_run
+from neuromas_dist.graph.topology import Topology
+
+KEY = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"
+
+
+def _node_tensors(value: float) -> dict[str, torch.Tensor]:
+    return {KEY: torch.full((4, 2), value)}
+
+
+def test_three_to_seven_carries_the_trained_nodes(tmp_path):
+    small = AdapterSet(5, {"L0N0": _node_tensors(1.0), "L0N1": _node_tensors(2.0), "L1N0": _node_tensors(3.0)},
+                       {"r": 2, "lora_alpha": 4, "target_modules": ["q_proj"], "peft_type": "LORA",
+                        "task_type": "CAUSAL_LM", "base_model_name_or_path": "tiny"})
+    write_adapter_set(tmp_path / "adapters", small)
+    grown, how = adapters_from_run(tmp_path, Topology.build((4, 2, 1)))
+    got = {node: float(t[KEY][0, 0]) for node, t in grown.tensors.items()}
+    # Aligned from the sink: the old sink stays the sink, the old first layer becomes
+    # layer 1, the new front layer starts fresh (absent here: the learner's B = 0 init).
+    assert got == {"L2N0": 3.0, "L1N0": 1.0, "L1N1": 2.0}
+    assert "L0N0" in how and "fresh" in how

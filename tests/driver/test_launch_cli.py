@@ -1,0 +1,97 @@
+"""The command line as a user runs it, in subprocesses: Ctrl-C then --resume, and the
+cluster form under `ray job submit` against a local `ray start --head`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.ray, pytest.mark.vllm]
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL = ["trainer.questions_per_step=4", "sampling.n_samples=2", "sampling.max_new_tokens=8",
+         "data.n_eval=8", "data.n_train=64", "logging.progress=false"]
+
+
+def env() -> dict[str, str]:
+    # The venv's bin first: `ray start` and the job's `python` must be the project's.
+    e = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
+    return e
+
+
+def launch(*args: str) -> list[str]:
+    return [sys.executable, "-m", "neuromas_dist.launch", *args]
+
+
+def steps_logged(run_dir: Path) -> list[int]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, f"exited early with {proc.returncode}: {proc.stdout.read()[-2000:]}"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.5)
+
+
+def test_ctrl_c_checkpoints_and_resume_continues_without_gap_or_repeat(tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(launch("--run-dir", str(run_dir), *SMALL, "trainer.steps=6", "trainer.checkpoint_every=0"),
+                            cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: 1 in steps_logged(run_dir), 400, proc)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out[-3000:]
+    stopped = steps_logged(run_dir)[-1]
+    assert 1 <= stopped < 6
+    assert (run_dir / "checkpoints" / f"step_{stopped:06d}").is_dir()
+    assert f"--resume {run_dir}" in out and "Traceback" not in out
+
+    resumed = subprocess.run(launch("--resume", str(run_dir)), cwd=REPO, env=env(), capture_output=True,
+                             text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"resumed from {run_dir / 'checkpoints'}" in resumed.stdout
+    assert steps_logged(run_dir) == list(range(7))  # step 0 is the "before" evaluation
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A local Ray head started with `ray start --head`, stopped after the test."""
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    start = subprocess.run([ray_cli, "start", "--head", "--num-cpus", "4", "--dashboard-host", "127.0.0.1",
+                            "--dashboard-port", "8265", "--disable-usage-stats"],
+                           env=env(), capture_output=True, text=True, timeout=180)
+    assert start.returncode == 0, start.stdout + start.stderr
+    try:
+        yield "http://127.0.0.1:8265"
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], env=env(), capture_output=True, timeout=120)
+
+
+def test_ray_job_submit_trains_on_a_running_cluster(ray_head, tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "job"
+    submit = subprocess.run([str(REPO / "cluster" / "submit.sh"), "--run-dir", str(run_dir), *SMALL,
+                             "trainer.steps=1"], cwd=REPO, env={**env(), "RAY_ADDRESS": ray_head},
+                            capture_output=True, text=True, timeout=900)
+    out = submit.stdout + submit.stderr
+    assert submit.returncode == 0, out[-4000:]
+    assert "succeeded" in out
+    assert "| joined " in out  # the job's driver joined the head, not an embedded Ray
+    assert steps_logged(run_dir) == [0, 1]
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 1
