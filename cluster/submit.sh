@@ -5,6 +5,11 @@
 # workers and learner ranks are placed by a placement group sized from resources.*.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A token-authenticated head (Ray's default once a token exists) answers 401 unless the
+# client sends the token: send it whenever one is available here.
+if [[ -z "${RAY_AUTH_MODE:-}" && ( -n "${RAY_AUTH_TOKEN:-}" || -f "$HOME/.ray/auth_token" ) ]]; then
+  export RAY_AUTH_MODE=token
+fi
 exec ray job submit --working-dir . \
   --runtime-env-json '{"excludes": [".venv", ".cache", "runs", ".git"]}' \
   -- python -m neuromas_dist.launch "$@"

@@ -7,8 +7,10 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -71,17 +73,33 @@ def test_ctrl_c_checkpoints_and_resume_continues_without_gap_or_repeat(tiny_mode
 
 
 @pytest.fixture
-def ray_head(tmp_path):
-    """A local Ray head started with `ray start --head`, stopped after the test."""
-    ray_cli = str(Path(sys.executable).parent / "ray")
-    start = subprocess.run([ray_cli, "start", "--head", "--num-cpus", "4", "--dashboard-host", "127.0.0.1",
-                            "--dashboard-port", "8265", "--disable-usage-stats"],
+def ray_head():
+    """A local head from cluster/local_head.sh (`ray start --head`) in its own temp dir
+    and GCS port, so stopping it cannot touch the test session's embedded Ray (which
+    `ray stop` would kill too)."""
+    temp_dir = tempfile.mkdtemp(prefix="nmh", dir="/tmp")  # short: Ray's socket paths have a length limit
+    start = subprocess.run([str(REPO / "cluster" / "local_head.sh"), "start", "--port", str(free_port()),
+                            "--dashboard-port", "8265", "--temp-dir", temp_dir],
                            env=env(), capture_output=True, text=True, timeout=180)
     assert start.returncode == 0, start.stdout + start.stderr
     try:
         yield "http://127.0.0.1:8265"
     finally:
-        subprocess.run([ray_cli, "stop", "--force"], env=env(), capture_output=True, timeout=120)
+        stop_processes_under(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_processes_under(temp_dir: str) -> None:
+    """Every process of the head started in ``temp_dir`` (their command lines name it)."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 0)):
+        subprocess.run(["pkill", f"-{sig.value}", "-f", temp_dir], capture_output=True)
+        time.sleep(wait)
 
 
 def test_ray_job_submit_trains_on_a_running_cluster(ray_head, tiny_model_dir, tmp_path):
