@@ -59,7 +59,7 @@ class LoraConfig:
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    n_samples: int = _f(4, "samples (graph passes) per question per step", lo=1)
+    n_samples: int = _f(8, "samples (graph passes) per question per step", lo=1)
     temperature: float = _f(1.0, "rollout sampling temperature", lo=0.0)
     top_p: float = _f(1.0, "rollout nucleus sampling", lo=0.0, hi=1.0)
     max_new_tokens: int = _f(24, "max tokens each node generates", lo=1)
@@ -102,11 +102,13 @@ class GrowthStage:
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    steps: int = _f(30, "training steps", lo=0)
-    questions_per_step: int = _f(16, "questions per step (each sampled n_samples times)", lo=1)
+    steps: int = _f(80, "training steps", lo=0)
+    questions_per_step: int = _f(32, "questions per step (each sampled n_samples times)", lo=1)
     mode: str = _f("sync", "sync: on-policy; async: next rollout overlaps the learner step", choices=("sync", "async"))
     max_staleness: int = _f(1, "async: max adapter versions a sample may lag the learner", lo=0)
-    eval_every: int = _f(10, "greedy held-out evaluation every this many steps (0 = only before and after)", lo=0)
+    eval_every: int = _f(20, "greedy held-out evaluation every this many steps (0 = only before and after)", lo=0)
+    eval_samples: int = _f(4, "held-out evaluation also samples each question this many times at the training "
+                              "temperature (eval/sampled_accuracy); 0 = greedy only", lo=0)
     checkpoint_every: int = _f(10, "checkpoint every this many steps (0 = only at the end)", lo=0)
     seed: int = _f(0, "seed of question sampling, rollout sampling and learner", lo=0)
     grow_from: str = _f("", "run dir of a trained smaller topology whose adapters start this run")

@@ -13,6 +13,11 @@ from neuromas_dist.config import Config, ConfigError, GrowthStage, dump_yaml, lo
 REPO = Path(__file__).resolve().parents[1]
 
 
+def test_default_yaml_is_the_embedded_default():
+    # `launch` with no --config runs the dataclass defaults; the YAML documents them.
+    assert load_config("configs/default.yaml") == load_config(None)
+
+
 def test_defaults_validate():
     cfg = load_config()
     assert cfg == Config().validate()
@@ -52,7 +57,7 @@ def test_dump_round_trip(tmp_path):
     ("sampling.n_samples=1", "learner.baseline=loo needs sampling.n_samples >= 2"),
     ("data.task=file", "data.train_path is required when data.task=file"),
     ("model.name_or_path=./no/such/model", "model.name_or_path=./no/such/model: directory not found"),
-    ("trainer.growth=[{at_step: 40, widths: [4,2,1]}]", "must be below trainer.steps=30"),
+    ("trainer.growth=[{at_step: 90, widths: [4,2,1]}]", "must be below trainer.steps=80"),
     ("trainer", "override 'trainer': expected key.path=value"),
 ])
 def test_bad_values_name_the_key(override, message):
@@ -94,7 +99,7 @@ def test_cli_bad_config_is_one_line_exit_2():
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines == ["config error: unknown key 'trainer.stepz' (known in trainer: steps, questions_per_step, "
-                     "mode, max_staleness, eval_every, checkpoint_every, seed, grow_from, growth)"]
+                     "mode, max_staleness, eval_every, eval_samples, checkpoint_every, seed, grow_from, growth)"]
     assert "Traceback" not in proc.stdout + proc.stderr
 
 

@@ -26,7 +26,8 @@ def plot_run(run_dir: Path) -> list[Path]:
 
 def _plot_overview(rows: list[dict], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label in (("rollout/reward_mean", "train reward (sampled)"), ("eval/accuracy", "held-out accuracy (greedy)")):
+    for key, label in (("rollout/reward_mean", "train reward (sampled)"), ("eval/accuracy", "held-out accuracy (greedy)"),
+                       ("eval/sampled_accuracy", "held-out accuracy (sampled)")):
         xs, ys = _series(rows, key)
         if xs:
             ax.plot(xs, ys, marker="o" if key.startswith("eval") else None, label=label)

@@ -119,8 +119,8 @@ def _setup(cfg: Config, trainer: Any, ckpt: Path | None) -> None:
     trainer.start(init)
     before = trainer.evaluate()
     trainer.log.log(0, before)
-    _write_summary(trainer, {"eval_accuracy_before": before["eval/accuracy"]})
-    say(f"step 0: held-out accuracy {before['eval/accuracy']:.3f} on {before['eval/questions']} questions")
+    _write_summary(trainer, _eval_summary(before, "before"))
+    say(f"step 0: held-out {_eval_line(before)}")
 
 
 def _loop(cfg: Config, trainer: Any, stop: StopFlag) -> None:
@@ -154,15 +154,28 @@ def _finish(cfg: Config, trainer: Any) -> None:
     path = trainer.checkpoint()
     adapters = trainer.save_adapters()
     summary = _write_summary(trainer, {
-        "eval_accuracy_after": final["eval/accuracy"], "eval_questions": final["eval/questions"],
+        **_eval_summary(final, "after"), "eval_questions": final["eval/questions"],
         "steps": trainer.step, "topology": list(trainer.widths), "checkpoint": str(path),
         "adapters": {k: str(v) for k, v in adapters.items()},
     })
     if cfg.logging.plots:
         plot_run(trainer.run_dir)
-    say(f"done: held-out accuracy {summary.get('eval_accuracy_before', float('nan')):.3f} -> "
-        f"{final['eval/accuracy']:.3f} on {final['eval/questions']} questions after {trainer.step} steps; "
-        f"outputs in {trainer.run_dir}")
+    say(f"done after {trainer.step} steps: held-out {_eval_line(final)} "
+        f"(before: accuracy {summary.get('eval_accuracy_before', float('nan')):.3f}); outputs in {trainer.run_dir}")
+
+
+def _eval_summary(metrics: dict[str, Any], when: str) -> dict[str, float]:
+    out = {f"eval_accuracy_{when}": metrics["eval/accuracy"]}
+    if "eval/sampled_accuracy" in metrics:
+        out[f"eval_sampled_accuracy_{when}"] = metrics["eval/sampled_accuracy"]
+    return out
+
+
+def _eval_line(metrics: dict[str, Any]) -> str:
+    line = f"accuracy {metrics['eval/accuracy']:.3f} (greedy)"
+    if "eval/sampled_accuracy" in metrics:
+        line += f", {metrics['eval/sampled_accuracy']:.3f} (sampled)"
+    return line + f" on {metrics['eval/questions']} questions"
 
 
 def _write_summary(trainer: Any, update: dict[str, Any]) -> dict[str, Any]:

@@ -184,17 +184,20 @@ class Trainer:
         return later <= self.cfg.trainer.steps and not any(step < g <= later for g in growth)
 
     def evaluate(self) -> dict[str, float]:
-        """Greedy accuracy on the held-out split, shared across workers."""
+        """Held-out accuracy, greedy and (``trainer.eval_samples``) sampled, shared across workers."""
         import ray
         from neuromas_dist.rollout.actors import split_examples
 
         t0 = time.perf_counter()
         shares = [s for s in split_examples(self.data.eval, len(self.workers)) if s]
-        results = ray.get([w.evaluate.remote(share, self.step) for w, share in zip(self.workers, shares)])
-        n = sum(r["metrics"]["eval/questions"] for r in results)
-        correct = sum(r["metrics"]["eval/accuracy"] * r["metrics"]["eval/questions"] for r in results)
-        return {"eval/accuracy": correct / n if n else 0.0, "eval/questions": n,
-                "timing_s/eval": time.perf_counter() - t0}
+        results = [r["metrics"] for r in ray.get([
+            w.evaluate.remote(share, self.step, self.cfg.trainer.eval_samples)
+            for w, share in zip(self.workers, shares)])]
+        out = {"eval/accuracy": _weighted(results, "eval/accuracy", "eval/questions"),
+               "eval/questions": sum(r["eval/questions"] for r in results)}
+        if self.cfg.trainer.eval_samples:
+            out["eval/sampled_accuracy"] = _weighted(results, "eval/sampled_accuracy", "eval/samples")
+        return {**out, "timing_s/eval": time.perf_counter() - t0}
 
     # ------------------------------------------------------------ checkpoints and outputs
 
@@ -218,6 +221,11 @@ class Trainer:
         if self.learner is not None:
             self.learner.shutdown()
         self.placement.remove()
+
+
+def _weighted(results: list[dict[str, float]], key: str, count: str) -> float:
+    n = sum(r[count] for r in results)
+    return sum(r[key] * r[count] for r in results) / n if n else 0.0
 
 
 def map_adapters(small: AdapterSet, small_topo: Topology, large: Topology) -> tuple[AdapterSet, str]:

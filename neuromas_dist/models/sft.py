@@ -27,7 +27,7 @@ QA = tuple[str, str]
 
 @dataclass(frozen=True)
 class SFTConfig:
-    steps: int = 1000
+    steps: int = 600
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 0.0

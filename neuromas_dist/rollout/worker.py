@@ -30,6 +30,7 @@ from neuromas_dist.trajectories.schema import to_record_batch
 
 _END = object()
 PLACEHOLDER_VERSION = -1  # the worker's own zero adapters, before any learner broadcast
+EVAL_SEED_STEP = -1  # the "step" that seeds sampled evaluation: fixed, so every evaluation draws alike
 
 
 def resolve_model_dir(cfg: Config) -> str:
@@ -177,16 +178,32 @@ class RolloutWorker:
         async for batch in self._run(specs, self._policy(greedy=False), self.cfg.rollout.scheduling):
             yield batch
 
-    async def evaluate(self, examples: Sequence[Any], step: int = -1) -> dict[str, Any]:
-        """Greedy pass over ``examples``: ``{"metrics": {...}, "table": pa.Table}``."""
+    async def evaluate(self, examples: Sequence[Any], step: int = -1, samples: int = 0) -> dict[str, Any]:
+        """Greedy pass over ``examples`` and, with ``samples`` > 0, that many sampled passes
+        at the training temperature: ``{"metrics": {...}, "table": pa.Table}`` (greedy rows).
+
+        Sampled passes use the same request seeds at every evaluation (``EVAL_SEED_STEP``),
+        so "before" and "after" differ by the adapters, not by the draw.
+        """
         await self.start()
-        specs = [SampleSpec(step, ex, 0) for ex in examples]
-        batches = [b async for b in self._run(specs, self._policy(greedy=True), self.cfg.rollout.scheduling)]
-        table = pa.Table.from_batches(batches) if batches else None
-        sink = table.filter(pc.equal(table["node"], self.topology.sink)) if table is not None else None
-        rewards = sink["reward"].to_pylist() if sink is not None else []
+        table = await self._collect([SampleSpec(step, ex, 0) for ex in examples], greedy=True)
+        rewards = self._sink_rewards(table)
         metrics = {"eval/accuracy": sum(rewards) / len(rewards) if rewards else 0.0, "eval/questions": len(rewards)}
+        if samples > 0:
+            sampled = self._sink_rewards(await self._collect(
+                [SampleSpec(EVAL_SEED_STEP, ex, k) for ex in examples for k in range(samples)], greedy=False))
+            metrics.update({"eval/sampled_accuracy": sum(sampled) / len(sampled) if sampled else 0.0,
+                            "eval/samples": len(sampled)})
         return {"metrics": metrics, "table": table}
+
+    async def _collect(self, specs: list[SampleSpec], greedy: bool) -> pa.Table | None:
+        batches = [b async for b in self._run(specs, self._policy(greedy=greedy), self.cfg.rollout.scheduling)]
+        return pa.Table.from_batches(batches) if batches else None
+
+    def _sink_rewards(self, table: pa.Table | None) -> list[float]:
+        if table is None:
+            return []
+        return table.filter(pc.equal(table["node"], self.topology.sink))["reward"].to_pylist()
 
     async def _run(self, specs: list[SampleSpec], policy: SamplingPolicy, scheduling: str
                    ) -> AsyncIterator[pa.RecordBatch]:

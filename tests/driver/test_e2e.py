@@ -15,14 +15,10 @@ from neuromas_dist.adapters.peft_io import read_adapter_set
 from neuromas_dist.config import load_config
 from neuromas_dist.trajectories.schema import TRAJECTORY_SCHEMA
 
+from driver_helpers import SMALL, metrics
+
 pytestmark = [pytest.mark.ray, pytest.mark.vllm]
 
-SMALL = ["trainer.questions_per_step=4", "sampling.n_samples=2", "sampling.max_new_tokens=8",
-         "data.n_eval=8", "data.n_train=64", "logging.progress=false"]
-
-
-def metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def lora_b_norm(adapters, node: str) -> float:
@@ -52,7 +48,7 @@ def test_sync_run_leaves_the_complete_run_directory(sync_run):
     rows = metrics(sync_run)
     assert [r["step"] for r in rows] == [0, 1, 2]
     last = rows[-1]
-    for key in ("rollout/reward_mean", "eval/accuracy", "node/L1N0/reward_mean", "node/L0N1/advantage_mean",
+    for key in ("rollout/reward_mean", "eval/accuracy", "eval/sampled_accuracy", "node/L1N0/reward_mean", "node/L0N1/advantage_mean",
                 "node/L0N0/logprob_gap", "node/L1N0/response_len_mean", "timing_s/rollout", "timing_s/learn",
                 "timing_s/sync"):
         assert key in last, key
@@ -60,6 +56,7 @@ def test_sync_run_leaves_the_complete_run_directory(sync_run):
     assert all(last[f"node/{n}/logprob_gap"] < 1e-3 for n in ("L0N0", "L0N1", "L1N0"))
     summary = json.loads((sync_run / "summary.json").read_text())
     assert summary["eval_questions"] == 8 and summary["steps"] == 2
+    assert {"eval_sampled_accuracy_before", "eval_sampled_accuracy_after"} <= set(summary)
     assert 0.0 <= summary["eval_accuracy_before"] <= 1.0 and 0.0 <= summary["eval_accuracy_after"] <= 1.0
 
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from driver_helpers import SMALL, metrics
+
 pytestmark = [pytest.mark.ray, pytest.mark.vllm]
 
 REPO = Path(__file__).resolve().parents[2]
-SMALL = ["trainer.questions_per_step=4", "sampling.n_samples=2", "sampling.max_new_tokens=8",
-         "data.n_eval=8", "data.n_train=64", "logging.progress=false"]
 
 
 def env() -> dict[str, str]:
@@ -35,10 +35,7 @@ def launch(*args: str) -> list[str]:
 
 
 def steps_logged(run_dir: Path) -> list[int]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
+    return [row["step"] for row in metrics(run_dir)]
 
 
 def wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:

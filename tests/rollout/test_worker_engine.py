@@ -167,3 +167,14 @@ def test_greedy_evaluation_scores_the_sink(rollout_actor, base_adapters, next_ve
     want = sum(task.score(r["answer_text"], gold[r["question_id"]]).reward for r in sink) / len(examples)
     assert result["metrics"]["eval/questions"] == len(examples)
     assert result["metrics"]["eval/accuracy"] == pytest.approx(want)
+
+
+def test_sampled_evaluation_draws_alike_every_time(rollout_actor, base_adapters, next_version, examples):
+    """Sampled held-out accuracy uses fixed seeds: two evaluations with the same
+    adapters agree exactly, so a before/after difference is the adapters' doing."""
+    _use(rollout_actor, THREE, base_adapters, next_version())
+    first = ray.get(rollout_actor.evaluate.remote(examples, 3, 2))["metrics"]
+    second = ray.get(rollout_actor.evaluate.remote(examples, 7, 2))["metrics"]
+    assert first["eval/samples"] == 2 * len(examples)
+    assert 0.0 <= first["eval/sampled_accuracy"] <= 1.0
+    assert first["eval/sampled_accuracy"] == second["eval/sampled_accuracy"]

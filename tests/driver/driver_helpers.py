@@ -1,0 +1,17 @@
+"""Shared by the end-to-end driver tests: a run small enough for a minute on 2 cores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SMALL = ["trainer.questions_per_step=4", "sampling.n_samples=2", "sampling.max_new_tokens=8",
+         "data.n_eval=8", "data.n_train=64", "logging.progress=false"]
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    """The rows of a run's metrics.jsonl ([] before the first one is written)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
