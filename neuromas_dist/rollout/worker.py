@@ -114,7 +114,9 @@ class RolloutWorker:
     async def shutdown(self) -> None:
         if self._engine is not None:
             self._engine.shutdown()
-            self._engine = None
+            # Drop every reference (the executor holds one too): an AsyncLLM finalised
+            # at interpreter exit, after asyncio is gone, prints a TypeError traceback.
+            self._engine = self._executor = None
         shutil.rmtree(self._root, ignore_errors=True)
 
     # ------------------------------------------------------------ adapters and topology
