@@ -101,9 +101,14 @@ def stop_processes_under(temp_dir: str) -> None:
 
 def test_ray_job_submit_trains_on_a_running_cluster(ray_head, tiny_model_dir, tmp_path):
     run_dir = tmp_path / "job"
-    submit = subprocess.run([str(REPO / "cluster" / "submit.sh"), "--run-dir", str(run_dir), *SMALL,
-                             "trainer.steps=1"], cwd=REPO, env={**env(), "RAY_ADDRESS": ray_head},
-                            capture_output=True, text=True, timeout=900)
+    for _ in range(30):
+        submit = subprocess.run([str(REPO / "cluster" / "submit.sh"), "--run-dir", str(run_dir), *SMALL,
+                                 "trainer.steps=1"], cwd=REPO, env={**env(), "RAY_ADDRESS": ray_head},
+                                capture_output=True, text=True, timeout=900)
+        # `ray start` returns before the dashboard's job agent is up; the job was not created.
+        if "No available agent to submit job" not in submit.stdout + submit.stderr:
+            break
+        time.sleep(2)
     out = submit.stdout + submit.stderr
     assert submit.returncode == 0, out[-4000:]
     assert "succeeded" in out

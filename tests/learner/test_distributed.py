@@ -43,5 +43,8 @@ def test_world_size_2_matches_world_size_1(ray_local, make_rank, tiny_model_dir,
     assert per_rank[0].version == per_rank[1].version == want.version == 1
     for node in NODES:
         for k, v in want.tensors[node].items():
-            torch.testing.assert_close(per_rank[0].tensors[node][k], v, rtol=1e-4, atol=1e-6)
+            # atol 1e-5 = 0.1% of one AdamW step at lr 1e-2: Adam divides by sqrt(v), so a
+            # coordinate whose gradient is near zero turns the all-reduce's different
+            # summation order into a visible (but harmless) difference.
+            torch.testing.assert_close(per_rank[0].tensors[node][k], v, rtol=1e-4, atol=1e-5)
             assert torch.equal(per_rank[0].tensors[node][k], per_rank[1].tensors[node][k])

@@ -71,7 +71,10 @@ def test_vllm_serves_learner_adapters_with_learner_logprobs(make_rank, vocab, ti
     ours = rank.score(batch)
     theirs = batch.column("logprobs").to_pylist()
     gaps = [abs(a - b) for x, y in zip(ours, theirs) for a, b in zip(x, y)]
-    assert len(gaps) > batch.num_rows * 5 and max(gaps) < TOL, max(gaps)
+    # Every sampled token is compared (the tiny model often stops after a few tokens on
+    # random prompts, so ask for two per row on average, not a fixed length).
+    assert len(gaps) == sum(len(r) for r in theirs) >= 2 * batch.num_rows
+    assert max(gaps) < TOL, max(gaps)
 
     # rows sampled with the wrong adapter (L0N0 <-> L0N1 swapped) fail the step loudly, naming them
     swap = {"L0N0": "L0N1", "L0N1": "L0N0"}
