@@ -69,6 +69,30 @@ def test_ctrl_c_checkpoints_and_resume_continues_without_gap_or_repeat(tiny_mode
     assert steps_logged(run_dir) == list(range(7))  # step 0 is the "before" evaluation
 
 
+def test_a_dead_rollout_worker_stops_the_run_with_a_checkpoint_and_one_line(tiny_model_dir, tmp_path):
+    import psutil
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(launch("--run-dir", str(run_dir), *SMALL, "trainer.steps=50", "trainer.checkpoint_every=0"),
+                            cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: 1 in steps_logged(run_dir), 400, proc)
+        # The embedded Ray's processes are the launcher's descendants: kill its rollout actor.
+        workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                   if "RolloutWorker" in " ".join(c.cmdline())]
+        assert workers
+        for w in workers:
+            w.kill()
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, out[-3000:]
+    failed = [line for line in out.splitlines() if "failed at step" in line]
+    assert len(failed) == 1 and f"--resume {run_dir}" in failed[0] and "checkpoint " in failed[0]
+    assert "Traceback" not in out
+    assert list((run_dir / "checkpoints").glob("step_*"))  # the learner was alive: its state is saved
+
+
 @pytest.fixture
 def ray_head():
     """A local head from cluster/local_head.sh (`ray start --head`) in its own temp dir
