@@ -29,7 +29,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--widths", default="2,2,2,1", help="topology, nodes per layer")
-    p.add_argument("--questions", type=int, default=32)
+    p.add_argument("--questions", type=int, default=64,
+                   help="64 x 4 samples = 256 samples: the default run's samples per step")
     p.add_argument("--samples", type=int, default=4, help="samples per question")
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--repeats", type=int, default=7)

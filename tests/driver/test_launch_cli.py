@@ -46,17 +46,24 @@ def wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
         time.sleep(0.5)
 
 
-def test_ctrl_c_checkpoints_and_resume_continues_without_gap_or_repeat(tiny_model_dir, tmp_path):
-    run_dir = tmp_path / "run"
-    proc = subprocess.Popen(launch("--run-dir", str(run_dir), *SMALL, "trainer.steps=6", "trainer.checkpoint_every=0"),
+def disturb_after_step_1(run_dir: Path, steps: int, disturb) -> tuple[int, str]:
+    """Launch a run, call ``disturb(proc)`` once step 1 is logged; (exit code, output)."""
+    proc = subprocess.Popen(launch("--run-dir", str(run_dir), *SMALL, f"trainer.steps={steps}",
+                                   "trainer.checkpoint_every=0"),
                             cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(lambda: 1 in steps_logged(run_dir), 400, proc)
-        proc.send_signal(signal.SIGINT)
+        disturb(proc)
         out, _ = proc.communicate(timeout=300)
     finally:
         proc.kill()
-    assert proc.returncode == 130, out[-3000:]
+    return proc.returncode, out
+
+
+def test_ctrl_c_checkpoints_and_resume_continues_without_gap_or_repeat(tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    code, out = disturb_after_step_1(run_dir, 6, lambda proc: proc.send_signal(signal.SIGINT))
+    assert code == 130, out[-3000:]
     stopped = steps_logged(run_dir)[-1]
     assert 1 <= stopped < 6
     assert (run_dir / "checkpoints" / f"step_{stopped:06d}").is_dir()
@@ -69,24 +76,21 @@ def test_ctrl_c_checkpoints_and_resume_continues_without_gap_or_repeat(tiny_mode
     assert steps_logged(run_dir) == list(range(7))  # step 0 is the "before" evaluation
 
 
-def test_a_dead_rollout_worker_stops_the_run_with_a_checkpoint_and_one_line(tiny_model_dir, tmp_path):
+def kill_rollout_workers(proc: subprocess.Popen) -> None:
     import psutil
 
+    # The embedded Ray's processes are the launcher's descendants: kill its rollout actor.
+    workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
+               if "RolloutWorker" in " ".join(c.cmdline())]
+    assert workers
+    for w in workers:
+        w.kill()
+
+
+def test_a_dead_rollout_worker_stops_the_run_with_a_checkpoint_and_one_line(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(launch("--run-dir", str(run_dir), *SMALL, "trainer.steps=50", "trainer.checkpoint_every=0"),
-                            cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for(lambda: 1 in steps_logged(run_dir), 400, proc)
-        # The embedded Ray's processes are the launcher's descendants: kill its rollout actor.
-        workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
-                   if "RolloutWorker" in " ".join(c.cmdline())]
-        assert workers
-        for w in workers:
-            w.kill()
-        out, _ = proc.communicate(timeout=300)
-    finally:
-        proc.kill()
-    assert proc.returncode == 1, out[-3000:]
+    code, out = disturb_after_step_1(run_dir, 50, kill_rollout_workers)
+    assert code == 1, out[-3000:]
     failed = [line for line in out.splitlines() if "failed at step" in line]
     assert len(failed) == 1 and f"--resume {run_dir}" in failed[0] and "checkpoint " in failed[0]
     assert "Traceback" not in out
