@@ -99,12 +99,15 @@ def test_a_dead_rollout_worker_stops_the_run_with_a_checkpoint_and_one_line(tiny
 
 @pytest.fixture
 def ray_head():
-    """A local head from cluster/local_head.sh (`ray start --head`) in its own temp dir
-    and GCS port, so stopping it cannot touch the test session's embedded Ray (which
-    `ray stop` would kill too)."""
+    """A local head from cluster/local_head.sh (`ray start --head`) in its own temp dir,
+    so stopping it cannot touch the test session's embedded Ray (which `ray stop` would
+    kill too)."""
     temp_dir = tempfile.mkdtemp(prefix="nmh", dir="/tmp")  # short: Ray's socket paths have a length limit
+    # Own ports too: the session's embedded Ray already holds the dashboard agent's
+    # default port 52365, and a head whose agent cannot bind refuses every job.
     start = subprocess.run([str(REPO / "cluster" / "local_head.sh"), "start", "--port", str(free_port()),
-                            "--dashboard-port", "8265", "--temp-dir", temp_dir],
+                            "--dashboard-port", "8265", "--dashboard-agent-listen-port", str(free_port()),
+                            "--temp-dir", temp_dir],
                            env=env(), capture_output=True, text=True, timeout=180)
     assert start.returncode == 0, start.stdout + start.stderr
     try:
@@ -129,7 +132,7 @@ def stop_processes_under(temp_dir: str) -> None:
 
 def test_ray_job_submit_trains_on_a_running_cluster(ray_head, tiny_model_dir, tmp_path):
     run_dir = tmp_path / "job"
-    for _ in range(30):
+    for _ in range(15):
         submit = subprocess.run([str(REPO / "cluster" / "submit.sh"), "--run-dir", str(run_dir), *SMALL,
                                  "trainer.steps=1"], cwd=REPO, env={**env(), "RAY_ADDRESS": ray_head},
                                 capture_output=True, text=True, timeout=900)
