@@ -78,7 +78,7 @@ class LearnerGroup:
         """Apply the step on all ranks; rank 0's metrics. Raises LogprobGapError on a large gap."""
         import ray
 
-        return ray.get([rank.finish_step.remote() for rank in self.ranks])[0]
+        return ray.get(self.finish_step_async())[0]
 
     def finish_step_async(self) -> list[Any]:
         """Like finish_step, but returns the ranks' ObjectRefs at once (rank 0's first), so

@@ -18,10 +18,10 @@ from tqdm import tqdm
 
 from neuromas_dist.graph.prompts import apply_chat, encode, render_body
 from neuromas_dist.graph.topology import Topology
-from neuromas_dist.tasks.base import Example
-from neuromas_dist.tasks.synthetic import SYNTHETIC_ANSWER_FORMAT, answer_sentence, synthetic_task
+from neuromas_dist.tasks.base import Example, Task
+from neuromas_dist.tasks.synthetic import SYNTHETIC_ANSWER_FORMAT, answer_sentence
 
-# (question, gold answer) pairs; the answer is the text after "The answer is".
+# (question, gold answer) pairs.
 QA = tuple[str, str]
 
 
@@ -116,11 +116,10 @@ def _lr_scale(step: int, cfg: SFTConfig) -> float:
 
 
 @torch.no_grad()
-def greedy_accuracy(model, tokenizer, qas: Sequence[QA], answer_format: str,
+def greedy_accuracy(model, tokenizer, qas: Sequence[QA], task: Task, answer_format: str,
                     batch_size: int = 100, max_new_tokens: int = 12) -> float:
     """Greedy accuracy of the single-node graph: the prompt every RL run starts from."""
     topology = Topology.build([1])
-    task = synthetic_task("arith")
     correct = 0
     for start in range(0, len(qas), batch_size):
         chunk = qas[start : start + batch_size]

@@ -30,7 +30,7 @@ from neuromas_dist.graph import prompts
 from neuromas_dist.graph.topology import Topology
 from neuromas_dist.models import sft
 from neuromas_dist.models.tokenizer import IM_END, PAD_TOKEN, train_tokenizer
-from neuromas_dist.tasks.synthetic import answer_sentence, make_synthetic, synthetic_corpus
+from neuromas_dist.tasks.synthetic import answer_sentence, make_synthetic, synthetic_corpus, synthetic_task
 
 # Bump when the build changes in a way the recipe dict below does not capture.
 RECIPE_VERSION = 1
@@ -115,7 +115,7 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0, *, sft_steps: in
         sft_start = time.perf_counter()
         last_loss = sft.train(model, tokenizer, pool, cfg, seed + 2)
         sft_seconds = time.perf_counter() - sft_start
-        accuracy = {kind: sft.greedy_accuracy(model, tokenizer, qas, cfg.answer_format)
+        accuracy = {kind: sft.greedy_accuracy(model, tokenizer, qas, synthetic_task(kind), cfg.answer_format)
                     for kind, qas in eval_sets.items()}
         _log("eval greedy accuracy (1-node graph): " + ", ".join(f"{k} {v:.1%}" for k, v in accuracy.items()))
     info = {

@@ -31,7 +31,7 @@ def test_warm_up_leaves_room_to_learn(build_info):
     assert build_info["eval_questions"] == tiny.EVAL_QUESTIONS
 
 
-def test_cached_build_is_reused(tiny_model_dir, tmp_path_factory):
+def test_cached_build_is_reused(tiny_model_dir):
     before = (tiny_model_dir / "build_info.json").stat().st_mtime_ns
     assert tiny.ensure_tiny_model() == tiny_model_dir
     assert (tiny_model_dir / "build_info.json").stat().st_mtime_ns == before
