@@ -117,8 +117,8 @@ class TrainerConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    task: str = _f("synthetic/arith", "synthetic/arith, synthetic/hier, file (local JSONL/Parquet) or hf (datasets by name)",
-                   choices=("synthetic/arith", "synthetic/hier", "file", "hf"))
+    task: str = _f("synthetic/hier", "synthetic/arith, synthetic/hier, synthetic/op, file (local JSONL/Parquet) or hf (datasets by name)",
+                   choices=("synthetic/arith", "synthetic/hier", "synthetic/op", "file", "hf"))
     train_path: str = _f("", "task=file: training examples (.jsonl or .parquet)")
     eval_path: str = _f("", "task=file: held-out examples (.jsonl or .parquet)")
     hf_name: str = _f("", "task=hf: dataset name, e.g. openai/gsm8k")
@@ -129,7 +129,7 @@ class DataConfig:
     answer_field: str = _f("answer", "field holding the gold answer")
     answer_type: str = _f("number", "how answers are extracted and compared", choices=("number", "boxed", "choice"))
     n_train: int = _f(4000, "synthetic: training questions; file/hf: cap (0 = all)", lo=0)
-    n_eval: int = _f(200, "synthetic: held-out questions; file/hf: cap (0 = all)", lo=0)
+    n_eval: int = _f(500, "synthetic: held-out questions; file/hf: cap (0 = all)", lo=0)
     seed: int = _f(0, "seed of the synthetic generators", lo=0)
 
 

@@ -42,15 +42,21 @@ def _plot_overview(rows: list[dict], path: Path) -> Path:
 
 
 def _plot_nodes(rows: list[dict], path: Path) -> Path:
-    nodes = sorted({k.split("/")[1] for r in rows for k in r if k.startswith("node/")})
-    metrics = ("reward_mean", "advantage_abs_mean", "logprob_gap", "response_len_mean")
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(7, 2.2 * len(metrics)), sharex=True, squeeze=False)
-    for ax, metric in zip(axes[:, 0], metrics):
-        for node in nodes:
-            xs, ys = _series(rows, f"node/{node}/{metric}")
-            if xs:
-                ax.plot(xs, ys, label=node)
-        ax.set_ylabel(metric, fontsize=8)
+    """One panel per metric that tells nodes apart; the reward (shared by all nodes of
+    a sample) is in reward_accuracy.png instead."""
+    keys = sorted({k for r in rows for k in r if k.startswith("node/")})
+    nodes = sorted({k.split("/")[1] for k in keys})
+    carried = sorted({k.split("/")[2] for k in keys if k.split("/")[2].startswith("carries_")})
+    panels = [("entropy", ["entropy"]), ("response tokens", ["response_len_mean"]),
+              ("logprob gap", ["logprob_gap"])] + [(c.replace("_", " "), [c]) for c in carried]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 1.9 * len(panels)), sharex=True, squeeze=False)
+    for ax, (title, metrics) in zip(axes[:, 0], panels):
+        for i, node in enumerate(nodes):
+            for metric in metrics:
+                xs, ys = _series(rows, f"node/{node}/{metric}")
+                if xs:
+                    ax.plot(xs, ys, label=node, color=f"C{i}")
+        ax.set_ylabel(title, fontsize=8)
         ax.grid(alpha=0.3)
     if nodes:
         axes[0, 0].legend(fontsize=7, ncol=min(len(nodes), 4))

@@ -153,15 +153,30 @@ def _finish(cfg: Config, trainer: Any) -> None:
     final = evals[-1] if evals and evals[-1]["step"] == trainer.step else trainer.evaluate()
     path = trainer.checkpoint()
     adapters = trainer.save_adapters()
+    report = trainer.report()
     summary = _write_summary(trainer, {
-        **_eval_summary(final, "after"), "eval_questions": final["eval/questions"],
+        **_eval_summary(final, "after"), **_gain_summary(report), "eval_questions": final["eval/questions"],
         "steps": trainer.step, "topology": list(trainer.widths), "checkpoint": str(path),
         "adapters": {k: str(v) for k, v in adapters.items()},
     })
     if cfg.logging.plots:
         plot_run(trainer.run_dir)
+    gain = summary.get("eval_accuracy_gain")
     say(f"done after {trainer.step} steps: held-out {_eval_line(final)} "
-        f"(before: accuracy {summary.get('eval_accuracy_before', float('nan')):.3f}); outputs in {trainer.run_dir}")
+        f"(before: accuracy {summary.get('eval_accuracy_before', float('nan')):.3f}"
+        + (f"; gain {gain:+.3f}, 95% CI [{summary['eval_accuracy_gain_ci'][0]:+.3f}, "
+           f"{summary['eval_accuracy_gain_ci'][1]:+.3f}]" if gain is not None else "")
+        + f"); report {trainer.run_dir / 'eval' / 'report.md'}")
+
+
+def _gain_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """Paired before/after gain of greedy accuracy with its 95% interval, when known."""
+    gain = report.get("gain", {}).get("greedy")
+    if gain is None:
+        return {}
+    return {"eval_accuracy_gain": gain["mean"], "eval_accuracy_gain_ci": [gain["ci_lo"], gain["ci_hi"]],
+            "eval_accuracy_ci_after": [report["accuracy"]["greedy"]["ci_lo"], report["accuracy"]["greedy"]["ci_hi"]],
+            "eval_accuracy_ci_before": [report["before"]["greedy"]["ci_lo"], report["before"]["greedy"]["ci_hi"]]}
 
 
 def _eval_summary(metrics: dict[str, Any], when: str) -> dict[str, float]:

@@ -7,6 +7,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from neuromas_dist.analysis.node_text import carry_fractions
+
 
 def _mean(values: pa.ChunkedArray | pa.Array) -> float:
     return float(pc.mean(values).as_py()) if len(values) else float("nan")
@@ -28,6 +30,20 @@ def rollout_metrics(table: pa.Table, sink: str) -> dict[str, Any]:
         "rollout/adapter_version_min": int(pc.min(table["adapter_version"]).as_py()),
     }
     for node in sorted(set(table["node"].to_pylist())):
-        mask = pc.equal(table["node"], node)
-        m[f"node/{node}/response_len_mean"] = _mean(pc.filter(lengths, mask))
+        m.update(node_metrics(table.filter(pc.equal(table["node"], node)), node))
+    return m
+
+
+def node_metrics(rows: pa.Table, node: str) -> dict[str, float]:
+    """What distinguishes one node's calls within a step. The reward is shared by every
+    node of a sample (and so is a loo advantage), so those cannot tell nodes apart;
+    these can: length, the sampled tokens' surprisal, and what the texts carry."""
+    lengths = pc.list_value_length(rows["response_ids"])
+    logprobs = pc.list_flatten(rows["logprobs"])
+    m = {f"node/{node}/response_len_mean": _mean(lengths),
+         # E[-log p(sampled token)] is the policy's per-token entropy, estimated by its samples.
+         f"node/{node}/entropy": -_mean(logprobs) if len(logprobs) else float("nan")}
+    fractions = carry_fractions(rows.select(["text", "question", "gold_answer"]).to_pylist())
+    for kind, f in fractions.items():
+        m[f"node/{node}/carries_{kind}"] = f["carries"]
     return m

@@ -61,6 +61,7 @@ class Trainer:
         self.traj_dir = run_dir / "trajectories" if cfg.logging.save_trajectories else None
         self.in_flight: deque[Rollout] = deque()
         self.last_metrics: dict[str, Any] = {}
+        self.last_eval: tuple[int, Any] | None = None  # (step, analysis.evaluation.EvalPass)
 
     # ------------------------------------------------------------ setup
 
@@ -184,20 +185,32 @@ class Trainer:
         return later <= self.cfg.trainer.steps and not any(step < g <= later for g in growth)
 
     def evaluate(self) -> dict[str, float]:
-        """Held-out accuracy, greedy and (``trainer.eval_samples``) sampled, shared across workers."""
-        import ray
-        from neuromas_dist.rollout.actors import split_examples
+        """Held-out accuracy, greedy with its 95% interval and (``trainer.eval_samples``)
+        sampled. The step-0 pass is saved under eval/ so the final report can pair with it."""
+        from neuromas_dist.analysis.evaluation import evaluate_pass, sink_scores
+        from neuromas_dist.analysis.run_eval import BEFORE, save_pass
+        from neuromas_dist.analysis.stats import bootstrap_ci
 
         t0 = time.perf_counter()
-        shares = [s for s in split_examples(self.data.eval, len(self.workers)) if s]
-        results = [r["metrics"] for r in ray.get([
-            w.evaluate.remote(share, self.step, self.cfg.trainer.eval_samples)
-            for w, share in zip(self.workers, shares)])]
-        out = {"eval/accuracy": _weighted(results, "eval/accuracy", "eval/questions"),
-               "eval/questions": sum(r["eval/questions"] for r in results)}
-        if self.cfg.trainer.eval_samples:
-            out["eval/sampled_accuracy"] = _weighted(results, "eval/sampled_accuracy", "eval/samples")
+        passes = evaluate_pass(self.workers, self.data.eval, self.step, self.cfg.trainer.eval_samples)
+        qids = [str(e.id) for e in self.data.eval]
+        greedy = bootstrap_ci(sink_scores(passes.greedy, self.topology.sink, qids))
+        out = {"eval/accuracy": greedy.mean, "eval/accuracy_ci_lo": greedy.lo, "eval/accuracy_ci_hi": greedy.hi,
+               "eval/questions": greedy.n}
+        if passes.sampled is not None:
+            out["eval/sampled_accuracy"] = float(sink_scores(passes.sampled, self.topology.sink, qids).mean())
+        if self.step == 0:
+            save_pass(self.run_dir, BEFORE, passes)
+        self.last_eval = (self.step, passes)
         return {**out, "timing_s/eval": time.perf_counter() - t0}
+
+    def report(self) -> dict[str, Any]:
+        """The final evaluation report (eval/): the last held-out pass, node ablations."""
+        from neuromas_dist.analysis.run_eval import evaluate_on
+
+        step, full = self.last_eval if self.last_eval and self.last_eval[0] == self.step else (self.step, None)
+        return evaluate_on(self.workers, self.learner.adapters(), self.data.eval, self.run_dir, self.topology,
+                           step, self.cfg.trainer.eval_samples, ablate=True, full=full)
 
     # ------------------------------------------------------------ checkpoints and outputs
 
@@ -223,11 +236,6 @@ class Trainer:
         self.placement.remove()
 
 
-def _weighted(results: list[dict[str, float]], key: str, count: str) -> float:
-    n = sum(r[count] for r in results)
-    return sum(r[key] * r[count] for r in results) / n if n else 0.0
-
-
 def map_adapters(small: AdapterSet, small_topo: Topology, large: Topology) -> tuple[AdapterSet, str]:
     """The larger topology's adapters from the smaller one's, by the graph's growth
     mapping: carried-over nodes get their trained adapter, new nodes none (they keep
@@ -242,6 +250,16 @@ def adapters_from_run(small_run: Path, large: Topology) -> tuple[AdapterSet, str
     """:func:`map_adapters` from a finished run's ``adapters/`` (PEFT layout)."""
     small = read_adapter_set(Path(small_run) / "adapters", version=0)
     return map_adapters(small, Topology.build(_widths_of(small.tensors)), large)
+
+
+def topology_for_nodes(cfg: Config, nodes: Any) -> Topology:
+    """The graph a set of node adapters belongs to: the config's own topology (edges
+    included) when the nodes match it, else full links over the widths the names spell
+    (a run that grew past its configured topology)."""
+    configured = Topology.build(cfg.topology.widths, list(cfg.topology.edges) or None)
+    if set(nodes) == set(configured.names):
+        return configured
+    return Topology.build(_widths_of(nodes))
 
 
 def _widths_of(nodes: Any) -> tuple[int, ...]:

@@ -3,14 +3,14 @@
 RL needs a policy that is right sometimes and wrong often: a random-init model never
 earns a reward, a perfect one leaves nothing to learn. A fixed number of AdamW steps
 (not a time budget, so a seed always gives the same weights) on role-free node prompts
-lands in between. Upstream texts are right about half the time, so nodes learn to read
-their inputs without learning to copy them blindly.
+lands in between. What the examples teach (and what they must not) is
+:mod:`neuromas_dist.models.warmup`.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -19,56 +19,37 @@ from tqdm import tqdm
 from neuromas_dist.graph.prompts import apply_chat, encode, render_body
 from neuromas_dist.graph.topology import Topology
 from neuromas_dist.tasks.base import Example, Task
-from neuromas_dist.tasks.synthetic import SYNTHETIC_ANSWER_FORMAT, answer_sentence
+from neuromas_dist.models import warmup
+from neuromas_dist.tasks.synthetic import SYNTHETIC_ANSWER_FORMAT
 
-# (question, gold answer) pairs.
-QA = tuple[str, str]
+QA = warmup.QA
 
 
 @dataclass(frozen=True)
 class SFTConfig:
-    steps: int = 600
+    steps: int = 700
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 0.0
     warmup_steps: int = 30
     pool_size: int = 16384  # distinct examples rendered once, then sampled per step
-    upstream_gold_prob: float = 0.5
+    length_buckets: int = 4  # batches drawn from one length quartile: less padding per step
+    upstream_gold_prob: float = 0.9  # upstream statements are right this often
     topologies: tuple[tuple[int, ...], ...] = ((1,), (2, 1), (4, 2, 1))
+    # Share of examples per task kind: the hierarchical task and the single operations it composes.
+    task_mix: tuple[tuple[str, float], ...] = (("hier", 0.75), ("op", 0.25))
     # The same instruction the RL sink sees, so warm-up and RL prompts are identical.
     answer_format: str = SYNTHETIC_ANSWER_FORMAT
 
 
-def node_body(topology: Topology, node_name: str, qa: QA, rng: random.Random, gold_prob: float,
-              answer_format: str, distractor: Callable[[random.Random], str]) -> str:
-    """One node's user content for one question, upstream texts right or wrong at random."""
-    question, gold = qa
-    upstream = {
-        src: answer_sentence(gold if rng.random() < gold_prob else distractor(rng))
-        for src in topology.node(node_name).inputs
-    }
-    return render_body(topology, node_name, question, upstream, answer_format=answer_format).text
-
-
-def digit_distractor(rng: random.Random) -> str:
-    return str(rng.randrange(10))
-
-
-def build_pool(tokenizer, qas: Sequence[QA], cfg: SFTConfig, rng: random.Random,
-               distractor: Callable[[random.Random], str] = digit_distractor) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, target ids) pairs over random questions, topologies and nodes."""
-    topologies = [Topology.build(widths) for widths in cfg.topologies]
+def build_pool(tokenizer, qas: Mapping[str, Sequence[QA]], cfg: SFTConfig, rng: random.Random
+               ) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, target ids) pairs: the warm-up examples of :mod:`warmup`, tokenized once."""
+    examples = warmup.sample_examples(qas, cfg.task_mix, cfg.topologies, cfg.pool_size, rng, cfg.upstream_gold_prob,
+                                      cfg.answer_format)
     eos = tokenizer.eos_token
-    pool = []
-    # One random node per sampled (question, topology): every topology gets the same
-    # share of examples, rather than wide graphs crowding out the single-node prompt.
-    for _ in range(cfg.pool_size):
-        question, gold = qas[rng.randrange(len(qas))]
-        topology = topologies[rng.randrange(len(topologies))]
-        node = topology.nodes[rng.randrange(len(topology))].name
-        body = node_body(topology, node, (question, gold), rng, cfg.upstream_gold_prob, cfg.answer_format, distractor)
-        pool.append((encode(tokenizer, apply_chat(tokenizer, body)), encode(tokenizer, answer_sentence(gold) + eos)))
-    return pool
+    return [(encode(tokenizer, apply_chat(tokenizer, ex.body)), encode(tokenizer, ex.target + eos))
+            for ex in examples]
 
 
 def collate(batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -90,11 +71,16 @@ def train(model, tokenizer, pool, cfg: SFTConfig, seed: int, desc: str = "sft") 
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_scale(s, cfg))
+    buckets = length_buckets(pool, cfg.length_buckets)
+    sizes = torch.tensor([len(b) for b in buckets], dtype=torch.float64)
     model.train()
     loss_value = float("nan")
     bar = tqdm(range(cfg.steps), desc=desc, leave=False, mininterval=2.0)
     for _ in bar:
-        index = torch.randint(len(pool), (cfg.batch_size,), generator=gen).tolist()
+        # A bucket drawn in proportion to its size, then uniform within it: every example
+        # is as likely as with uniform sampling, but a batch is padded to similar lengths.
+        bucket = buckets[int(torch.multinomial(sizes, 1, generator=gen))]
+        index = [bucket[i] for i in torch.randint(len(bucket), (cfg.batch_size,), generator=gen).tolist()]
         loss = model(**collate([pool[i] for i in index], tokenizer.pad_token_id)).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -107,6 +93,13 @@ def train(model, tokenizer, pool, cfg: SFTConfig, seed: int, desc: str = "sft") 
     return loss_value
 
 
+def length_buckets(pool: Sequence[tuple[list[int], list[int]]], n: int) -> list[list[int]]:
+    """Pool indices split into ``n`` runs of similar total length (prompt + target)."""
+    order = sorted(range(len(pool)), key=lambda i: (len(pool[i][0]) + len(pool[i][1]), i))
+    size = -(-len(order) // n)
+    return [order[k:k + size] for k in range(0, len(order), size)]
+
+
 def _lr_scale(step: int, cfg: SFTConfig) -> float:
     # Linear warm-up then linear decay to 10%: stable from random init in few steps.
     if step < cfg.warmup_steps:
@@ -117,7 +110,7 @@ def _lr_scale(step: int, cfg: SFTConfig) -> float:
 
 @torch.no_grad()
 def greedy_accuracy(model, tokenizer, qas: Sequence[QA], task: Task, answer_format: str,
-                    batch_size: int = 100, max_new_tokens: int = 12) -> float:
+                    batch_size: int = 100, max_new_tokens: int = 32) -> float:
     """Greedy accuracy of the single-node graph: the prompt every RL run starts from."""
     topology = Topology.build([1])
     correct = 0

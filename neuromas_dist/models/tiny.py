@@ -28,13 +28,13 @@ from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
 from neuromas_dist.graph import prompts
 from neuromas_dist.graph.topology import Topology
-from neuromas_dist.models import sft
+from neuromas_dist.models import sft, warmup
 from neuromas_dist.models.tokenizer import IM_END, PAD_TOKEN, train_tokenizer
 from neuromas_dist.tasks.synthetic import answer_sentence, make_synthetic, synthetic_corpus, synthetic_task
 
 # Bump when the build changes in a way the recipe dict below does not capture.
 RECIPE_VERSION = 1
-TASK_KINDS = ("arith", "hier")
+TASK_KINDS = ("arith", "hier", "op")
 VOCAB_SIZE = 768
 TRAIN_QUESTIONS = 4000  # per task kind
 EVAL_QUESTIONS = 200  # per task kind
@@ -45,8 +45,8 @@ MODEL_SHAPE = dict(
     hidden_size=128,
     intermediate_size=384,
     num_hidden_layers=2,
-    num_attention_heads=2,
-    num_key_value_heads=2,
+    num_attention_heads=4,
+    num_key_value_heads=4,
     head_dim=64,
     max_position_embeddings=1024,
     tie_word_embeddings=True,
@@ -130,6 +130,11 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0, *, sft_steps: in
         "eval_accuracy": {k: round(v, 4) for k, v in accuracy.items()},
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(tokenizer),
+        # What decides the float results besides the seed (see PINNED_ENV).
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "mkl_cbwr": os.environ.get("MKL_CBWR", ""),
+        "torch_threads": BUILD_THREADS,
+        "torch_version": torch.__version__,
     }
     _save(model, tokenizer, out, info, start)
     return info
@@ -137,14 +142,14 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0, *, sft_steps: in
 
 def _phase_tokenizer(cfg: sft.SFTConfig, seed: int, eval_questions: int):
     _log("tokenizer: training BPE on task text and node prompt templates")
-    train_qas: list[sft.QA] = []
+    train_qas: dict[str, list[sft.QA]] = {}
     eval_sets: dict[str, list[sft.QA]] = {}
     corpus: list[str] = []
     for kind in TASK_KINDS:
-        train_qas += [(e.question, e.answer) for e in make_synthetic(kind, "train", TRAIN_QUESTIONS, seed)]
+        train_qas[kind] = [(e.question, e.answer) for e in make_synthetic(kind, "train", TRAIN_QUESTIONS, seed)]
         eval_sets[kind] = [(e.question, e.answer) for e in make_synthetic(kind, "eval", eval_questions, seed)]
         corpus += synthetic_corpus(kind, TRAIN_QUESTIONS, seed)
-    corpus += _prompt_corpus(train_qas[::50], cfg)
+    corpus += _prompt_corpus([qa for kind in TASK_KINDS for qa in train_qas[kind][::50]], cfg)
     return train_tokenizer(corpus, VOCAB_SIZE), train_qas, eval_sets
 
 
@@ -156,7 +161,7 @@ def _prompt_corpus(qas: Sequence[sft.QA], cfg: sft.SFTConfig) -> list[str]:
     for widths in cfg.topologies + ((3, 1), (2, 2, 1)):
         topology = Topology.build(widths)
         for qa in qas:
-            texts += [sft.node_body(topology, node, qa, rng, 0.5, cfg.answer_format, sft.digit_distractor)
+            texts += [warmup.make_example(topology, node, qa, rng, 0.5, cfg.answer_format).body
                       for node in topology.names]
     return texts
 
@@ -206,13 +211,39 @@ def ensure_tiny_model(cache_dir: str | os.PathLike | None = None, seed: int = 0)
         _log(f"building tiny model into {final}")
         tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
         try:
-            build_tiny_model(tmp, seed)
+            build_pinned(tmp, seed)
             if final.exists():  # a broken leftover (no build_info.json): replace it
                 shutil.rmtree(final)
             os.rename(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+# MKL's GEMM and ATen's vector kernels pick a SIMD code path by CPU (AVX-512 on one
+# machine, AVX2 on the next), and different paths add in different orders; over a few
+# hundred SFT steps those last-bit differences grow into a different model. So the build
+# runs in a child process with the code paths and thread counts pinned (env vars that
+# must be set before torch loads). AVX2 is the widest path every x86-64 machine of this
+# kind has; other architectures build unpinned.
+PINNED_ENV = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_CBWR": "AVX2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "OMP_NUM_THREADS": str(BUILD_THREADS),
+    "MKL_NUM_THREADS": str(BUILD_THREADS),
+}
+
+
+def build_pinned(out_dir: str | os.PathLike, seed: int = 0) -> dict:
+    """:func:`build_tiny_model` in a child process with :data:`PINNED_ENV` (x86-64)."""
+    import platform
+    import subprocess
+    import sys
+
+    env = {**os.environ, **(PINNED_ENV if platform.machine() in ("x86_64", "AMD64") else {})}
+    subprocess.run([sys.executable, "-m", "neuromas_dist.models.tiny", str(out_dir), str(seed)], env=env, check=True)
+    return json.loads((pathlib.Path(out_dir) / "build_info.json").read_text())
 
 
 @contextlib.contextmanager
@@ -227,3 +258,9 @@ def _torch_threads(n: int) -> Iterator[None]:
 
 def _log(message: str) -> None:
     print(f"[tiny-model] {message}", flush=True)
+
+
+if __name__ == "__main__":  # the child process of build_pinned
+    import sys
+
+    build_tiny_model(sys.argv[1], int(sys.argv[2]))

@@ -75,5 +75,8 @@ def sample_rows(result: SampleResult, scored: Scored, topology: Topology, worker
             reward=scored.reward,
             worker_id=worker_id,
             latency_s=call.latency_s,
+            text=call.text,
+            question=spec.example.question,
+            gold_answer=str(spec.example.answer),
         ))
     return rows

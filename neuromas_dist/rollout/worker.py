@@ -182,21 +182,23 @@ class RolloutWorker:
 
     async def evaluate(self, examples: Sequence[Any], step: int = -1, samples: int = 0) -> dict[str, Any]:
         """Greedy pass over ``examples`` and, with ``samples`` > 0, that many sampled passes
-        at the training temperature: ``{"metrics": {...}, "table": pa.Table}`` (greedy rows).
+        at the training temperature: ``{"metrics": {...}, "greedy": Table, "sampled": Table | None}``.
 
         Sampled passes use the same request seeds at every evaluation (``EVAL_SEED_STEP``),
         so "before" and "after" differ by the adapters, not by the draw.
         """
         await self.start()
-        table = await self._collect([SampleSpec(step, ex, 0) for ex in examples], greedy=True)
-        rewards = self._sink_rewards(table)
+        greedy = await self._collect([SampleSpec(step, ex, 0) for ex in examples], greedy=True)
+        rewards = self._sink_rewards(greedy)
         metrics = {"eval/accuracy": sum(rewards) / len(rewards) if rewards else 0.0, "eval/questions": len(rewards)}
+        sampled = None
         if samples > 0:
-            sampled = self._sink_rewards(await self._collect(
-                [SampleSpec(EVAL_SEED_STEP, ex, k) for ex in examples for k in range(samples)], greedy=False))
-            metrics.update({"eval/sampled_accuracy": sum(sampled) / len(sampled) if sampled else 0.0,
-                            "eval/samples": len(sampled)})
-        return {"metrics": metrics, "table": table}
+            sampled = await self._collect(
+                [SampleSpec(EVAL_SEED_STEP, ex, k) for ex in examples for k in range(samples)], greedy=False)
+            sampled_rewards = self._sink_rewards(sampled)
+            metrics.update({"eval/sampled_accuracy": sum(sampled_rewards) / len(sampled_rewards)
+                            if sampled_rewards else 0.0, "eval/samples": len(sampled_rewards)})
+        return {"metrics": metrics, "greedy": greedy, "sampled": sampled}
 
     async def _collect(self, specs: list[SampleSpec], greedy: bool) -> pa.Table | None:
         batches = [b async for b in self._run(specs, self._policy(greedy=greedy), self.cfg.rollout.scheduling)]

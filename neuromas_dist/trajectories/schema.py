@@ -37,6 +37,10 @@ class TrajectoryRow(NamedTuple):
     reward: float  # terminal reward of the sample, identical on all its rows
     worker_id: int  # rollout worker that produced the row
     latency_s: float  # seconds from this node's submission to its last token
+    # Readable without the tokenizer (DuckDB/pandas): what this node wrote and what it was asked.
+    text: str = ""  # this node's own decoded response
+    question: str = ""  # the question text of the sample
+    gold_answer: str = ""  # the question's normalised gold answer
 
 
 TRAJECTORY_SCHEMA = pa.schema(
@@ -60,6 +64,9 @@ TRAJECTORY_SCHEMA = pa.schema(
         pa.field("reward", pa.float32(), nullable=False),
         pa.field("worker_id", pa.int32(), nullable=False),
         pa.field("latency_s", pa.float64(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("question", pa.string(), nullable=False),
+        pa.field("gold_answer", pa.string(), nullable=False),
     ]
 )
 

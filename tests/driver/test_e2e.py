@@ -70,6 +70,66 @@ def test_sync_run_trajectories_follow_the_schema(sync_run):
         assert set(table.column("adapter_version").to_pylist()) == {step - 1}
 
 
+def test_sync_run_rows_say_what_each_node_wrote(sync_run):
+    """Each row carries its own node's text, the question and the gold answer; the
+    sink's text is the row's answer_text, the other nodes' texts are their own."""
+    table = pq.read_table(sync_run / "trajectories" / "step_000002.parquet").to_pylist()
+    for row in table:
+        assert row["question"].startswith("Let x = ") and row["gold_answer"].isdigit()
+        if row["node"] == "L1N0":
+            assert row["text"] == row["answer_text"]
+    assert any(r["text"] != r["answer_text"] for r in table if r["node"] != "L1N0")
+    last = metrics(sync_run)[-1]
+    for node in ("L0N0", "L0N1", "L1N0"):
+        for key in ("entropy", "carries_x", "carries_y", "carries_answer"):
+            assert 0.0 <= last[f"node/{node}/{key}"] <= (1.0 if key.startswith("carries") else 50.0)
+
+
+def test_sync_run_ends_with_an_eval_report(sync_run):
+    """The training run calls the evaluation code at its end: eval/ holds the report,
+    the plots and the passes behind them; summary.json holds the paired gain and its CI."""
+    for name in ("report.json", "report.md", "ablation.png", "node_carries.png", "accuracy_over_training.png",
+                 "trajectories/before_greedy.parquet", "trajectories/final_greedy.parquet",
+                 "trajectories/ablate_L0N0_greedy.parquet"):
+        assert (sync_run / "eval" / name).is_file(), name
+    report = json.loads((sync_run / "eval" / "report.json").read_text())
+    assert report["questions"] == 8 and set(report["ablation"]) == {"L0N0", "L0N1", "L1N0"}
+    assert set(report["node_text"]["L0N0"]["carries"]) == {"x", "y", "answer"}
+    summary = json.loads((sync_run / "summary.json").read_text())
+    lo, hi = summary["eval_accuracy_gain_ci"]
+    assert lo <= summary["eval_accuracy_gain"] <= hi
+    assert summary["eval_accuracy_gain"] == pytest.approx(summary["eval_accuracy_after"] - summary["eval_accuracy_before"])
+
+
+def test_evaluate_command_on_the_run_and_ablation_touches_one_node(sync_run, tmp_path):
+    """`python -m neuromas_dist.evaluate` on a copy of the run directory (as if fetched
+    from a cluster) rewrites eval/. Zeroing L0N0's adapter leaves L0N1, which does not
+    read it, exactly as in the full graph (same tokens, same logprobs); zeroing the sink
+    leaves both first-layer nodes unchanged."""
+    import shutil
+
+    from neuromas_dist import evaluate
+
+    copy = tmp_path / "copied_run"
+    shutil.copytree(sync_run, copy)
+    (copy / "eval" / "trajectories" / "final_greedy.parquet").unlink()
+    (copy / "eval" / "report.json").unlink()
+    assert evaluate.main([str(copy), "--samples", "2"]) == 0
+    report = json.loads((copy / "eval" / "report.json").read_text())
+    assert report["samples_per_question"] == 2 and "gain" in report
+    full = _by_key(copy / "eval" / "trajectories" / "final_greedy.parquet")
+    for zeroed, unchanged in (("L0N0", ("L0N1",)), ("L1N0", ("L0N0", "L0N1"))):
+        ablated = _by_key(copy / "eval" / "trajectories" / f"ablate_{zeroed}_greedy.parquet")
+        for key, row in full.items():
+            if key[1] in unchanged:
+                assert ablated[key]["response_ids"] == row["response_ids"], key
+                assert ablated[key]["logprobs"] == pytest.approx(row["logprobs"], abs=1e-6), key
+
+
+def _by_key(path: Path) -> dict:
+    return {(r["question_id"], r["node"]): r for r in pq.read_table(path).to_pylist()}
+
+
 def test_sync_run_final_adapters_are_trained_and_in_peft_layout(sync_run):
     from peft import PeftConfig
 

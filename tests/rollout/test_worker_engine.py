@@ -162,7 +162,7 @@ def test_same_step_and_version_reproduce_the_same_tokens(rollout_actor, base_ada
 def test_greedy_evaluation_scores_the_sink(rollout_actor, base_adapters, next_version, examples, task):
     _use(rollout_actor, THREE, base_adapters, next_version())
     result = ray.get(rollout_actor.evaluate.remote(examples))
-    sink = [r for r in result["table"].to_pylist() if r["node"] == "L1N0"]
+    sink = [r for r in result["greedy"].to_pylist() if r["node"] == "L1N0"]
     gold = {ex.id: ex for ex in examples}
     want = sum(task.score(r["answer_text"], gold[r["question_id"]]).reward for r in sink) / len(examples)
     assert result["metrics"]["eval/questions"] == len(examples)

@@ -1,0 +1,85 @@
+"""Held-out evaluation of a graph's adapters on rollout workers: the full graph, then
+the graph with each node's adapter zeroed (ablation), as Arrow trajectory tables.
+
+The tables hold the same rows as training trajectories (one per node call, with each
+node's text, the question and the gold answer), so everything the report says is
+computed from data a user can open in pandas or DuckDB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from neuromas_dist.adapters.peft_io import AdapterSet
+
+FULL = "full"
+
+
+class EvalPass(NamedTuple):
+    greedy: pa.Table  # one greedy pass per question
+    sampled: pa.Table | None  # ``samples`` passes per question at the training temperature
+
+
+def ablated(adapters: AdapterSet, node: str, version: int) -> AdapterSet:
+    """``adapters`` with ``node``'s LoRA B set to zero (its adapter then adds nothing: the
+    node runs as the base model); every other node's tensors are the same objects."""
+    if node not in adapters.tensors:
+        raise KeyError(f"no adapter for node {node}; nodes: {', '.join(sorted(adapters.tensors))}")
+    tensors = dict(adapters.tensors)
+    tensors[node] = {k: (v.new_zeros(v.shape) if ".lora_B." in k else v) for k, v in tensors[node].items()}
+    return AdapterSet(version, tensors, adapters.peft_config)
+
+
+def evaluate_pass(workers: Sequence[Any], examples: Sequence[Any], step: int, samples: int) -> EvalPass:
+    """Greedy (and ``samples`` sampled) passes over ``examples``, shared across workers."""
+    import ray
+
+    from neuromas_dist.rollout.actors import split_examples
+
+    shares = [(w, s) for w, s in zip(workers, split_examples(examples, len(workers))) if s]
+    results = ray.get([w.evaluate.remote(share, step, samples) for w, share in shares])
+    greedy = pa.concat_tables([r["greedy"] for r in results if r["greedy"] is not None])
+    sampled = [r["sampled"] for r in results if r.get("sampled") is not None]
+    return EvalPass(greedy, pa.concat_tables(sampled) if sampled else None)
+
+
+def ablation_passes(workers: Sequence[Any], examples: Sequence[Any], adapters: AdapterSet, step: int
+                    ) -> dict[str, pa.Table]:
+    """Greedy pass with each node ablated in turn; the workers end holding the last
+    ablated set (callers that go on training must broadcast their adapters again)."""
+    from neuromas_dist.rollout.actors import broadcast_adapters
+
+    out = {}
+    for i, node in enumerate(sorted(adapters.tensors)):
+        broadcast_adapters(workers, ablated(adapters, node, adapters.version + 1 + i))
+        out[node] = evaluate_pass(workers, examples, step, 0).greedy
+    return out
+
+
+def sink_scores(table: pa.Table, sink: str, question_ids: Sequence[str]) -> np.ndarray:
+    """Sink rewards as [Q, S] in ``question_ids`` order (S = passes per question)."""
+    rows = table.filter(pc.equal(table["node"], sink)).select(["question_id", "sample_index", "reward"])
+    by_question: dict[str, list[tuple[int, float]]] = {}
+    for qid, k, r in zip(*(rows[c].to_pylist() for c in ("question_id", "sample_index", "reward"))):
+        by_question.setdefault(qid, []).append((k, r))
+    missing = [q for q in question_ids if q not in by_question]
+    if missing:
+        raise ValueError(f"{len(missing)} questions have no sink row, e.g. {missing[0]}")
+    return np.array([[r for _, r in sorted(by_question[q])] for q in question_ids], dtype=np.float64)
+
+
+def save_table(table: pa.Table | None, path: Path) -> None:
+    if table is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+
+
+def load_table(path: Path) -> pa.Table | None:
+    return pq.read_table(path) if path.is_file() else None

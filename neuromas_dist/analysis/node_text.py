@@ -1,0 +1,67 @@
+"""What a node's text carries: sub-results and the final answer, read from plain text.
+
+Pure functions over strings, so they run on the trajectories of any run directory
+(the rows hold each node's text, its question and the gold answer). On the synthetic
+tasks a question names its sub-results (``tasks.synthetic.subresults``); for other
+tasks only the final answer is checked.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
+from neuromas_dist.tasks.answers import normalize_number
+from neuromas_dist.tasks.synthetic import stated_values, subresults
+
+ANSWER = "answer"
+_MARKED_ANSWER_RE = re.compile(r"(?i:answer\s*is)\s*(-?\d+(?:\.\d+)?)")
+_DIGITS_RE = re.compile(r"\d")
+
+
+def answer_values(text: str) -> list[str]:
+    """Every number the text states as "the answer is N", normalised."""
+    return [v for v in (normalize_number(m) for m in _MARKED_ANSWER_RE.findall(text)) if v is not None]
+
+
+def carries(text: str, question: str, gold: str) -> dict[str, bool]:
+    """For each named sub-result of the question and for "answer": does ``text`` state
+    it with the correct value? ("x = (4 + 8) mod 10 = 2." carries x when x is 2.)"""
+    out = {name: part.value in stated_values(text, name) for name, part in subresults(question).items()}
+    out[ANSWER] = normalize_number(gold) in answer_values(text) if gold else False
+    return out
+
+
+def states(text: str, question: str) -> dict[str, bool]:
+    """Does ``text`` state each sub-result / an answer at all, right or wrong?"""
+    out = {name: bool(stated_values(text, name)) for name in subresults(question)}
+    out[ANSWER] = bool(answer_values(text))
+    return out
+
+
+def pattern(text: str) -> str:
+    """A text's shape with every digit as '#': "x = (4 + 8) mod 10 = 2." -> "x = (# + #) mod ## = #."."""
+    return _DIGITS_RE.sub("#", " ".join(text.split()))
+
+
+def top_patterns(texts: Iterable[str], k: int = 5) -> list[tuple[str, float]]:
+    """The ``k`` most frequent shapes and the fraction of texts each covers."""
+    counts = Counter(pattern(t) for t in texts)
+    total = sum(counts.values())
+    return [(p, c / total) for p, c in counts.most_common(k)] if total else []
+
+
+def carry_fractions(rows: Iterable[Mapping[str, str]]) -> dict[str, dict[str, float]]:
+    """Per kind ("x", "y", "answer"): fraction of rows whose text carries it correctly and
+    fraction that states it at all. Rows need ``text``, ``question``, ``gold_answer``."""
+    carried: Counter = Counter()
+    stated: Counter = Counter()
+    kinds = {ANSWER}
+    n = 0
+    for row in rows:
+        n += 1
+        kinds.update(subresults(row["question"]))
+        carried.update(k for k, v in carries(row["text"], row["question"], row["gold_answer"]).items() if v)
+        stated.update(k for k, v in states(row["text"], row["question"]).items() if v)
+    return {k: {"carries": carried[k] / n, "states": stated[k] / n} for k in sorted(kinds)} if n else {}

@@ -1,0 +1,111 @@
+"""A run's ``eval/`` directory: the passes behind the report, the report, the plots.
+
+Two callers share this: the training run at its end (its workers, its last held-out
+pass) and ``python -m neuromas_dist.evaluate`` on any run directory (a fresh worker,
+the run's saved adapters).
+
+    eval/trajectories/before_{greedy,sampled}.parquet   step-0 held-out passes (saved by training)
+    eval/trajectories/final_{greedy,sampled}.parquet    the trained graph
+    eval/trajectories/ablate_<node>_greedy.parquet      the trained graph with <node> zeroed
+    eval/report.json, eval/report.md, eval/*.png
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from neuromas_dist.analysis.evaluation import EvalPass, ablation_passes, evaluate_pass, load_table, save_table
+from neuromas_dist.analysis.plots import plot_report
+from neuromas_dist.analysis.report import build_report, write_report
+
+BEFORE, FINAL = "before", "final"
+
+
+def _tables_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "eval" / "trajectories"
+
+
+def save_pass(run_dir: Path, name: str, p: EvalPass) -> None:
+    save_table(p.greedy, _tables_dir(run_dir) / f"{name}_greedy.parquet")
+    save_table(p.sampled, _tables_dir(run_dir) / f"{name}_sampled.parquet")
+
+
+def load_pass(run_dir: Path, name: str) -> EvalPass | None:
+    greedy = load_table(_tables_dir(run_dir) / f"{name}_greedy.parquet")
+    return None if greedy is None else EvalPass(greedy, load_table(_tables_dir(run_dir) / f"{name}_sampled.parquet"))
+
+
+def _comparable(before: EvalPass | None, full: EvalPass) -> EvalPass | None:
+    """The step-0 pass, if it scored the same questions as ``full`` (else no paired gain)."""
+    if before is None or set(before.greedy["question_id"].to_pylist()) != set(full.greedy["question_id"].to_pylist()):
+        return None
+    if (before.sampled is None) != (full.sampled is None) or (
+            full.sampled is not None and before.sampled.num_rows != full.sampled.num_rows):
+        before = EvalPass(before.greedy, None)
+    return before
+
+
+def write_eval_dir(run_dir: Path, full: EvalPass, ablations: Mapping[str, pa.Table], examples: Sequence[Any],
+                   sink: str, nodes: Sequence[str], step: int) -> dict[str, Any]:
+    """Save the passes, build the report (paired with the step-0 pass when there is one),
+    write report.json / report.md and the plots; returns the report."""
+    from neuromas_dist.driver.metrics import read_metrics
+
+    run_dir = Path(run_dir)
+    save_pass(run_dir, FINAL, full)
+    for node, table in ablations.items():
+        save_table(table, _tables_dir(run_dir) / f"ablate_{node}_greedy.parquet")
+    metrics_path = run_dir / "metrics.jsonl"
+    metrics = read_metrics(metrics_path) if metrics_path.is_file() else []
+    report = build_report(full, ablations, _comparable(load_pass(run_dir, BEFORE), full),
+                          [str(e.id) for e in examples], sink, nodes, step, metrics)
+    write_report(report, run_dir / "eval", title=str(run_dir))
+    plot_report(report, run_dir / "eval")
+    return report
+
+
+def evaluate_on(workers: Sequence[Any], adapters: Any, examples: Sequence[Any], run_dir: Path, topology: Any,
+                step: int, samples: int, ablate: bool, full: EvalPass | None = None) -> dict[str, Any]:
+    """Full pass (unless given), ablations, report. The workers must hold ``adapters``."""
+    full = full or evaluate_pass(workers, examples, step, samples)
+    ablations = ablation_passes(workers, examples, adapters, step) if ablate else {}
+    return write_eval_dir(run_dir, full, ablations, examples, topology.sink, topology.names, step)
+
+
+def evaluate_run_dir(cfg: Any, run_dir: Path, samples: int, ablate: bool) -> dict[str, Any]:
+    """Evaluate a finished run's ``adapters/`` on one fresh rollout worker."""
+    import ray
+
+    from neuromas_dist.adapters.peft_io import read_adapter_set
+    from neuromas_dist.driver.cluster import init_ray
+    from neuromas_dist.driver.trainer import topology_for_nodes
+    from neuromas_dist.rollout.actors import broadcast_adapters, start_workers
+    from neuromas_dist.rollout.worker import resolve_model_dir
+    from neuromas_dist.tasks.data import load_task_data
+
+    data = load_task_data(cfg.data)
+    init_ray(cfg)
+    # Version 1: above the worker's own placeholder adapters, so the load takes.
+    adapters = read_adapter_set(Path(run_dir) / "adapters", version=1)
+    topology = topology_for_nodes(cfg, adapters.tensors)
+    one = dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, num_workers=1))
+    workers = start_workers(one, model_dir=resolve_model_dir(cfg), task=data.task)
+    try:
+        ray.get([w.set_topology.remote(topology.widths, topology.to_dict()["edges"]) for w in workers])
+        broadcast_adapters(workers, adapters)
+        return evaluate_on(workers, adapters, data.eval, run_dir, topology, _run_step(run_dir), samples, ablate)
+    finally:
+        for w in workers:
+            ray.get(w.shutdown.remote())
+
+
+def _run_step(run_dir: Path) -> int:
+    import json
+
+    summary = Path(run_dir) / "summary.json"
+    return int(json.loads(summary.read_text()).get("steps", -1)) if summary.is_file() else -1

@@ -1,0 +1,48 @@
+"""`python -m neuromas_dist.evaluate`: bad input is one line and exit 2, nothing started.
+(The real evaluation of a trained run is in tests/driver/test_e2e.py.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from neuromas_dist import evaluate
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "neuromas_dist.evaluate", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_help_works():
+    out = _run("--help")
+    assert out.returncode == 0 and "RUN_DIR" in out.stdout and "--no-ablation" in out.stdout
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda p: p / "missing", "no such directory"),
+    (lambda p: p, "no config.yaml"),
+])
+def test_bad_path_is_one_line_and_exit_2(tmp_path, make, says):
+    out = _run(str(make(tmp_path)))
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and says in out.stderr and "Traceback" not in out.stderr
+
+
+def test_run_without_adapters_is_one_line(tmp_path):
+    (tmp_path / "config.yaml").write_text("trainer:\n  steps: 1\n")
+    (tmp_path / "adapters").mkdir()
+    assert evaluate.main([str(tmp_path)]) == 2
+    out = _run(str(tmp_path))
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "no adapters/" in out.stderr
+
+
+def test_bad_config_in_the_run_dir_names_the_key(tmp_path, capsys):
+    (tmp_path / "config.yaml").write_text("trainer:\n  stepz: 1\n")
+    (tmp_path / "adapters" / "L0N0").mkdir(parents=True)
+    (tmp_path / "adapters" / "L0N0" / "adapter_model.safetensors").write_bytes(b"")
+    assert evaluate.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "trainer.stepz" in err and err.count("\n") == 1
