@@ -27,13 +27,13 @@ QA = warmup.QA
 
 @dataclass(frozen=True)
 class SFTConfig:
-    steps: int = 700
+    steps: int = 600
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 0.0
     warmup_steps: int = 30
     pool_size: int = 16384  # distinct examples rendered once, then sampled per step
-    length_buckets: int = 4  # batches drawn from one length quartile: less padding per step
+    micro_batches: int = 4  # a batch runs as this many length-sorted parts (same gradient, less padding)
     upstream_gold_prob: float = 0.9  # upstream statements are right this often
     topologies: tuple[tuple[int, ...], ...] = ((1,), (2, 1), (4, 2, 1))
     # Share of examples per task kind: the hierarchical task and the single operations it composes.
@@ -71,33 +71,36 @@ def train(model, tokenizer, pool, cfg: SFTConfig, seed: int, desc: str = "sft") 
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_scale(s, cfg))
-    buckets = length_buckets(pool, cfg.length_buckets)
-    sizes = torch.tensor([len(b) for b in buckets], dtype=torch.float64)
     model.train()
     loss_value = float("nan")
     bar = tqdm(range(cfg.steps), desc=desc, leave=False, mininterval=2.0)
     for _ in bar:
-        # A bucket drawn in proportion to its size, then uniform within it: every example
-        # is as likely as with uniform sampling, but a batch is padded to similar lengths.
-        bucket = buckets[int(torch.multinomial(sizes, 1, generator=gen))]
-        index = [bucket[i] for i in torch.randint(len(bucket), (cfg.batch_size,), generator=gen).tolist()]
-        loss = model(**collate([pool[i] for i in index], tokenizer.pad_token_id)).loss
+        index = torch.randint(len(pool), (cfg.batch_size,), generator=gen).tolist()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss_value = accumulate_batch(model, [pool[i] for i in index], tokenizer.pad_token_id, cfg.micro_batches)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        loss_value = loss.item()
         bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
     model.eval()
     return loss_value
 
 
-def length_buckets(pool: Sequence[tuple[list[int], list[int]]], n: int) -> list[list[int]]:
-    """Pool indices split into ``n`` runs of similar total length (prompt + target)."""
-    order = sorted(range(len(pool)), key=lambda i: (len(pool[i][0]) + len(pool[i][1]), i))
-    size = -(-len(order) // n)
-    return [order[k:k + size] for k in range(0, len(order), size)]
+def accumulate_batch(model, batch: Sequence[tuple[list[int], list[int]]], pad_id: int, parts: int) -> float:
+    """Backward of the batch's mean token loss, run as ``parts`` micro-batches of similar
+    length: the same gradient as one padded batch (each part's mean is weighted by its
+    share of target tokens), with far less padding. Returns the batch's mean loss."""
+    ordered = sorted(batch, key=lambda pair: len(pair[0]) + len(pair[1]))
+    size = -(-len(ordered) // parts)
+    total = sum(len(t) for _, t in ordered)
+    loss_sum = 0.0
+    for k in range(0, len(ordered), size):
+        chunk = ordered[k:k + size]
+        share = sum(len(t) for _, t in chunk) / total
+        loss = model(**collate(chunk, pad_id)).loss * share
+        loss.backward()
+        loss_sum += loss.item()
+    return loss_sum
 
 
 def _lr_scale(step: int, cfg: SFTConfig) -> float:

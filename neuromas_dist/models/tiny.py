@@ -28,7 +28,7 @@ from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
 from neuromas_dist.graph import prompts
 from neuromas_dist.graph.topology import Topology
-from neuromas_dist.models import sft, warmup
+from neuromas_dist.models import probes, sft, warmup
 from neuromas_dist.models.tokenizer import IM_END, PAD_TOKEN, train_tokenizer
 from neuromas_dist.tasks.synthetic import answer_sentence, make_synthetic, synthetic_corpus, synthetic_task
 
@@ -118,6 +118,8 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0, *, sft_steps: in
         accuracy = {kind: sft.greedy_accuracy(model, tokenizer, qas, synthetic_task(kind), cfg.answer_format)
                     for kind, qas in eval_sets.items()}
         _log("eval greedy accuracy (1-node graph): " + ", ".join(f"{k} {v:.1%}" for k, v in accuracy.items()))
+        skills = probes.skill_probes(model, tokenizer, eval_sets["hier"], cfg.answer_format)
+        _log("hier skills (greedy): " + ", ".join(f"{k} {v:.1%}" for k, v in skills.items()))
     info = {
         "seed": seed,
         "recipe_hash": recipe_hash(cfg),
@@ -128,6 +130,7 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0, *, sft_steps: in
         "sft_final_loss": round(last_loss, 4),
         "eval_questions": eval_questions,
         "eval_accuracy": {k: round(v, 4) for k, v in accuracy.items()},
+        "hier_skills": {k: round(v, 4) for k, v in skills.items()},
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(tokenizer),
         # What decides the float results besides the seed (see PINNED_ENV).
@@ -235,14 +238,16 @@ PINNED_ENV = {
 }
 
 
-def build_pinned(out_dir: str | os.PathLike, seed: int = 0) -> dict:
+def build_pinned(out_dir: str | os.PathLike, seed: int = 0, sft_steps: int | None = None,
+                 eval_questions: int = EVAL_QUESTIONS) -> dict:
     """:func:`build_tiny_model` in a child process with :data:`PINNED_ENV` (x86-64)."""
     import platform
     import subprocess
     import sys
 
     env = {**os.environ, **(PINNED_ENV if platform.machine() in ("x86_64", "AMD64") else {})}
-    subprocess.run([sys.executable, "-m", "neuromas_dist.models.tiny", str(out_dir), str(seed)], env=env, check=True)
+    args = [str(out_dir), str(seed), str(sft_steps or 0), str(eval_questions)]
+    subprocess.run([sys.executable, "-m", "neuromas_dist.models.tiny", *args], env=env, check=True)
     return json.loads((pathlib.Path(out_dir) / "build_info.json").read_text())
 
 
@@ -263,4 +268,5 @@ def _log(message: str) -> None:
 if __name__ == "__main__":  # the child process of build_pinned
     import sys
 
-    build_tiny_model(sys.argv[1], int(sys.argv[2]))
+    out, seed_arg, steps_arg, eval_arg = sys.argv[1:5]
+    build_tiny_model(out, int(seed_arg), sft_steps=int(steps_arg) or None, eval_questions=int(eval_arg))

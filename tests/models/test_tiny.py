@@ -57,6 +57,20 @@ def quick_builds(tmp_path_factory):
     return root
 
 
+@pytest.mark.skipif(__import__("platform").machine() != "x86_64", reason="kernel paths are pinned on x86-64 only")
+def test_cached_build_ran_with_pinned_kernel_paths(build_info):
+    """ensure_tiny_model builds in a child process with MKL and ATen held to AVX2 (see
+    tiny.PINNED_ENV), whatever the CPU offers, so machines of this kind agree."""
+    assert build_info["cpu_capability"] == "AVX2" and build_info["mkl_cbwr"] == "AVX2"
+
+
+def test_pinned_builds_agree_bit_for_bit(tmp_path):
+    for name in "ab":
+        tiny.build_pinned(tmp_path / name, 0, sft_steps=3, eval_questions=4)
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_build_is_deterministic_for_a_seed(quick_builds):
     a, b, c = (_weights(quick_builds / n) for n in "abc")
     assert a.keys() == b.keys()

@@ -134,7 +134,7 @@ def test_load_task_data_file_with_caps(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (dict(task="gsm8k"), "unknown data.task 'gsm8k'; allowed: synthetic/arith, synthetic/hier, file, hf"),
+    (dict(task="gsm8k"), "unknown data.task 'gsm8k'; allowed: synthetic/arith, synthetic/hier, synthetic/op, file, hf"),
     (dict(task="synthetic/algebra"), "unknown data.task 'synthetic/algebra'"),
     (dict(task="file", eval_path="e.jsonl"), "data.task=file needs data.train_path"),
     (dict(task="hf"), "data.task=hf needs data.hf_name"),
