@@ -106,8 +106,8 @@ class TrainerConfig:
     questions_per_step: int = _f(16, "questions per step (each sampled n_samples times)", lo=1)
     mode: str = _f("sync", "sync: on-policy; async: next rollout overlaps the learner step", choices=("sync", "async"))
     max_staleness: int = _f(1, "async: max adapter versions a sample may lag the learner", lo=0)
-    eval_every: int = _f(10, "greedy held-out evaluation every this many steps (0 = only before and after)", lo=0)
-    eval_samples: int = _f(2, "held-out evaluation before and after training also samples each question this many times at the training "
+    eval_every: int = _f(15, "greedy held-out evaluation every this many steps (0 = only before and after)", lo=0)
+    eval_samples: int = _f(1, "held-out evaluation before and after training also samples each question this many times at the training "
                               "temperature (eval/sampled_accuracy); 0 = greedy only", lo=0)
     checkpoint_every: int = _f(10, "checkpoint every this many steps (0 = only at the end)", lo=0)
     seed: int = _f(0, "seed of question sampling, rollout sampling and learner", lo=0)
