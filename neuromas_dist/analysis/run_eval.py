@@ -4,7 +4,8 @@ Two callers share this: the training run at its end (its workers, its last held-
 pass) and ``python -m neuromas_dist.evaluate`` on any run directory (a fresh worker,
 the run's saved adapters).
 
-    eval/trajectories/before_{greedy,sampled}.parquet   step-0 held-out passes (saved by training)
+    eval/trajectories/before_{greedy,sampled}.parquet   step-0 held-out passes (saved by training),
+    eval/trajectories/before_nodes.json                 and the nodes of the graph they ran
     eval/trajectories/final_{greedy,sampled}.parquet    the trained graph
     eval/trajectories/ablate_<node>_greedy.parquet      the trained graph with <node> zeroed
     eval/report.json, eval/report.md, eval/*.png
@@ -13,6 +14,7 @@ the run's saved adapters).
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,24 +32,31 @@ def _tables_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "eval" / "trajectories"
 
 
-def save_pass(run_dir: Path, name: str, p: EvalPass) -> None:
+def save_pass(run_dir: Path, name: str, p: EvalPass, nodes: Sequence[str]) -> None:
+    """Save a pass and the graph it ran on (a grown run's step-0 graph is not its last)."""
     save_table(p.greedy, _tables_dir(run_dir) / f"{name}_greedy.parquet")
     save_table(p.sampled, _tables_dir(run_dir) / f"{name}_sampled.parquet")
+    (_tables_dir(run_dir) / f"{name}_nodes.json").write_text(json.dumps(sorted(nodes)))
 
 
-def load_pass(run_dir: Path, name: str) -> EvalPass | None:
+def load_pass(run_dir: Path, name: str) -> tuple[EvalPass, list[str]] | None:
     greedy = load_table(_tables_dir(run_dir) / f"{name}_greedy.parquet")
-    return None if greedy is None else EvalPass(greedy, load_table(_tables_dir(run_dir) / f"{name}_sampled.parquet"))
-
-
-def _comparable(before: EvalPass | None, full: EvalPass) -> EvalPass | None:
-    """The step-0 pass, if it scored the same questions as ``full`` (else no paired gain)."""
-    if before is None or set(before.greedy["question_id"].to_pylist()) != set(full.greedy["question_id"].to_pylist()):
+    meta = _tables_dir(run_dir) / f"{name}_nodes.json"
+    if greedy is None or not meta.is_file():
         return None
-    if (before.sampled is None) != (full.sampled is None) or (
-            full.sampled is not None and before.sampled.num_rows != full.sampled.num_rows):
-        before = EvalPass(before.greedy, None)
-    return before
+    return EvalPass(greedy, load_table(_tables_dir(run_dir) / f"{name}_sampled.parquet")), json.loads(meta.read_text())
+
+
+def _comparable(before: tuple[EvalPass, list[str]] | None, full: EvalPass, nodes: Sequence[str]) -> EvalPass | None:
+    """The step-0 pass, if it ran the same graph on the same questions (else no paired gain)."""
+    if before is None or before[1] != sorted(nodes):
+        return None
+    passes = before[0]
+    if set(passes.greedy["question_id"].to_pylist()) != set(full.greedy["question_id"].to_pylist()):
+        return None
+    if full.sampled is None or passes.sampled is None or passes.sampled.num_rows != full.sampled.num_rows:
+        passes = EvalPass(passes.greedy, None)
+    return passes
 
 
 def write_eval_dir(run_dir: Path, full: EvalPass, ablations: Mapping[str, pa.Table], examples: Sequence[Any],
@@ -57,12 +66,12 @@ def write_eval_dir(run_dir: Path, full: EvalPass, ablations: Mapping[str, pa.Tab
     from neuromas_dist.driver.metrics import read_metrics
 
     run_dir = Path(run_dir)
-    save_pass(run_dir, FINAL, full)
+    save_pass(run_dir, FINAL, full, nodes)
     for node, table in ablations.items():
         save_table(table, _tables_dir(run_dir) / f"ablate_{node}_greedy.parquet")
     metrics_path = run_dir / "metrics.jsonl"
     metrics = read_metrics(metrics_path) if metrics_path.is_file() else []
-    report = build_report(full, ablations, _comparable(load_pass(run_dir, BEFORE), full),
+    report = build_report(full, ablations, _comparable(load_pass(run_dir, BEFORE), full, nodes),
                           [str(e.id) for e in examples], sink, nodes, step, metrics)
     write_report(report, run_dir / "eval", title=str(run_dir))
     plot_report(report, run_dir / "eval")
@@ -105,7 +114,5 @@ def evaluate_run_dir(cfg: Any, run_dir: Path, samples: int, ablate: bool) -> dic
 
 
 def _run_step(run_dir: Path) -> int:
-    import json
-
     summary = Path(run_dir) / "summary.json"
     return int(json.loads(summary.read_text()).get("steps", -1)) if summary.is_file() else -1

@@ -202,7 +202,7 @@ class Trainer:
         if passes.sampled is not None:
             out["eval/sampled_accuracy"] = float(sink_scores(passes.sampled, self.topology.sink, qids).mean())
         if self.step == 0:
-            save_pass(self.run_dir, BEFORE, passes)
+            save_pass(self.run_dir, BEFORE, passes, self.topology.names)
         self.last_eval = (self.step, passes)
         return {**out, "timing_s/eval": time.perf_counter() - t0}
 
