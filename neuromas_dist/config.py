@@ -129,7 +129,7 @@ class DataConfig:
     answer_field: str = _f("answer", "field holding the gold answer")
     answer_type: str = _f("number", "how answers are extracted and compared", choices=("number", "boxed", "choice"))
     n_train: int = _f(4000, "synthetic: training questions; file/hf: cap (0 = all)", lo=0)
-    n_eval: int = _f(500, "synthetic: held-out questions; file/hf: cap (0 = all)", lo=0)
+    n_eval: int = _f(500, "synthetic: distinct held-out questions (at most the split holds); file/hf: cap (0 = all)", lo=0)
     seed: int = _f(0, "seed of the synthetic generators", lo=0)
 
 

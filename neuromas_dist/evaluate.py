@@ -21,12 +21,20 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m neuromas_dist.evaluate", description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (config.yaml + adapters/)")
-    p.add_argument("--samples", type=int, default=None,
+    p.add_argument("--samples", type=_count, default=None,
                    help="sampled passes per question (default: the run's trainer.eval_samples)")
-    p.add_argument("--questions", type=int, default=None,
+    p.add_argument("--questions", type=_count, default=None,
                    help="held-out questions (default: the run's data.n_eval)")
     p.add_argument("--no-ablation", action="store_true", help="skip the per-node ablation passes")
     return p
+
+
+def _count(text: str) -> int:
+    """argparse type: an integer >= 0 (argparse turns the error into one usage line, exit 2)."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
 
 
 class InputError(ValueError):
@@ -47,15 +55,16 @@ def check_run_dir(run_dir: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     run_dir = Path(args.run_dir)
+    from neuromas_dist.analysis.run_eval import evaluate_run_dir, prepare
+
     try:
         check_run_dir(run_dir)
-        cfg = _config(run_dir, args)
-    except (InputError, ValueError) as exc:
+        prepared = prepare(_config(run_dir, args), run_dir)
+    except (ValueError, FileNotFoundError) as exc:  # InputError, ConfigError, DataError, TopologyError
         print(f"evaluate: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from neuromas_dist.analysis.run_eval import evaluate_run_dir
-
-    report = evaluate_run_dir(cfg, run_dir, samples=cfg.trainer.eval_samples, ablate=not args.no_ablation)
+    report = evaluate_run_dir(prepared, run_dir, samples=prepared.cfg.trainer.eval_samples,
+                              ablate=not args.no_ablation)
     acc = report["accuracy"]["greedy"]
     print(f"[evaluate] {run_dir}: greedy accuracy {acc['mean']:.3f} [{acc['ci_lo']:.3f}, {acc['ci_hi']:.3f}] "
           f"on {report['questions']} questions; report in {run_dir / 'eval'}")

@@ -46,3 +46,18 @@ def test_bad_config_in_the_run_dir_names_the_key(tmp_path, capsys):
     assert evaluate.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "trainer.stepz" in err and err.count("\n") == 1
+
+
+def test_adapters_without_their_config_are_one_line(tmp_path, capsys):
+    """adapter_model.safetensors without adapter_config.json: caught before Ray starts."""
+    (tmp_path / "config.yaml").write_text("trainer:\n  steps: 1\n")
+    (tmp_path / "adapters" / "L0N0").mkdir(parents=True)
+    (tmp_path / "adapters" / "L0N0" / "adapter_model.safetensors").write_bytes(b"")
+    assert evaluate.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no PEFT adapter directories" in err
+
+
+def test_negative_counts_are_refused_by_the_parser(tmp_path):
+    out = _run(str(tmp_path), "--samples", "-1")
+    assert out.returncode == 2 and "--samples" in out.stderr and "Traceback" not in out.stderr

@@ -33,6 +33,8 @@ def ablated(adapters: AdapterSet, node: str, version: int) -> AdapterSet:
     if node not in adapters.tensors:
         raise KeyError(f"no adapter for node {node}; nodes: {', '.join(sorted(adapters.tensors))}")
     tensors = dict(adapters.tensors)
+    if not any(".lora_B." in k for k in tensors[node]):
+        raise KeyError(f"node {node}'s adapter has no lora_B tensors to zero")
     tensors[node] = {k: (v.new_zeros(v.shape) if ".lora_B." in k else v) for k, v in tensors[node].items()}
     return AdapterSet(version, tensors, adapters.peft_config)
 

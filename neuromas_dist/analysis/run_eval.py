@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
@@ -66,6 +67,8 @@ def write_eval_dir(run_dir: Path, full: EvalPass, ablations: Mapping[str, pa.Tab
     from neuromas_dist.driver.metrics import read_metrics
 
     run_dir = Path(run_dir)
+    for stale in [*_tables_dir(run_dir).glob(f"{FINAL}_*"), *_tables_dir(run_dir).glob("ablate_*")]:
+        stale.unlink()  # a report never sits next to passes of an earlier evaluation
     save_pass(run_dir, FINAL, full, nodes)
     for node, table in ablations.items():
         save_table(table, _tables_dir(run_dir) / f"ablate_{node}_greedy.parquet")
@@ -86,24 +89,63 @@ def evaluate_on(workers: Sequence[Any], adapters: Any, examples: Sequence[Any], 
     return write_eval_dir(run_dir, full, ablations, examples, topology.sink, topology.names, step)
 
 
-def evaluate_run_dir(cfg: Any, run_dir: Path, samples: int, ablate: bool) -> dict[str, Any]:
-    """Evaluate a finished run's ``adapters/`` on one fresh rollout worker."""
-    import ray
+class Prepared(NamedTuple):
+    cfg: Any  # the run's config, made to run here (one worker, local unless RAY_ADDRESS)
+    data: Any  # tasks.data.TaskData
+    adapters: Any  # AdapterSet read from RUN_DIR/adapters
+    topology: Any  # the graph the adapters belong to
 
+
+def prepare(cfg: Any, run_dir: Path) -> Prepared:
+    """Everything an evaluation needs that can be wrong, checked before Ray starts.
+    Raises ValueError (DataError, TopologyError) or FileNotFoundError with one line."""
     from neuromas_dist.adapters.peft_io import read_adapter_set
-    from neuromas_dist.driver.cluster import init_ray
-    from neuromas_dist.driver.trainer import topology_for_nodes
-    from neuromas_dist.rollout.actors import broadcast_adapters, start_workers
-    from neuromas_dist.rollout.worker import resolve_model_dir
     from neuromas_dist.tasks.data import load_task_data
 
     data = load_task_data(cfg.data)
-    init_ray(cfg)
     # Version 1: above the worker's own placeholder adapters, so the load takes.
     adapters = read_adapter_set(Path(run_dir) / "adapters", version=1)
-    topology = topology_for_nodes(cfg, adapters.tensors)
-    one = dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, num_workers=1))
-    workers = start_workers(one, model_dir=resolve_model_dir(cfg), task=data.task)
+    topology = run_topology(cfg, run_dir)
+    if set(adapters.tensors) != set(topology.names):
+        raise ValueError(f"{run_dir}/adapters holds nodes {', '.join(sorted(adapters.tensors))} but the run's graph "
+                         f"{list(topology.widths)} has {', '.join(topology.names)}")
+    return Prepared(_local(cfg), data, adapters, topology)
+
+
+def run_topology(cfg: Any, run_dir: Path) -> Any:
+    """The graph the run ended with: summary.json's widths (a run may have grown), with
+    the config's edges when the widths are the configured ones."""
+    from neuromas_dist.graph.topology import Topology
+
+    summary = Path(run_dir) / "summary.json"
+    widths = json.loads(summary.read_text()).get("topology") if summary.is_file() else None
+    widths = tuple(widths or cfg.topology.widths)
+    edges = list(cfg.topology.edges) if widths == tuple(cfg.topology.widths) else []
+    return Topology.build(widths, edges or None)
+
+
+def _local(cfg: Any) -> Any:
+    """One rollout worker; the run's cluster address dropped (RAY_ADDRESS still joins
+    one), and no GPU asked for where none is visible (a run dir copied off a cluster)."""
+    import torch
+
+    resources = dataclasses.replace(cfg.resources, ray_address="")
+    if not torch.cuda.is_available() and not os.environ.get("RAY_ADDRESS"):
+        resources = dataclasses.replace(resources, rollout_gpus=0.0, learner_gpus=0.0, colocate=False)
+    return dataclasses.replace(cfg, resources=resources, rollout=dataclasses.replace(cfg.rollout, num_workers=1))
+
+
+def evaluate_run_dir(prepared: Prepared, run_dir: Path, samples: int, ablate: bool) -> dict[str, Any]:
+    """Evaluate a finished run's ``adapters/`` on one fresh rollout worker."""
+    import ray
+
+    from neuromas_dist.driver.cluster import init_ray
+    from neuromas_dist.rollout.actors import broadcast_adapters, start_workers
+    from neuromas_dist.rollout.worker import resolve_model_dir
+
+    cfg, data, adapters, topology = prepared
+    init_ray(cfg)
+    workers = start_workers(cfg, model_dir=resolve_model_dir(cfg), task=data.task)
     try:
         ray.get([w.set_topology.remote(topology.widths, topology.to_dict()["edges"]) for w in workers])
         broadcast_adapters(workers, adapters)

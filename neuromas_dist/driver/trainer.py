@@ -254,16 +254,6 @@ def adapters_from_run(small_run: Path, large: Topology) -> tuple[AdapterSet, str
     return map_adapters(small, Topology.build(_widths_of(small.tensors)), large)
 
 
-def topology_for_nodes(cfg: Config, nodes: Any) -> Topology:
-    """The graph a set of node adapters belongs to: the config's own topology (edges
-    included) when the nodes match it, else full links over the widths the names spell
-    (a run that grew past its configured topology)."""
-    configured = Topology.build(cfg.topology.widths, list(cfg.topology.edges) or None)
-    if set(nodes) == set(configured.names):
-        return configured
-    return Topology.build(_widths_of(nodes))
-
-
 def _widths_of(nodes: Any) -> tuple[int, ...]:
     """Layer widths from node names L<layer>N<index> (a run's saved adapters)."""
     from neuromas_dist.graph.topology import parse_node_name

@@ -246,7 +246,7 @@ def build_pinned(out_dir: str | os.PathLike, seed: int = 0, sft_steps: int | Non
     import sys
 
     env = {**os.environ, **(PINNED_ENV if platform.machine() in ("x86_64", "AMD64") else {})}
-    args = [str(out_dir), str(seed), str(sft_steps or 0), str(eval_questions)]
+    args = [str(out_dir), str(seed), "" if sft_steps is None else str(sft_steps), str(eval_questions)]
     subprocess.run([sys.executable, "-m", "neuromas_dist.models.tiny", *args], env=env, check=True)
     return json.loads((pathlib.Path(out_dir) / "build_info.json").read_text())
 
@@ -269,4 +269,4 @@ if __name__ == "__main__":  # the child process of build_pinned
     import sys
 
     out, seed_arg, steps_arg, eval_arg = sys.argv[1:5]
-    build_tiny_model(out, int(seed_arg), sft_steps=int(steps_arg) or None, eval_questions=int(eval_arg))
+    build_tiny_model(out, int(seed_arg), sft_steps=int(steps_arg) if steps_arg else None, eval_questions=int(eval_arg))

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from neuromas_dist.tasks.answers import normalize_gold
 from neuromas_dist.tasks.base import Example, Task, make_task
-from neuromas_dist.tasks.synthetic import KINDS, make_synthetic, synthetic_task
+from neuromas_dist.tasks.synthetic import KINDS, make_synthetic, split_size, synthetic_task
 
 JSON_SUFFIXES = (".jsonl", ".json")
 PARQUET_SUFFIXES = (".parquet",)
@@ -157,7 +157,10 @@ def _synthetic_data(cfg: Any, kind: str) -> TaskData:
     if cfg.answer_type != "number":
         raise DataError(f"data.task={cfg.task} has number answers; data.answer_type={cfg.answer_type!r} does not fit")
     train = make_synthetic(kind, "train", cfg.n_train, cfg.seed)
-    return TaskData(synthetic_task(kind), train, make_synthetic(kind, "eval", cfg.n_eval, cfg.seed))
+    # Held-out questions are distinct: a confidence interval over questions must not
+    # count a repeated question twice, so n_eval is capped at the split's size.
+    evals = make_synthetic(kind, "eval", min(cfg.n_eval, split_size(kind, "eval")), cfg.seed)
+    return TaskData(synthetic_task(kind), train, evals)
 
 
 def _file_data(cfg: Any) -> TaskData:
@@ -180,9 +183,14 @@ def _hf_data(cfg: Any) -> TaskData:
 def load_task_data(cfg: Any) -> TaskData:
     """Task and train/eval examples for a DataConfig (read by attribute name)."""
     if cfg.task.startswith("synthetic/") and cfg.task.removeprefix("synthetic/") in KINDS:
-        return _synthetic_data(cfg, cfg.task.removeprefix("synthetic/"))
-    if cfg.task == "file":
-        return _file_data(cfg)
-    if cfg.task == "hf":
-        return _hf_data(cfg)
-    raise DataError(f"unknown data.task {cfg.task!r}; allowed: {', '.join(TASKS)}")
+        data = _synthetic_data(cfg, cfg.task.removeprefix("synthetic/"))
+    elif cfg.task == "file":
+        data = _file_data(cfg)
+    elif cfg.task == "hf":
+        data = _hf_data(cfg)
+    else:
+        raise DataError(f"unknown data.task {cfg.task!r}; allowed: {', '.join(TASKS)}")
+    if not data.eval:
+        raise DataError(f"data.task={cfg.task}: no held-out questions (data.n_eval={cfg.n_eval}); "
+                        f"evaluation needs at least one")
+    return data

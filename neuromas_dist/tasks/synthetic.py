@@ -125,6 +125,12 @@ def _pool(kind: str, split: str) -> tuple[tuple[str, str], ...]:
     return tuple((q, str(ans)) for q, ans in pairs if split_of(q) == split)
 
 
+def split_size(kind: str, split: str) -> int:
+    """How many distinct questions of ``kind`` fall in ``split``."""
+    _check(kind, split, 0)
+    return len(_pool(kind, split))
+
+
 def _check(kind: str, split: str, n: int) -> None:
     if kind not in _GENERATORS:
         raise ValueError(f"unknown synthetic kind {kind!r}; known: {', '.join(KINDS)}")
