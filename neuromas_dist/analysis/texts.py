@@ -1,0 +1,92 @@
+"""``python -m neuromas_dist.analysis.texts RUN_DIR [--tokenizer DIR]``: what each node
+wrote during training, from a run's trajectories.
+
+Per node: how long its texts are, their most frequent shapes, what they carry (on the
+synthetic tasks), and per sample how often two nodes wrote the very same text or the
+sink repeated an input. Run directories from before the trajectories held each node's
+text are decoded with ``--tokenizer`` (the run's model directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from neuromas_dist.analysis.node_text import carry_fractions, top_patterns
+
+
+def load_rows(run_dir: Path, tokenizer: Any = None) -> list[dict[str, Any]]:
+    """Every trajectory row of the run, with ``text`` decoded when the file lacks it."""
+    rows = []
+    for path in sorted((run_dir / "trajectories").glob("step_*.parquet")):
+        table = pq.read_table(path)
+        if "text" not in table.column_names and tokenizer is None:
+            raise ValueError(f"{path} has no text column (an older run): pass --tokenizer MODEL_DIR")
+        for row in table.to_pylist():
+            if "text" not in row:
+                row["text"] = tokenizer.decode(row["response_ids"], skip_special_tokens=True)
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{run_dir}/trajectories: no step_*.parquet files")
+    return rows
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    by_node: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    samples: dict[tuple[int, str], dict[str, str]] = defaultdict(dict)
+    for row in rows:
+        by_node[row["node"]].append(row)
+        samples[(row["step"], row["sample_id"])][row["node"]] = row["text"].strip()
+    nodes = sorted(by_node)
+    out: dict[str, Any] = {"samples": len(samples), "nodes": {}}
+    for node in nodes:
+        texts = [r["text"] for r in by_node[node]]
+        entry = {"tokens_mean": sum(len(r["response_ids"]) for r in by_node[node]) / len(texts),
+                 "top_patterns": top_patterns(texts, 3)}
+        if all("question" in r for r in by_node[node]):
+            entry["carries"] = {k: v["carries"] for k, v in carry_fractions(by_node[node]).items()}
+        out["nodes"][node] = entry
+    sink = max(nodes, key=lambda n: (int(n[1:].split("N")[0]), n))
+    others = [n for n in nodes if n != sink]
+    out["same_text_all_non_sink"] = _share(samples, lambda s: len({s.get(n) for n in others}) == 1) if len(others) > 1 else None
+    out["sink_repeats_an_input"] = _share(samples, lambda s: s.get(sink) in {s.get(n) for n in others})
+    return out
+
+
+def _share(samples: dict, pred) -> float:
+    return sum(bool(pred(s)) for s in samples.values()) / max(1, len(samples))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m neuromas_dist.analysis.texts", description=__doc__.split("\n\n")[1])
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--tokenizer", help="model directory whose tokenizer decodes runs without a text column")
+    args = p.parse_args(argv)
+    try:
+        tokenizer = None
+        if args.tokenizer:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        summary = summarize(load_rows(Path(args.run_dir), tokenizer))
+    except (ValueError, OSError) as exc:
+        print(f"texts: {exc}", file=sys.stderr)
+        return 2
+    same = summary["same_text_all_non_sink"]
+    print(f"{summary['samples']} samples; all non-sink nodes wrote the same text: {'-' if same is None else f'{same:.3f}'}; "
+          f"sink repeated one of its inputs: {summary['sink_repeats_an_input']:.3f}")
+    for node, e in summary["nodes"].items():
+        shapes = "; ".join(f"{s!r} {f:.1%}" for s, f in e["top_patterns"])
+        carried = ", ".join(f"{k} {v:.2f}" for k, v in e.get("carries", {}).items())
+        print(f"  {node}: {e['tokens_mean']:.1f} tokens; {shapes}" + (f"; carries {carried}" if carried else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

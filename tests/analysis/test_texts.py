@@ -1,0 +1,47 @@
+"""`python -m neuromas_dist.analysis.texts`: per-node text summaries of a run's trajectories."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from neuromas_dist.analysis.texts import load_rows, main, summarize
+from neuromas_dist.trajectories.schema import TrajectoryRow, concat, to_record_batch
+
+Q = "Let x = (4 + 8) mod 10 and y = (8 * 7) mod 10. What is (x + y) mod 10?"  # x=2, y=6, answer 8
+
+
+def _row(sample, node, text):
+    return TrajectoryRow(1, f"q#{sample}", "q", sample, node, int(node[1]), int(node[3]), [1], [5, 6], [-0.1, -0.2],
+                         "stop", False, False, 0, "", None, 0.0, 0, 0.0, text, Q, "8")
+
+
+SAMPLES = [  # (L0N0, L0N1, L1N0)
+    ("x = (4 + 8) mod 10 = 2.", "y = (8 * 7) mod 10 = 6.", "The answer is 8."),
+    ("y = (8 * 7) mod 10 = 6.", "y = (8 * 7) mod 10 = 6.", "y = (8 * 7) mod 10 = 6."),
+]
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    rows = [_row(k, n, t) for k, texts in enumerate(SAMPLES) for n, t in zip(("L0N0", "L0N1", "L1N0"), texts)]
+    (tmp_path / "trajectories").mkdir()
+    pq.write_table(concat([to_record_batch(rows)]), tmp_path / "trajectories" / "step_000001.parquet")
+    return tmp_path
+
+
+def test_summary_of_hand_made_samples(run_dir):
+    s = summarize(load_rows(run_dir))
+    assert s["samples"] == 2
+    assert s["same_text_all_non_sink"] == 0.5  # sample 1: both first-layer nodes wrote y
+    assert s["sink_repeats_an_input"] == 0.5  # sample 1: the sink repeated y
+    assert s["nodes"]["L0N0"]["carries"] == {"answer": 0.0, "x": 0.5, "y": 0.5}
+    assert s["nodes"]["L1N0"]["carries"]["answer"] == 0.5
+    assert s["nodes"]["L0N1"]["top_patterns"] == [("y = (# * #) mod ## = #.", 1.0)]
+    assert s["nodes"]["L0N0"]["tokens_mean"] == 2.0
+
+
+def test_a_run_without_trajectories_is_one_line(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no step_*.parquet" in err
