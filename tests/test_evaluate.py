@@ -61,3 +61,18 @@ def test_adapters_without_their_config_are_one_line(tmp_path, capsys):
 def test_negative_counts_are_refused_by_the_parser(tmp_path):
     out = _run(str(tmp_path), "--samples", "-1")
     assert out.returncode == 2 and "--samples" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_evaluated_graph_is_the_one_the_run_ended_with(tmp_path):
+    """summary.json's widths win (a run may have grown); the config's edges apply only to
+    the configured widths."""
+    import json
+
+    from neuromas_dist.analysis.run_eval import run_topology
+    from neuromas_dist.config import load_config
+
+    cfg = load_config(None, ["topology.widths=[2, 1]", "topology.edges=[L0N0->L1N0, L0N1->L1N0]"])
+    assert run_topology(cfg, tmp_path).widths == (2, 1)
+    (tmp_path / "summary.json").write_text(json.dumps({"topology": [4, 2, 1]}))
+    grown = run_topology(cfg, tmp_path)
+    assert grown.widths == (4, 2, 1) and grown.sink == "L2N0" and len(grown.edges) == 4 * 2 + 2
