@@ -31,18 +31,24 @@ def test_bad_path_is_one_line_and_exit_2(tmp_path, make, says):
     assert out.stderr.count("\n") == 1 and says in out.stderr and "Traceback" not in out.stderr
 
 
+def _fake_run(path, config="trainer:\n  steps: 1\n", weights=True):
+    """A run directory with a config and an adapters/ dir (one empty weights file, or none)."""
+    (path / "config.yaml").write_text(config)
+    (path / "adapters" / "L0N0").mkdir(parents=True)
+    if weights:
+        (path / "adapters" / "L0N0" / "adapter_model.safetensors").write_bytes(b"")
+    return path
+
+
 def test_run_without_adapters_is_one_line(tmp_path):
-    (tmp_path / "config.yaml").write_text("trainer:\n  steps: 1\n")
-    (tmp_path / "adapters").mkdir()
+    _fake_run(tmp_path, weights=False)
     assert evaluate.main([str(tmp_path)]) == 2
     out = _run(str(tmp_path))
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "no adapters/" in out.stderr
 
 
 def test_bad_config_in_the_run_dir_names_the_key(tmp_path, capsys):
-    (tmp_path / "config.yaml").write_text("trainer:\n  stepz: 1\n")
-    (tmp_path / "adapters" / "L0N0").mkdir(parents=True)
-    (tmp_path / "adapters" / "L0N0" / "adapter_model.safetensors").write_bytes(b"")
+    _fake_run(tmp_path, config="trainer:\n  stepz: 1\n")
     assert evaluate.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "trainer.stepz" in err and err.count("\n") == 1
@@ -50,9 +56,7 @@ def test_bad_config_in_the_run_dir_names_the_key(tmp_path, capsys):
 
 def test_adapters_without_their_config_are_one_line(tmp_path, capsys):
     """adapter_model.safetensors without adapter_config.json: caught before Ray starts."""
-    (tmp_path / "config.yaml").write_text("trainer:\n  steps: 1\n")
-    (tmp_path / "adapters" / "L0N0").mkdir(parents=True)
-    (tmp_path / "adapters" / "L0N0" / "adapter_model.safetensors").write_bytes(b"")
+    _fake_run(tmp_path)
     assert evaluate.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no PEFT adapter directories" in err

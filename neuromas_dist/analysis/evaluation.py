@@ -19,9 +19,6 @@ import pyarrow.parquet as pq
 
 from neuromas_dist.adapters.peft_io import AdapterSet
 
-FULL = "full"
-
-
 class EvalPass(NamedTuple):
     greedy: pa.Table  # one greedy pass per question
     sampled: pa.Table | None  # ``samples`` passes per question at the training temperature

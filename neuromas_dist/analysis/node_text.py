@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from neuromas_dist.tasks.answers import normalize_number
 from neuromas_dist.tasks.synthetic import stated_values, subresults
@@ -50,6 +51,21 @@ def top_patterns(texts: Iterable[str], k: int = 5) -> list[tuple[str, float]]:
     counts = Counter(pattern(t) for t in texts)
     total = sum(counts.values())
     return [(p, c / total) for p, c in counts.most_common(k)] if total else []
+
+
+def summarize_node(rows: Sequence[Mapping[str, Any]], k: int = 5) -> dict[str, Any]:
+    """What one node wrote over ``rows`` (its rows only): mean response tokens, the ``k``
+    most frequent shapes and, when the rows hold their question and gold answer, what
+    the texts carry / state (see :func:`carry_fractions`)."""
+    out: dict[str, Any] = {
+        "response_len_mean": sum(len(r["response_ids"]) for r in rows) / max(1, len(rows)),
+        "top_patterns": [[p, f] for p, f in top_patterns((r["text"] for r in rows), k)],
+    }
+    if rows and all("question" in r and "gold_answer" in r for r in rows):
+        fractions = carry_fractions(rows)
+        out["carries"] = {kind: v["carries"] for kind, v in fractions.items()}
+        out["states"] = {kind: v["states"] for kind, v in fractions.items()}
+    return out
 
 
 def carry_fractions(rows: Iterable[Mapping[str, str]]) -> dict[str, dict[str, float]]:

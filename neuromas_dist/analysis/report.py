@@ -33,7 +33,8 @@ from neuromas_dist.analysis.evaluation import EvalPass, sink_scores
 from neuromas_dist.analysis.stats import bootstrap_ci, paired_diff_ci
 
 
-def _accuracies(p: EvalPass, sink: str, qids: Sequence[str]) -> dict[str, Any]:
+def accuracies(p: EvalPass, sink: str, qids: Sequence[str]) -> dict[str, Any]:
+    """Greedy (and, if the pass has them, sampled) accuracy with its 95% interval."""
     out = {"greedy": bootstrap_ci(sink_scores(p.greedy, sink, qids)).as_dict()}
     if p.sampled is not None:
         out["sampled"] = bootstrap_ci(sink_scores(p.sampled, sink, qids)).as_dict()
@@ -51,15 +52,8 @@ def _gain(after: EvalPass, before: EvalPass, sink: str, qids: Sequence[str]) -> 
 
 def node_text_summary(table: pa.Table, node: str) -> dict[str, Any]:
     """What one node wrote across a pass: length, carried sub-results, frequent shapes."""
-    rows = table.filter(pc.equal(table["node"], node)).select(
-        ["text", "question", "gold_answer", "response_ids"]).to_pylist()
-    fractions = node_text.carry_fractions(rows)
-    return {
-        "response_len_mean": sum(len(r["response_ids"]) for r in rows) / max(1, len(rows)),
-        "carries": {k: v["carries"] for k, v in fractions.items()},
-        "states": {k: v["states"] for k, v in fractions.items()},
-        "top_patterns": [[p, f] for p, f in node_text.top_patterns((r["text"] for r in rows), 5)],
-    }
+    return node_text.summarize_node(table.filter(pc.equal(table["node"], node)).select(
+        ["text", "question", "gold_answer", "response_ids"]).to_pylist())
 
 
 def training_curve(metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -76,10 +70,10 @@ def build_report(full: EvalPass, ablations: Mapping[str, pa.Table], before: Eval
     report: dict[str, Any] = {
         "step": step, "sink": sink, "nodes": list(nodes), "questions": len(question_ids),
         "samples_per_question": samples,
-        "accuracy": _accuracies(full, sink, question_ids),
+        "accuracy": accuracies(full, sink, question_ids),
     }
     if before is not None:
-        report["before"] = _accuracies(before, sink, question_ids)
+        report["before"] = accuracies(before, sink, question_ids)
         report["gain"] = _gain(full, before, sink, question_ids)
     full_greedy = sink_scores(full.greedy, sink, question_ids)
     report["ablation"] = {

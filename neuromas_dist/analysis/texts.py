@@ -18,7 +18,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from neuromas_dist.analysis.node_text import carry_fractions, top_patterns
+from neuromas_dist.analysis.node_text import summarize_node
+from neuromas_dist.graph.topology import parse_node_name
 
 
 def load_rows(run_dir: Path, tokenizer: Any = None) -> list[dict[str, Any]]:
@@ -46,13 +47,8 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     nodes = sorted(by_node)
     out: dict[str, Any] = {"samples": len(samples), "nodes": {}}
     for node in nodes:
-        texts = [r["text"] for r in by_node[node]]
-        entry = {"tokens_mean": sum(len(r["response_ids"]) for r in by_node[node]) / len(texts),
-                 "top_patterns": top_patterns(texts, 3)}
-        if all("question" in r for r in by_node[node]):
-            entry["carries"] = {k: v["carries"] for k, v in carry_fractions(by_node[node]).items()}
-        out["nodes"][node] = entry
-    sink = max(nodes, key=lambda n: (int(n[1:].split("N")[0]), n))
+        out["nodes"][node] = summarize_node(by_node[node], 3)
+    sink = max(nodes, key=parse_node_name)  # the one node of the last layer
     others = [n for n in nodes if n != sink]
     out["same_text_all_non_sink"] = _share(samples, lambda s: len({s.get(n) for n in others}) == 1) if len(others) > 1 else None
     out["sink_repeats_an_input"] = _share(samples, lambda s: s.get(sink) in {s.get(n) for n in others})
@@ -84,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for node, e in summary["nodes"].items():
         shapes = "; ".join(f"{s!r} {f:.1%}" for s, f in e["top_patterns"])
         carried = ", ".join(f"{k} {v:.2f}" for k, v in e.get("carries", {}).items())
-        print(f"  {node}: {e['tokens_mean']:.1f} tokens; {shapes}" + (f"; carries {carried}" if carried else ""))
+        print(f"  {node}: {e['response_len_mean']:.1f} tokens; {shapes}" + (f"; carries {carried}" if carried else ""))
     return 0
 
 

@@ -187,20 +187,20 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Held-out accuracy, greedy with its 95% interval and (``trainer.eval_samples``)
         sampled. The step-0 pass is saved under eval/ so the final report can pair with it."""
-        from neuromas_dist.analysis.evaluation import evaluate_pass, sink_scores
+        from neuromas_dist.analysis.evaluation import evaluate_pass
+        from neuromas_dist.analysis.report import accuracies
         from neuromas_dist.analysis.run_eval import BEFORE, save_pass
-        from neuromas_dist.analysis.stats import bootstrap_ci
 
         t0 = time.perf_counter()
         # Sampled passes cost several greedy ones: only before and after, where the report pairs them.
         samples = self.cfg.trainer.eval_samples if self.step in (0, self.cfg.trainer.steps) else 0
         passes = evaluate_pass(self.workers, self.data.eval, self.step, samples)
-        qids = [str(e.id) for e in self.data.eval]
-        greedy = bootstrap_ci(sink_scores(passes.greedy, self.topology.sink, qids))
-        out = {"eval/accuracy": greedy.mean, "eval/accuracy_ci_lo": greedy.lo, "eval/accuracy_ci_hi": greedy.hi,
-               "eval/questions": greedy.n}
-        if passes.sampled is not None:
-            out["eval/sampled_accuracy"] = float(sink_scores(passes.sampled, self.topology.sink, qids).mean())
+        acc = accuracies(passes, self.topology.sink, [str(e.id) for e in self.data.eval])
+        greedy = acc["greedy"]
+        out = {"eval/accuracy": greedy["mean"], "eval/accuracy_ci_lo": greedy["ci_lo"],
+               "eval/accuracy_ci_hi": greedy["ci_hi"], "eval/questions": greedy["n"]}
+        if "sampled" in acc:
+            out["eval/sampled_accuracy"] = acc["sampled"]["mean"]
         if self.step == 0:
             save_pass(self.run_dir, BEFORE, passes, self.topology.names)
         self.last_eval = (self.step, passes)

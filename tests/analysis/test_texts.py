@@ -37,8 +37,8 @@ def test_summary_of_hand_made_samples(run_dir):
     assert s["sink_repeats_an_input"] == 0.5  # sample 1: the sink repeated y
     assert s["nodes"]["L0N0"]["carries"] == {"answer": 0.0, "x": 0.5, "y": 0.5}
     assert s["nodes"]["L1N0"]["carries"]["answer"] == 0.5
-    assert s["nodes"]["L0N1"]["top_patterns"] == [("y = (# * #) mod ## = #.", 1.0)]
-    assert s["nodes"]["L0N0"]["tokens_mean"] == 2.0
+    assert s["nodes"]["L0N1"]["top_patterns"] == [["y = (# * #) mod ## = #.", 1.0]]
+    assert s["nodes"]["L0N0"]["response_len_mean"] == 2.0
 
 
 def test_a_run_without_trajectories_is_one_line(tmp_path, capsys):
