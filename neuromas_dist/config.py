@@ -113,6 +113,11 @@ class TrainerConfig:
     seed: int = _f(0, "seed of question sampling, rollout sampling and learner", lo=0)
     grow_from: str = _f("", "run dir of a trained smaller topology whose adapters start this run")
     growth: tuple[GrowthStage, ...] = _f((), "schedule of topology growth within this run")
+    growth_mode: str = _f("gated", "gated: the grown graph starts as the small one (new nodes withheld, fading in); "
+                                   "carry: new nodes' base-model text reaches trained readers at once",
+                          choices=("gated", "carry"))
+    growth_fade_steps: int = _f(5, "gated: steps over which the share of samples running the grown graph rises 0 -> 1", lo=0)
+    final_ablation: bool = _f(True, "the final report also evaluates the graph with each node's adapter zeroed")
 
 
 @dataclass(frozen=True)
@@ -200,6 +205,10 @@ def _check_growth(cfg: Config) -> None:
         raise ConfigError(f"trainer.growth[-1].at_step={steps[-1]} must be below trainer.steps={cfg.trainer.steps}")
     if cfg.trainer.growth and cfg.topology.edges:
         raise ConfigError("trainer.growth needs full connectivity: topology.edges must be empty")
+    grows = bool(cfg.trainer.growth or cfg.trainer.grow_from)
+    if grows and cfg.trainer.growth_mode == "gated" and cfg.rollout.scheduling != "per_sample":
+        raise ConfigError("trainer.growth_mode=gated needs rollout.scheduling=per_sample "
+                          f"(got {cfg.rollout.scheduling})")
 
 
 def _check_sampling(cfg: Config) -> None:

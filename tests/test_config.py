@@ -99,7 +99,8 @@ def test_cli_bad_config_is_one_line_exit_2():
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines == ["config error: unknown key 'trainer.stepz' (known in trainer: steps, questions_per_step, "
-                     "mode, max_staleness, eval_every, eval_samples, checkpoint_every, seed, grow_from, growth)"]
+                     "mode, max_staleness, eval_every, eval_samples, checkpoint_every, seed, grow_from, growth, "
+                     "growth_mode, growth_fade_steps, final_ablation)"]
     assert "Traceback" not in proc.stdout + proc.stderr
 
 

@@ -6,6 +6,7 @@ the run's saved adapters).
 
     eval/trajectories/before_{greedy,sampled}.parquet   step-0 held-out passes (saved by training),
     eval/trajectories/before_nodes.json                 and the nodes of the graph they ran
+    eval/trajectories/step_<N>_{greedy,sampled,nodes}   every held-out pass of training, by step
     eval/trajectories/final_{greedy,sampled}.parquet    the trained graph
     eval/trajectories/ablate_<node>_greedy.parquet      the trained graph with <node> zeroed
     eval/report.json, eval/report.md, eval/*.png
@@ -27,6 +28,11 @@ from neuromas_dist.analysis.plots import plot_report
 from neuromas_dist.analysis.report import build_report, write_report
 
 BEFORE, FINAL = "before", "final"
+
+
+def step_pass_name(step: int) -> str:
+    """Name of the held-out pass evaluated at ``step`` during training (``step_000015``)."""
+    return f"step_{step:06d}"
 
 
 def _tables_dir(run_dir: Path) -> Path:

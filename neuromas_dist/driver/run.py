@@ -8,6 +8,7 @@ Run directory::
     trajectories/          step_000001.parquet ... (the trajectory Arrow schema)
     checkpoints/step_N/    learner state + data cursor + topology
     adapters/<node>/       final adapters, PEFT layout (PeftModel / vllm serve --lora-modules)
+    adapters_start/<node>/ a grown run's adapters at step 0, as the learner held them
     plots/*.png            reward and accuracy over steps, per-node panels
     summary.json           held-out accuracy before and after, timings
 """
@@ -117,9 +118,14 @@ def _setup(cfg: Config, trainer: Any, ckpt: Path | None) -> None:
         return
     init = trainer.grow_from_run(Path(cfg.trainer.grow_from)) if cfg.trainer.grow_from else None
     trainer.start(init)
+    grown = {}
+    if init is not None:
+        trainer.save_adapters("adapters_start")  # what the grown graph really started from
+        grown = {"grown_from": cfg.trainer.grow_from, "growth_mode": cfg.trainer.growth_mode,
+                 "growth_gate": trainer.gate.to_dict() if trainer.gate else None}
     before = trainer.evaluate()
     trainer.log.log(0, before)
-    _write_summary(trainer, _eval_summary(before, "before"))
+    _write_summary(trainer, {**_eval_summary(before, "before"), **grown})
     say(f"step 0: held-out {_eval_line(before)}")
 
 

@@ -23,7 +23,7 @@ from neuromas_dist.driver.metrics import MetricsLogger
 from neuromas_dist.driver.placement import Placement
 from neuromas_dist.driver.sampler import QuestionSampler
 from neuromas_dist.driver.step_metrics import rollout_metrics
-from neuromas_dist.graph.growth import describe_growth, growth_mapping
+from neuromas_dist.graph.growth import GrowthGate, describe_growth, growth_mapping
 from neuromas_dist.graph.topology import Topology
 from neuromas_dist.trajectories.parquet import write_step
 from neuromas_dist.trajectories.schema import concat
@@ -62,6 +62,7 @@ class Trainer:
         self.in_flight: deque[Rollout] = deque()
         self.last_metrics: dict[str, Any] = {}
         self.last_eval: tuple[int, Any] | None = None  # (step, analysis.evaluation.EvalPass)
+        self.gate: GrowthGate | None = None  # set while a gated grown graph fades in
 
     # ------------------------------------------------------------ setup
 
@@ -73,14 +74,28 @@ class Trainer:
         from neuromas_dist.learner.learner import LearnerGroup
         from neuromas_dist.rollout.actors import start_workers
 
-        import ray
-
         self.learner = LearnerGroup(self.cfg, self.model_dir, self.topology.names, init_adapters=init_adapters,
                                     placement_group=self.placement.group)
         self.workers = start_workers(self.cfg, model_dir=self.model_dir, task=self.data.task,
                                      scheduling_strategies=self.placement.rollout_strategies())
-        ray.get([w.set_topology.remote(self.widths, list(self.cfg.topology.edges)) for w in self.workers])
+        self._set_topology(list(self.cfg.topology.edges))
         self.broadcast()
+
+    def _set_topology(self, edges: list[str]) -> None:
+        import ray
+
+        ray.get([w.set_topology.remote(self.widths, edges, self.gate) for w in self.workers])
+
+    def _gate(self, small: Topology, start_step: int) -> GrowthGate | None:
+        """The growth gate of a graph grown from ``small`` at ``start_step`` (None in carry mode)."""
+        t = self.cfg.trainer
+        if t.growth_mode != "gated":
+            return None
+        gate = GrowthGate.build(small, self.topology, start_step, t.growth_fade_steps, t.seed)
+        self.say(f"growth gated: samples run the grown graph with share 0 at step {start_step}, "
+                 f"rising to 1 by step {start_step + t.growth_fade_steps}; the rest run {list(small.widths)} "
+                 f"on nodes {', '.join(gate.carried.values())}")
+        return gate
 
     def broadcast(self) -> dict[str, float]:
         """Export the learner's adapters once, hand the same object to every worker."""
@@ -100,6 +115,8 @@ class Trainer:
         _, learner_state, _ = load_checkpoint(ckpt)
         extra = learner_state.get("extra", {})
         self.widths = tuple(extra["widths"])
+        if extra.get("gate"):
+            self.gate = self._gate(Topology.build(tuple(extra["gate"]["small"])), int(extra["gate"]["start_step"]))
         self.start()
         self.learner.load_checkpoint(ckpt)
         self.step = int(extra["step"])
@@ -108,8 +125,11 @@ class Trainer:
 
     def grow_from_run(self, small_run: Path) -> AdapterSet:
         """Initial adapters of this (larger) topology from a smaller run's final adapters."""
-        grown, how = adapters_from_run(small_run, self.topology)
+        small = read_adapter_set(Path(small_run) / "adapters", version=0)
+        small_topo = Topology.build(_widths_of(small.tensors))
+        grown, how = map_adapters(small, small_topo, self.topology)
         self.say(f"growth from {small_run}: {how}")
+        self.gate = self._gate(small_topo, 0)
         return grown
 
     def _mapped(self, small: AdapterSet, small_topo: Topology, large: Topology) -> AdapterSet:
@@ -133,8 +153,8 @@ class Trainer:
         self.learner.shutdown()
         self.learner = LearnerGroup(self.cfg, self.model_dir, self.topology.names, init_adapters=mapped,
                                     placement_group=self.placement.group)
-
-        ray.get([w.set_topology.remote(self.widths, []) for w in self.workers])
+        self.gate = self._gate(small_topo, self.step)
+        self._set_topology([])
         self.broadcast()
 
     # ------------------------------------------------------------ steps
@@ -189,7 +209,7 @@ class Trainer:
         sampled. The step-0 pass is saved under eval/ so the final report can pair with it."""
         from neuromas_dist.analysis.evaluation import evaluate_pass
         from neuromas_dist.analysis.report import accuracies
-        from neuromas_dist.analysis.run_eval import BEFORE, save_pass
+        from neuromas_dist.analysis.run_eval import BEFORE, save_pass, step_pass_name
 
         t0 = time.perf_counter()
         # Sampled passes cost several greedy ones: only before and after, where the report pairs them.
@@ -203,6 +223,7 @@ class Trainer:
             out["eval/sampled_accuracy"] = acc["sampled"]["mean"]
         if self.step == 0:
             save_pass(self.run_dir, BEFORE, passes, self.topology.names)
+        save_pass(self.run_dir, step_pass_name(self.step), passes, self.topology.names)
         self.last_eval = (self.step, passes)
         return {**out, "timing_s/eval": time.perf_counter() - t0}
 
@@ -212,18 +233,20 @@ class Trainer:
 
         step, full = self.last_eval if self.last_eval and self.last_eval[0] == self.step else (self.step, None)
         return evaluate_on(self.workers, self.learner.adapters(), self.data.eval, self.run_dir, self.topology,
-                           step, self.cfg.trainer.eval_samples, ablate=True, full=full)
+                           step, self.cfg.trainer.eval_samples, ablate=self.cfg.trainer.final_ablation, full=full)
 
     # ------------------------------------------------------------ checkpoints and outputs
 
     def checkpoint(self) -> Path:
         path = self.run_dir / "checkpoints" / f"step_{self.step:06d}"
         cursor = getattr(self, "_cursor_after", self.sampler.state_dict())
-        self.learner.save_checkpoint(path, extra={"step": self.step, "sampler": cursor, "widths": list(self.widths)})
+        gate = {"small": list(self.gate.small), "start_step": self.gate.start_step} if self.gate else None
+        self.learner.save_checkpoint(path, extra={"step": self.step, "sampler": cursor, "widths": list(self.widths),
+                                                  "gate": gate})
         return path
 
-    def save_adapters(self) -> dict[str, Path]:
-        return write_adapter_set(self.run_dir / "adapters", self.learner.adapters())
+    def save_adapters(self, name: str = "adapters") -> dict[str, Path]:
+        return write_adapter_set(self.run_dir / name, self.learner.adapters())
 
     def shutdown(self) -> None:
         import ray

@@ -20,11 +20,25 @@ rather than start at the base model so no aligned position regresses; round-robi
 layer had, and copies diverge under training because they see different positions
 and sample different text. The rule depends only on the two shapes, so it is
 deterministic and a grown run can be reproduced from its configs alone.
+
+Zero contribution (``trainer.growth_mode=gated``). Copying adapters is not enough for
+the grown graph to start as the trained small one: a fresh node's base-model text
+still reaches trained readers, and every carried node now sees a different prompt
+(its position, whom it reads). So a gated graph runs each sample either as the large
+graph or as the small graph embedded in it (:class:`GrowthGate`): the *carried* nodes
+(the first ``w`` of each aligned layer, one per small node) run with their small-graph
+prompts and their own adapters, the new nodes do not run at all. The share of samples
+that run the large graph rises linearly from 0 at the growth step to 1 after
+``fade_steps`` steps (as a new layer fades in in progressive GANs), so at the growth
+step the large graph computes exactly what the small graph computed, and new nodes
+get gradient only from samples their text could affect.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from neuromas_dist.graph.topology import Topology, TopologyError, node_name, parse_node_name
 
@@ -66,3 +80,44 @@ def _check_growable(small: Topology, large: Topology) -> int:
                 f"{small_layer + offset} has width {large_width} < {small_width} of small layer {small_layer}"
             )
     return offset
+
+
+def carried_nodes(small: Topology, large: Topology) -> dict[str, str]:
+    """small node -> the large node that carries it (same layer from the end, same index):
+    the nodes that run a gated sample as the small graph."""
+    mapping = growth_mapping(small, large)
+    return {old: new for new, old in mapping.items()
+            if old is not None and parse_node_name(new)[1] == parse_node_name(old)[1]}
+
+
+def open_share(step: int, start_step: int, fade_steps: int) -> float:
+    """Share of samples at ``step`` that run the grown graph: 0 at the growth step, then
+    +1/fade_steps per step up to 1 (fade_steps = 0: at once)."""
+    if fade_steps <= 0:
+        return 1.0
+    return min(1.0, max(0.0, (step - start_step) / fade_steps))
+
+
+class GrowthGate(NamedTuple):
+    """Which samples of a grown graph run the large graph; the others run ``small``."""
+
+    small: tuple[int, ...]  # the small graph's widths (a Topology does not pickle; Ray ships gates)
+    carried: Mapping[str, str]  # small node -> large node whose adapter serves it
+    start_step: int  # the step the graph grew at (0 for a run grown from another run)
+    fade_steps: int
+    seed: int
+
+    @classmethod
+    def build(cls, small: Topology, large: Topology, start_step: int, fade_steps: int, seed: int) -> "GrowthGate":
+        return cls(tuple(small.widths), carried_nodes(small, large), start_step, fade_steps, seed)
+
+    def opens(self, step: int, question_id: str, sample_index: int) -> bool:
+        """Does this sample run the large graph? A fixed draw per (question, sample), so a
+        sample that opened stays open as the share rises (and "before"/"after" compare alike)."""
+        key = f"{self.seed}|{question_id}|{sample_index}".encode()
+        u = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") / 2.0**64
+        return u < open_share(step, self.start_step, self.fade_steps)
+
+    def to_dict(self) -> dict:
+        return {"small": list(self.small), "carried": dict(self.carried), "start_step": self.start_step,
+                "fade_steps": self.fade_steps, "seed": self.seed}

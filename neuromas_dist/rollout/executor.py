@@ -21,6 +21,7 @@ import itertools
 import time
 from typing import Any, AsyncIterator, Callable, Mapping, NamedTuple, Sequence
 
+from neuromas_dist.graph.growth import GrowthGate
 from neuromas_dist.graph.prompts import render_node_prompt
 from neuromas_dist.graph.topology import Topology
 from neuromas_dist.rollout.lora_registry import Pin
@@ -38,9 +39,10 @@ class SamplingPolicy(NamedTuple):
 class SampleSpec(NamedTuple):
     """One pass of one question through the graph."""
 
-    step: int
+    step: int  # the training step (decides a growth gate's share)
     example: Any  # tasks.Example: id, question, answer
     sample_index: int
+    seed_step: int | None = None  # the step that seeds the request (None = step)
 
 
 class NodeCall(NamedTuple):
@@ -54,10 +56,17 @@ class NodeCall(NamedTuple):
     latency_s: float
 
 
+class Route(NamedTuple):
+    """A gated sample's graph: the small topology, and the large node serving each of its nodes."""
+
+    topology: Topology
+    adapters: Mapping[str, str]
+
+
 class SampleResult(NamedTuple):
     spec: SampleSpec
     version: int  # the adapter version every node of this sample used
-    calls: Mapping[str, NodeCall]  # node -> its call
+    calls: Mapping[str, NodeCall]  # node -> its call (a gated sample: only the carried nodes)
 
 
 def request_seed(base_seed: int, step: int, question_id: str, sample_index: int, node: str) -> int:
@@ -78,9 +87,11 @@ class GraphExecutor:
     the same ``generate`` coroutine-iterator signature)."""
 
     def __init__(self, engine: Any, topology: Topology, tokenizer: Any, *, answer_format: str,
-                 upstream_token_budget: int, max_model_len: int) -> None:
+                 upstream_token_budget: int, max_model_len: int, gate: GrowthGate | None = None) -> None:
         self.engine = engine
         self.topology = topology
+        self.gate = gate  # a grown graph fading in: some samples run the small graph
+        self._small = Topology.build(gate.small) if gate is not None else None
         self.tokenizer = tokenizer
         self.answer_format = answer_format
         self.budget = upstream_token_budget
@@ -89,13 +100,13 @@ class GraphExecutor:
 
     # ------------------------------------------------------------ prompts
 
-    def fit_prompt(self, node: str, question: str, upstream: Mapping[str, str], max_new_tokens: int
-                   ) -> tuple[list[int] | None, bool]:
+    def fit_prompt(self, node: str, question: str, upstream: Mapping[str, str], max_new_tokens: int,
+                   topology: Topology | None = None) -> tuple[list[int] | None, bool]:
         """Token ids of the node's prompt, upstream cut harder (budget halved) until
         ``max_new_tokens`` fit; (None, True) when not even one new token fits."""
         budget, truncated = self.budget, False
         while True:
-            rendered = render_node_prompt(self.topology, node, question, upstream, self.tokenizer,
+            rendered = render_node_prompt(topology or self.topology, node, question, upstream, self.tokenizer,
                                           answer_format=self.answer_format, upstream_token_budget=budget)
             truncated = truncated or rendered.truncated_messages > 0
             room = self.max_model_len - len(rendered.token_ids)
@@ -110,21 +121,26 @@ class GraphExecutor:
     # ------------------------------------------------------------ one node call
 
     async def call_node(self, spec: SampleSpec, node: str, upstream: Mapping[str, str],
-                        pin: Pin, policy: SamplingPolicy) -> NodeCall:
-        prompt_ids, truncated = self.fit_prompt(node, spec.example.question, upstream, policy.max_new_tokens)
+                        pin: Pin, policy: SamplingPolicy, route: "Route | None" = None) -> NodeCall:
+        """One node's call; under a closed growth gate ``node`` is a small-graph node, prompted
+        as such and served by (and recorded as) the large node that carries it."""
+        topology, serving = (route.topology, route.adapters[node]) if route else (self.topology, node)
+        prompt_ids, truncated = self.fit_prompt(node, spec.example.question, upstream, policy.max_new_tokens,
+                                                topology)
         if prompt_ids is None:
-            return NodeCall(node, [], [], [], "", FINISH_ABORT, True, 0.0)
+            return NodeCall(serving, [], [], [], "", FINISH_ABORT, True, 0.0)
         max_tokens = min(policy.max_new_tokens, self.max_model_len - len(prompt_ids))
+        seed_step = spec.step if spec.seed_step is None else spec.seed_step
         params = _sampling_params(policy, max_tokens, request_seed(
-            policy.seed, spec.step, str(spec.example.id), spec.sample_index, node))
+            policy.seed, seed_step, str(spec.example.id), spec.sample_index, serving))
         start = time.perf_counter()
-        out = await self._generate(prompt_ids, params, pin.requests[node])
+        out = await self._generate(prompt_ids, params, pin.requests[serving])
         completion = out.outputs[0]
         token_ids = list(completion.token_ids)
         # Decode here rather than use vLLM's incremental text: the two differ on broken
         # UTF-8 fragments, and downstream prompts must be reproducible from the row's ids.
         text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
-        return NodeCall(node, prompt_ids, token_ids, sampled_logprobs(token_ids, completion.logprobs),
+        return NodeCall(serving, prompt_ids, token_ids, sampled_logprobs(token_ids, completion.logprobs),
                         text, str(completion.finish_reason or FINISH_ABORT), truncated,
                         time.perf_counter() - start)
 
@@ -140,18 +156,27 @@ class GraphExecutor:
 
     # ------------------------------------------------------------ schedulers
 
+    def route(self, spec: SampleSpec) -> Route | None:
+        """The small graph this sample runs under a closed growth gate; None = the full graph."""
+        gate = self.gate
+        if gate is None or gate.opens(spec.step, str(spec.example.id), spec.sample_index):
+            return None
+        return Route(self._small, gate.carried)
+
     async def run_sample(self, spec: SampleSpec, pin: Pin, policy: SamplingPolicy) -> SampleResult:
         """Per-sample scheduling: each node starts as soon as its own inputs are done."""
         tasks: dict[str, asyncio.Task] = {}
+        route = self.route(spec)
+        topology = route.topology if route else self.topology
 
         async def run(node: str) -> NodeCall:
-            inputs = self.topology.node(node).inputs
+            inputs = topology.node(node).inputs
             done = await asyncio.gather(*(tasks[src] for src in inputs))
-            upstream = {call.node: call.text for call in done}
-            return await self.call_node(spec, node, upstream, pin, policy)
+            upstream = {src: call.text for src, call in zip(inputs, done)}
+            return await self.call_node(spec, node, upstream, pin, policy, route)
 
         # Topology nodes are ordered by layer, so every input's task exists before use.
-        for node in self.topology.names:
+        for node in topology.names:
             tasks[node] = asyncio.ensure_future(run(node))
         try:
             calls = await asyncio.gather(*tasks.values())
@@ -163,6 +188,8 @@ class GraphExecutor:
     async def run_layered(self, specs: Sequence[SampleSpec], pins: Sequence[Pin],
                           policy: SamplingPolicy) -> list[SampleResult]:
         """Layer-barrier scheduling: layer l of all samples, then layer l+1."""
+        if self.gate is not None:
+            raise ValueError("a growth gate needs rollout.scheduling=per_sample")
         calls: list[dict[str, NodeCall]] = [{} for _ in specs]
         for layer in range(self.topology.num_layers):
             jobs = [(i, n.name) for i in range(len(specs)) for n in self.topology.layer_nodes(layer)]

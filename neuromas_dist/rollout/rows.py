@@ -50,11 +50,14 @@ def call_flags(result: SampleResult) -> Counter:
 
 def sample_rows(result: SampleResult, scored: Scored, topology: Topology, worker_id: int
                 ) -> list[TrajectoryRow]:
-    """One row per node of ``result``, in topology order."""
+    """One row per node that ran in ``result``, in topology order (a sample gated to the
+    small graph has rows of the carried nodes only, named by the large node)."""
     spec, sink_text = result.spec, result.calls[topology.sink].text
     rows = []
     for node in topology.nodes:
-        call = result.calls[node.name]
+        call = result.calls.get(node.name)
+        if call is None:
+            continue
         rows.append(TrajectoryRow(
             step=spec.step,
             sample_id=f"{spec.example.id}#{spec.sample_index}",

@@ -69,6 +69,7 @@ class RolloutWorker:
         self._engine: Any = None
         self._executor: GraphExecutor | None = None
         self._start_lock: asyncio.Lock | None = None
+        self.gate: Any = None  # graph.growth.GrowthGate while a grown graph fades in
         self._drops: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------ lifecycle
@@ -99,7 +100,7 @@ class RolloutWorker:
         return GraphExecutor(self._engine, self.topology, self.tokenizer,
                              answer_format=self.task.answer_format,
                              upstream_token_budget=self.cfg.topology.upstream_token_budget,
-                             max_model_len=self.cfg.model.max_model_len)
+                             max_model_len=self.cfg.model.max_model_len, gate=self.gate)
 
     def _initial_adapters(self) -> AdapterSet:
         """Zero-contribution adapters so a started worker can serve at once. Version -1:
@@ -141,9 +142,11 @@ class RolloutWorker:
                             "rollout/adapter_bytes": adapters.nbytes()})
         return {k: self.gauges[k] for k in ("rollout/adapter_version", "rollout/adapter_load_s")}
 
-    async def set_topology(self, widths: Sequence[int], edges: Sequence[str] = ()) -> list[str]:
-        """Switch to a grown topology; load adapters covering its nodes before the next rollout."""
+    async def set_topology(self, widths: Sequence[int], edges: Sequence[str] = (), gate: Any = None) -> list[str]:
+        """Switch to a grown topology (with its growth gate, if gated); load adapters
+        covering its nodes before the next rollout."""
         self.topology = build_topology(widths, edges)
+        self.gate = gate
         if self._engine is not None:
             self._executor = self._make_executor()
         return list(self.topology.names)
@@ -194,7 +197,7 @@ class RolloutWorker:
         sampled = None
         if samples > 0:
             sampled = await self._collect(
-                [SampleSpec(EVAL_SEED_STEP, ex, k) for ex in examples for k in range(samples)], greedy=False)
+                [SampleSpec(step, ex, k, EVAL_SEED_STEP) for ex in examples for k in range(samples)], greedy=False)
             sampled_rewards = self._sink_rewards(sampled)
             metrics.update({"eval/sampled_accuracy": sum(sampled_rewards) / len(sampled_rewards)
                             if sampled_rewards else 0.0, "eval/samples": len(sampled_rewards)})
