@@ -64,8 +64,10 @@ def matched_rank(cfg: Config, model_config) -> Matched:
 
     targets, rank, n = cfg.lora.target_modules, cfg.lora.rank, nodes(cfg.topology.widths)
     per_node = lora_param_count(model_config, targets, rank)
+    if per_node == 0:
+        raise ValueError(f"lora.target_modules={list(targets)} match no Linear module of the model")
     single = lora_param_count(model_config, targets, rank * n)
-    if single != per_node * n:
+    if single != per_node * n:  # LoRA counts are linear in the rank; a check, not a search
         raise ValueError(f"no single rank matches {n} x rank {rank}: rank {rank * n} gives {single}, "
                          f"not {per_node * n}")
     return Matched(rank * n, cfg.lora.alpha * n, per_node, per_node * n, single)

@@ -25,7 +25,7 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     for r in rows.values():
         steps = f"{r['small_steps']} + {r['steps'] - r['small_steps']}" if r["small_steps"] else str(r["steps"])
         per_seed = " / ".join(f"{p['mean']:.3f}" for p in r["per_seed"])
-        lines.append(f"| {r['label']} | {r['llm_calls_per_question']} | {r['lora_params']:,} | {steps} | "
+        lines.append(f"| {r['label']} | {r['llm_calls_per_question']:g} | {r['lora_params']:,} | {steps} | "
                      f"{_ci(r['accuracy'])} | {per_seed} |")
     lines += ["", "## Paired differences (same questions, same seeds)", "",
               "| a - b | difference [95% CI] | tests |", "|---|---|---|"]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
+import pyarrow.compute as pc
 
 from benchmarks.neuromas_table.arms import Matched, TableSpec, nodes, run_dir
 from benchmarks.neuromas_table.runner import WALL_FILE
@@ -80,8 +81,14 @@ def _sink(names: Sequence[str]) -> str:
     return max(names, key=parse_node_name)
 
 
-def row_scores(root: Path, row: Row, seed: int, question_ids: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
-    """[Q] scores of one row for one seed, and the question ids (sorted) they are in."""
+class Scores(NamedTuple):
+    scores: np.ndarray  # [Q]
+    question_ids: list[str]  # sorted
+    calls: float  # LLM calls per question the pass made (a gated graph at growth runs only its carried nodes)
+
+
+def row_scores(root: Path, row: Row, seed: int, question_ids: Sequence[str] | None) -> Scores:
+    """One row's per-question scores for one seed, counted from its saved pass."""
     directory = run_dir(root, row.run, seed)
     loaded = load_pass(directory, row.pass_name)
     if loaded is None:
@@ -91,8 +98,9 @@ def row_scores(root: Path, row: Row, seed: int, question_ids: Sequence[str] | No
     if row.vote:
         if passes.sampled is None:
             raise FileNotFoundError(f"{directory}: pass '{row.pass_name}' has no sampled passes to vote over")
-        return vote_scores(passes.sampled, _sink(names), qids, row.vote), qids
-    return sink_scores(passes.greedy, _sink(names), qids)[:, 0], qids
+        used = passes.sampled.filter(pc.less(passes.sampled["sample_index"], row.vote))
+        return Scores(vote_scores(passes.sampled, _sink(names), qids, row.vote), qids, used.num_rows / len(qids))
+    return Scores(sink_scores(passes.greedy, _sink(names), qids)[:, 0], qids, passes.greedy.num_rows / len(qids))
 
 
 def _wall(root: Path, arm: str, seed: int) -> float:
@@ -108,19 +116,20 @@ def collect(root: Path, spec: TableSpec, matched: Matched) -> dict[str, Any]:
     for row in rows(spec):
         per_seed = []
         for seed in spec.seeds:
-            s, qids = row_scores(root, row, seed, qids)
-            per_seed.append(s)
-        scores[row.key] = np.stack(per_seed)
-        table[row.key] = _row_entry(root, row, spec, matched, scores[row.key])
+            got = row_scores(root, row, seed, qids)
+            qids = got.question_ids
+            per_seed.append(got)
+        scores[row.key] = np.stack([p.scores for p in per_seed])
+        table[row.key] = _row_entry(root, row, spec, matched, scores[row.key], float(np.mean([p.calls for p in per_seed])))
     diffs = [{"a": a, "b": b, "tests": what, "diff": paired_seeds_diff_ci(scores[a], scores[b]).as_dict()}
              for a, b, what in comparisons(spec)]
     return {"questions": len(qids or []), "rows": table, "comparisons": diffs}
 
 
-def _row_entry(root: Path, row: Row, spec: TableSpec, matched: Matched, s: np.ndarray) -> dict[str, Any]:
+def _row_entry(root: Path, row: Row, spec: TableSpec, matched: Matched, s: np.ndarray, calls: float
+               ) -> dict[str, Any]:
     single = row.widths == (1,)
     lora = 0 if row.steps == 0 and single else (matched.single_total if single else matched.per_node_small * nodes(row.widths))
-    calls = max(row.vote, 1) * nodes(row.widths)
     return {"label": row.label, "run": row.run, "pass": row.pass_name, "vote": row.vote,
             "llm_calls_per_question": calls, "lora_params": lora, "steps": row.steps,
             "small_steps": row.small_steps, "accuracy": seeds_ci(s).as_dict(),

@@ -102,3 +102,38 @@ def test_empty_input_is_nan_with_zero_questions():
 def test_as_dict_keys():
     """as_dict uses the ci_lo / ci_hi names."""
     assert bootstrap_ci([0, 1]).as_dict() == {"mean": 0.5, "ci_lo": 0.0, "ci_hi": 1.0, "n": 2}
+
+
+# ---------------------------------------------------------------- over seeds and questions
+
+from neuromas_dist.analysis.stats import paired_seeds_diff_ci, seeds_ci  # noqa: E402
+
+
+def test_seeds_ci_of_identical_seeds_is_the_question_spread():
+    est = seeds_ci([[1, 1, 1, 1], [1, 1, 1, 1]])
+    assert est == Estimate(1.0, 1.0, 1.0, 8)
+    est = seeds_ci([[0, 1], [0, 1]])  # like bootstrap_ci([0, 1]): a 2-question resample spans 0..1
+    assert (est.mean, est.lo, est.hi) == (0.5, 0.0, 1.0)
+
+
+def test_seed_to_seed_variation_widens_the_interval():
+    """Two seeds, one that learned (all right) and one that did not (all wrong): questions
+    alone show no spread inside a seed, so the whole interval comes from resampling seeds:
+    a resample of 2 seeds is both-good, mixed or both-bad with probability 1/4, 1/2, 1/4."""
+    est = seeds_ci([[1.0] * 50, [0.0] * 50], n_boot=4000)
+    assert est.mean == 0.5 and est.lo == 0.0 and est.hi == 1.0
+
+
+def test_paired_seeds_difference_cancels_shared_difficulty():
+    rng = np.random.default_rng(0)
+    hard = rng.random((3, 400)) < 0.5  # which questions a seed gets right
+    a = hard.astype(float)
+    b = a.copy()
+    b[:, :40] = 0.0  # b loses exactly the first 40 questions a got right
+    diff = paired_seeds_diff_ci(a, b)
+    assert diff.mean == pytest.approx(a[:, :40].sum() / a.size)
+    assert diff.lo >= 0.0  # never negative: b is never better on any question
+    with pytest.raises(ValueError, match="same seeds and questions"):
+        paired_seeds_diff_ci(a, b[:2])
+    with pytest.raises(ValueError, match=r"\[seeds, questions\]"):
+        seeds_ci([1.0, 0.0])

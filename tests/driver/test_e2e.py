@@ -147,10 +147,11 @@ def test_async_run_with_growth_from_a_run_and_within_the_run(sync_run, tmp_path)
     """Async mode, started from the sync run's adapters ([2, 1]), grown to [4, 2, 1] at
     step 2. lr = 0 keeps the adapters where growth put them, so the final ones show the
     mapping: the trained sink stays the sink, the trained first layer becomes layer 1,
-    the new front layer starts at B = 0."""
+    the new front layer starts at B = 0. Carry mode: every grown node runs from the
+    growth step on (the gated mode is tested end to end by the comparisons table)."""
     grown = run(tmp_path, "async", "trainer.mode=async", "trainer.max_staleness=1", "trainer.steps=4",
                 f"trainer.grow_from={sync_run}", "trainer.growth=[{at_step: 2, widths: [4, 2, 1]}]",
-                "learner.lr=0.0")
+                "learner.lr=0.0", "trainer.growth_mode=carry")
     small = read_adapter_set(sync_run / "adapters", version=0)
     large = read_adapter_set(grown / "adapters", version=0)
     for new, old in (("L2N0", "L1N0"), ("L1N0", "L0N0"), ("L1N1", "L0N1")):

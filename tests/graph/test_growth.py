@@ -46,3 +46,45 @@ def test_describe_growth_lines():
     assert lines[2] == "L1N0 <- L0N0"
     assert lines[0].startswith("L0N0 <- fresh") and "base model" in lines[0]
     assert len(lines) == 3
+
+
+# ---------------------------------------------------------------- zero-contribution gate
+
+import pickle  # noqa: E402
+
+from neuromas_dist.graph.growth import GrowthGate, carried_nodes, open_share  # noqa: E402
+
+
+def test_carried_nodes_are_the_first_of_each_aligned_layer():
+    assert carried_nodes(Topology.build([2, 1]), Topology.build([4, 2, 1])) == {
+        "L0N0": "L1N0", "L0N1": "L1N1", "L1N0": "L2N0"}
+    # widened copies (L0N2 <- L0N0) are not carried: a gated sample does not run them
+    assert carried_nodes(Topology.build([2, 1]), Topology.build([3, 1])) == {
+        "L0N0": "L0N0", "L0N1": "L0N1", "L1N0": "L1N0"}
+
+
+@pytest.mark.parametrize("step,share", [(0, 0.0), (3, 0.0), (4, 0.2), (8, 1.0), (20, 1.0)])
+def test_open_share_rises_linearly_from_the_growth_step(step, share):
+    assert open_share(step, start_step=3, fade_steps=5) == pytest.approx(share)
+
+
+def test_open_share_without_fade_is_open_at_once():
+    assert open_share(0, 0, 0) == 1.0
+
+
+def test_gate_is_closed_at_growth_open_after_the_fade_and_monotone():
+    gate = GrowthGate.build(Topology.build([2, 1]), Topology.build([4, 2, 1]), start_step=0, fade_steps=4, seed=0)
+    keys = [(f"q{i}", k) for i in range(300) for k in range(4)]
+    shares = [sum(gate.opens(step, q, k) for q, k in keys) / len(keys) for step in range(6)]
+    assert shares[0] == 0.0 and shares[4] == shares[5] == 1.0
+    for step in (1, 2, 3):  # the draw is uniform: the share opened is step/4 within 4 standard errors
+        se = (0.25 * step * (1 - 0.25 * step) / len(keys)) ** 0.5
+        assert abs(shares[step] - step / 4) < 4 * se
+    # a sample that opened stays open as the share rises
+    for q, k in keys:
+        assert [gate.opens(s, q, k) for s in range(5)] == sorted(gate.opens(s, q, k) for s in range(5))
+
+
+def test_gate_travels_to_ray_actors():
+    gate = GrowthGate.build(Topology.build([2, 1]), Topology.build([4, 2, 1]), 0, 5, 1)
+    assert pickle.loads(pickle.dumps(gate)) == gate

@@ -182,3 +182,54 @@ def test_grouping_flushes_by_count_and_by_time():
     assert asyncio.run(collect([0] * 7, 3, 10.0)) == [[0, 1, 2], [3, 4, 5], [6]]
     # the 0.3 s gap passes the 0.1 s deadline, so sample 0 goes out alone
     assert asyncio.run(collect([0, 0.3, 0], 10, 0.1))[0] == [0]
+
+
+# ---------------------------------------------------------------- growth gate
+
+from neuromas_dist.graph.growth import GrowthGate  # noqa: E402
+
+
+def _gated(fade_steps):
+    large, small = Topology.build((4, 2, 1)), Topology.build((2, 1))
+    engine = FakeEngine()
+    gate = GrowthGate.build(small, large, start_step=0, fade_steps=fade_steps, seed=0)
+    ex = GraphExecutor(engine, large, CharTokenizer(), answer_format="Say N.", upstream_token_budget=64,
+                       max_model_len=4096, gate=gate)
+    reg = LoraRegistry(lambda name, i, path: SimpleNamespace(lora_name=name, lora_int_id=i))
+    reg.install(0, {n: f"/{n}" for n in large.names})
+    return large, small, engine, ex, reg
+
+
+def test_closed_gate_runs_the_small_graph_on_the_carried_adapters():
+    large, small, engine, ex, reg = _gated(fade_steps=5)
+    specs = [SampleSpec(0, Example(f"s{i}", f"s{i}", "0"), 0) for i in range(2)]  # step 0: share 0
+    results = _run(ex, reg, specs, "per_sample")
+    _, small_engine, small_ex, small_reg = _setup((2, 1))
+    _run(small_ex, small_reg, specs, "per_sample")
+    for result in results:
+        sample = result.spec.example.id
+        assert set(result.calls) == {"L1N0", "L1N1", "L2N0"}, "only the carried nodes run"
+        for small_node, large_node in {"L0N0": "L1N0", "L0N1": "L1N1", "L1N0": "L2N0"}.items():
+            # served by the large node's adapter, prompted exactly as the small graph's node
+            # (the fake engine names its text after the adapter, hence the renaming)
+            expected = small_engine.prompts[(sample, small_node)]
+            expected = expected.replace("out:L0N0:", "out:L1N0:").replace("out:L0N1:", "out:L1N1:")
+            assert engine.prompts[(sample, large_node)] == expected
+        rows = sample_rows(result, score_text(synthetic_task("arith"), "The answer is 0.", result.spec.example),
+                           large, 0)
+        assert [r.node for r in rows] == ["L1N0", "L1N1", "L2N0"]
+        assert [r.layer for r in rows] == [1, 1, 2]
+
+
+def test_open_gate_runs_the_large_graph():
+    large, _, engine, ex, reg = _gated(fade_steps=5)
+    specs = [SampleSpec(5, Example(f"s{i}", f"s{i}", "0"), 0) for i in range(2)]  # share 1 from step 5
+    for result in _run(ex, reg, specs, "per_sample"):
+        assert set(result.calls) == set(large.names)
+        assert "layer 3 of 3" in engine.prompts[(result.spec.example.id, "L2N0")]
+
+
+def test_gate_needs_per_sample_scheduling():
+    _, _, _, ex, reg = _gated(fade_steps=5)
+    with pytest.raises(ValueError, match="per_sample"):
+        _run(ex, reg, [SampleSpec(0, Example("s0", "s0", "0"), 0)], "layer")
