@@ -7,7 +7,7 @@ EXTRA ?= cpu
 STAMP := $(VENV)/.installed-$(EXTRA)
 ARGS ?=
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench table clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,6 +27,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
+
+table: $(STAMP)
+	$(PY) -m benchmarks.neuromas_table $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cache

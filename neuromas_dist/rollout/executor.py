@@ -131,8 +131,10 @@ class GraphExecutor:
             return NodeCall(serving, [], [], [], "", FINISH_ABORT, True, 0.0)
         max_tokens = min(policy.max_new_tokens, self.max_model_len - len(prompt_ids))
         seed_step = spec.step if spec.seed_step is None else spec.seed_step
+        # Seeded by the node's name in the graph it runs (the small one when gated), so a
+        # gated sample draws what the small graph drew: sampled passes match too, not only greedy.
         params = _sampling_params(policy, max_tokens, request_seed(
-            policy.seed, seed_step, str(spec.example.id), spec.sample_index, serving))
+            policy.seed, seed_step, str(spec.example.id), spec.sample_index, node))
         start = time.perf_counter()
         out = await self._generate(prompt_ids, params, pin.requests[serving])
         completion = out.outputs[0]
