@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO / "configs" / "neuromas_table_tiny.yaml"
 # --quick: every arm end to end on the real stack, at sizes that take minutes on 2 cores.
 QUICK = ("trainer.steps=2", "trainer.questions_per_step=2", "sampling.n_samples=2", "data.n_eval=20",
-         "trainer.checkpoint_every=0", "logging.plots=false")
+         "trainer.checkpoint_every=0", "logging.plots=false", "trainer.growth_fade_steps=1")
 
 
 def say(msg: str) -> None:
@@ -60,7 +60,7 @@ def plan(args: argparse.Namespace) -> tuple[str, Config, TableSpec, list[str], P
     cfg = load_config(config, extra)
     small = cfg.trainer.steps
     large = args.large_steps or (small + 1 if args.quick else 2 * small)
-    spec = TableSpec(small, large, tuple(range(args.seeds))).validate()
+    spec = TableSpec(small, large, tuple(range(args.seeds)), tuple(cfg.topology.widths)).validate()
     root = Path(args.runs or ("runs/neuromas_table_quick" if args.quick else "runs/neuromas_table"))
     out = Path(args.out) if args.out else (root if args.quick else REPO / "benchmarks" / "results")
     return config, cfg, spec, extra, root, out
@@ -109,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     result = {"command": "python -m benchmarks.neuromas_table " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": machine(), "config": config,
-              "overrides": extra, "spec": {**spec.__dict__, "equal_total_step": spec.equal_total_step},
+              "overrides": extra, "spec": {**spec.__dict__, "equal_total_step": spec.equal_total_step,
+                                                          "vote_calls": spec.vote_calls},
               "lora": matched._asdict(), "wall_s_this_invocation": time.perf_counter() - t0,
               **collect(root, spec, matched), "curves": curves(root, spec)}
     write(result, out)

@@ -21,13 +21,17 @@ class TableSpec:
     small_steps: int  # C: training steps of NeuroMAS-3 and of the single-LLM arm
     large_steps: int  # D: steps of NeuroMAS-7 from scratch, and of each grown arm after growth
     seeds: tuple[int, ...]  # trainer.seed of every trained arm
+    small_widths: tuple[int, ...] = (2, 1)  # the config's graph, NeuroMAS-3 in the paper
     large_widths: tuple[int, ...] = LARGE_WIDTHS
-    vote_calls: tuple[int, ...] = (3, 7)  # majority-vote sizes (LLM calls per question of NeuroMAS-3 / -7)
     growth_modes: tuple[str, ...] = ("gated", "carry")
 
     def validate(self) -> "TableSpec":
+        from neuromas_dist.graph.growth import growth_mapping
+        from neuromas_dist.graph.topology import Topology
+
         if not self.seeds:
             raise ValueError("the table needs at least one seed")
+        growth_mapping(Topology.build(self.small_widths), Topology.build(self.large_widths))  # TopologyError if not
         if not 0 < self.small_steps < self.large_steps:
             raise ValueError(f"need 0 < small steps ({self.small_steps}) < large steps ({self.large_steps}): "
                              "the grown arm at equal total steps trains large - small steps after growth")
@@ -37,6 +41,11 @@ class TableSpec:
     def equal_total_step(self) -> int:
         """Steps after growth at which a grown arm has trained as long in total as NeuroMAS-7 scratch."""
         return self.large_steps - self.small_steps
+
+    @property
+    def vote_calls(self) -> tuple[int, int]:
+        """Majority-vote sizes: as many LLM calls per question as the small and the large graph make."""
+        return nodes(self.small_widths), nodes(self.large_widths)
 
 
 class Arm(NamedTuple):
@@ -75,9 +84,9 @@ def matched_rank(cfg: Config, model_config) -> Matched:
 
 def build_arms(cfg: Config, spec: TableSpec, matched: Matched) -> list[Arm]:
     """The trained arms in the order they must run (grown arms after the run they grow from)."""
-    if tuple(cfg.topology.widths) == tuple(spec.large_widths) or cfg.topology.edges:
-        raise ValueError(f"the table's config must be the small graph with full connectivity, "
-                         f"got widths {list(cfg.topology.widths)}")
+    if tuple(cfg.topology.widths) != tuple(spec.small_widths) or cfg.topology.edges:
+        raise ValueError(f"the table's config must be the small graph {list(spec.small_widths)} with full "
+                         f"connectivity, got widths {list(cfg.topology.widths)} and edges {list(cfg.topology.edges)}")
     common = ("trainer.eval_samples=0", "trainer.final_ablation=false", "trainer.growth=[]")
     large = (f"topology.widths={list(spec.large_widths)}", f"trainer.steps={spec.large_steps}",
              f"trainer.eval_every={spec.equal_total_step}")

@@ -19,7 +19,7 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         f"D = {spec['large_steps']} steps (NeuroMAS-7 scratch; each grown arm after growth). Seeds {seeds}; "
         f"{result['questions']} held-out questions. Accuracy: mean over seeds and questions, 95% bootstrap "
         "interval resampling seeds and questions; per seed in the last column.", "",
-        "| row | LLM calls / q | LoRA params | steps | accuracy | per seed |",
+        "| row | LLM calls / q | trained LoRA params | steps | accuracy | per seed |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows.values():

@@ -35,8 +35,8 @@ class Row(NamedTuple):
 
 
 def rows(spec: TableSpec) -> list[Row]:
-    C, D, L = spec.small_steps, spec.large_steps, spec.large_widths
-    k3, k7 = spec.vote_calls[0], spec.vote_calls[-1]
+    C, D, S, L = spec.small_steps, spec.large_steps, spec.small_widths, spec.large_widths
+    k3, k7 = spec.vote_calls
     out = [
         Row("base", "base model, 1 call (greedy)", "single", BEFORE, 0, (1,), 0),
         Row("base_vote3", f"base model, majority of {k3} samples", "single", BEFORE, k3, (1,), 0),
@@ -44,8 +44,8 @@ def rows(spec: TableSpec) -> list[Row]:
         Row("single", "single-LLM RL, matched LoRA parameters", "single", FINAL, 0, (1,), C),
         Row("single_vote3", f"single-LLM RL, majority of {k3} samples", "single", FINAL, k3, (1,), C),
         Row("single_vote7", f"single-LLM RL, majority of {k7} samples", "single", FINAL, k7, (1,), C),
-        Row("neuromas3_untrained", "NeuroMAS-3, untrained", "neuromas3", BEFORE, 0, (2, 1), 0),
-        Row("neuromas3", "NeuroMAS-3", "neuromas3", FINAL, 0, (2, 1), C),
+        Row("neuromas3_untrained", "NeuroMAS-3, untrained", "neuromas3", BEFORE, 0, S, 0),
+        Row("neuromas3", "NeuroMAS-3", "neuromas3", FINAL, 0, S, C),
         Row("neuromas7_untrained", "NeuroMAS-7, untrained", "neuromas7_scratch", BEFORE, 0, L, 0),
         Row("neuromas7_scratch", "NeuroMAS-7 from scratch", "neuromas7_scratch", FINAL, 0, L, D),
     ]
@@ -68,7 +68,7 @@ def comparisons(spec: TableSpec) -> list[tuple[str, str, str]]:
            ("neuromas7_scratch", "base_vote7", "claim 3: NeuroMAS-7 scratch vs base model, majority of 7"),
            ("single_vote3", "single", "does voting help the trained single LLM")]
     for mode in spec.growth_modes:
-        out += [(f"grown_{mode}", "neuromas7_scratch", f"claim 2: grown ({mode}) vs scratch, grown trained D more steps"),
+        out += [(f"grown_{mode}", "neuromas7_scratch", f"claim 2: grown ({mode}) vs scratch, grown trained C more steps in all"),
                 (f"grown_{mode}_equal", "neuromas7_scratch", f"claim 2: grown ({mode}) vs scratch at equal total steps"),
                 (f"grown_{mode}_start", "neuromas3", f"growth ({mode}): the grown graph at step 0 vs the graph it grew from"),
                 (f"grown_{mode}", "single_vote7", f"claim 3: grown ({mode}) vs trained single LLM, majority of 7")]
@@ -128,8 +128,9 @@ def collect(root: Path, spec: TableSpec, matched: Matched) -> dict[str, Any]:
 
 def _row_entry(root: Path, row: Row, spec: TableSpec, matched: Matched, s: np.ndarray, calls: float
                ) -> dict[str, Any]:
+    # trained LoRA parameters: an untrained graph's adapters are all zero (LoRA B = 0)
     single = row.widths == (1,)
-    lora = 0 if row.steps == 0 and single else (matched.single_total if single else matched.per_node_small * nodes(row.widths))
+    lora = 0 if row.steps == 0 else (matched.single_total if single else matched.per_node_small * nodes(row.widths))
     return {"label": row.label, "run": row.run, "pass": row.pass_name, "vote": row.vote,
             "llm_calls_per_question": calls, "lora_params": lora, "steps": row.steps,
             "small_steps": row.small_steps, "accuracy": seeds_ci(s).as_dict(),

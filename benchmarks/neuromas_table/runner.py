@@ -2,13 +2,16 @@
 
 A process per run keeps runs independent (its own embedded Ray, or the cluster of
 RAY_ADDRESS under ``ray job submit``) and lets a run that died be rerun alone. A run
-whose ``summary.json`` reports its full step count is done and is not run again, so
-an interrupted table continues where it stopped.
+that finished with the same command is not run again, so an interrupted table continues
+where it stopped; a run that did not finish is deleted and started over (a half-written
+metrics file would otherwise get a second copy of its steps); a finished run of another
+command is an error, never silently reused.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -24,23 +27,26 @@ class RunFailed(RuntimeError):
     """A training run of the table exited non-zero; the message names it and its log."""
 
 
-def finished(directory: Path) -> bool:
-    """Has the run in ``directory`` completed every configured step and its wall time been recorded?"""
+def finished(directory: Path, command: list[str]) -> bool:
+    """Did ``command`` run to the end in ``directory``? Raises RunFailed if another command did."""
     summary, wall = directory / "summary.json", directory / WALL_FILE
-    if not summary.is_file() or not wall.is_file():
+    if not summary.is_file() or not wall.is_file() or "eval_accuracy_after" not in json.loads(summary.read_text()):
         return False
-    return "eval_accuracy_after" in json.loads(summary.read_text())
+    if json.loads(wall.read_text())["command"] != command:
+        raise RunFailed(f"{directory} holds a finished run of another command (other overrides or steps); "
+                        "give this table its own --runs")
+    return True
 
 
-def run_arm(config: str | None, arm: Arm, root: Path, seed: int, extra: list[str],
-            say: Callable[[str], None]) -> float:
+def run_arm(config: str, arm: Arm, root: Path, seed: int, extra: list[str], say: Callable[[str], None]) -> float:
     """Train one arm for one seed (unless done); returns its wall seconds."""
     directory = run_dir(root, arm.name, seed)
-    if finished(directory):
+    cmd = [sys.executable, "-m", "neuromas_dist.launch", "--config", config, *extra,
+           *arm_overrides(arm, root, seed), "logging.progress=false"]
+    if finished(directory, cmd[1:]):
         return float(json.loads((directory / WALL_FILE).read_text())["wall_s"])
-    cmd = [sys.executable, "-m", "neuromas_dist.launch", *(["--config", config] if config else []),
-           *extra, *arm_overrides(arm, root, seed), "logging.progress=false"]
-    directory.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(directory, ignore_errors=True)  # an unfinished attempt: start over
+    directory.mkdir(parents=True)
     say(f"{arm.name} seed {seed}: {' '.join(cmd[2:])}")
     t0 = time.perf_counter()
     with open(directory / "launch.log", "w") as log:

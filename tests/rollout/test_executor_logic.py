@@ -233,3 +233,34 @@ def test_gate_needs_per_sample_scheduling():
     _, _, _, ex, reg = _gated(fade_steps=5)
     with pytest.raises(ValueError, match="per_sample"):
         _run(ex, reg, [SampleSpec(0, Example("s0", "s0", "0"), 0)], "layer")
+
+
+def test_half_open_gate_routes_each_sample_by_its_draw():
+    large, _, engine, ex, reg = _gated(fade_steps=2)
+    specs = [SampleSpec(1, Example(f"s{i}", f"s{i}", "0"), k) for i in range(8) for k in range(2)]  # share 1/2
+    opened = [ex.gate.opens(1, s.example.id, s.sample_index) for s in specs]
+    assert 0 < sum(opened) < len(specs)
+    by_sample = {(r.spec.example.id, r.spec.sample_index): r for r in _run(ex, reg, specs, "per_sample")}
+    for spec, is_open in zip(specs, opened):
+        ran = set(by_sample[(spec.example.id, spec.sample_index)].calls)
+        assert ran == (set(large.names) if is_open else {"L1N0", "L1N1", "L2N0"})
+
+
+def test_seed_step_seeds_the_request_instead_of_the_step():
+    engine_seeds = []
+
+    class SeedEngine(FakeEngine):
+        async def generate(self, prompt, params, request_id, lora_request=None):
+            engine_seeds.append(params.seed)
+            async for out in super().generate(prompt, params, request_id, lora_request):
+                yield out
+
+    topo = Topology.build((1,))
+    ex = GraphExecutor(SeedEngine(), topo, CharTokenizer(), answer_format="Say N.", upstream_token_budget=64,
+                       max_model_len=4096)
+    reg = LoraRegistry(lambda name, i, path: SimpleNamespace(lora_name=name, lora_int_id=i))
+    reg.install(0, {"L0N0": "/"})
+    ex_q = Example("q", "q", "0")
+    _run(ex, reg, [SampleSpec(7, ex_q, 2, -1), SampleSpec(-1, ex_q, 2), SampleSpec(7, ex_q, 2)], "layer")
+    assert engine_seeds[0] == engine_seeds[1] == request_seed(0, -1, "q", 2, "L0N0")
+    assert engine_seeds[2] == request_seed(0, 7, "q", 2, "L0N0") != engine_seeds[0]
