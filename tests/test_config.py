@@ -58,6 +58,7 @@ def test_dump_round_trip(tmp_path):
     ("data.task=file", "data.train_path is required when data.task=file"),
     ("model.name_or_path=./no/such/model", "model.name_or_path=./no/such/model: directory not found"),
     ("trainer.growth=[{at_step: 90, widths: [4,2,1]}]", "must be below trainer.steps="),
+    ("trainer.growth=[{at_step: 28, widths: [4,2,1]}]", "the fade after step 27 ends after trainer.steps=30"),
     ("trainer", "override 'trainer': expected key.path=value"),
 ])
 def test_bad_values_name_the_key(override, message):

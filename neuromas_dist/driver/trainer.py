@@ -86,15 +86,16 @@ class Trainer:
 
         ray.get([w.set_topology.remote(self.widths, edges, self.gate) for w in self.workers])
 
-    def _gate(self, small: Topology, start_step: int) -> GrowthGate | None:
-        """The growth gate of a graph grown from ``small`` at ``start_step`` (None in carry mode)."""
+    def _gate(self, small: Topology, last_small_step: int) -> GrowthGate | None:
+        """The growth gate of a graph grown from ``small`` after step ``last_small_step``
+        (None in carry mode, or with no fade: then every node runs at once)."""
         t = self.cfg.trainer
-        if t.growth_mode != "gated":
+        if t.growth_mode != "gated" or t.growth_fade_steps == 0:
             return None
-        gate = GrowthGate.build(small, self.topology, start_step, t.growth_fade_steps, t.seed)
-        self.say(f"growth gated: samples run the grown graph with share 0 at step {start_step}, "
-                 f"rising to 1 by step {start_step + t.growth_fade_steps}; the rest run {list(small.widths)} "
-                 f"on nodes {', '.join(gate.carried.values())}")
+        gate = GrowthGate.build(small, self.topology, last_small_step, t.growth_fade_steps, t.seed)
+        self.say(f"growth gated: step {last_small_step + 1} runs the grown graph on 1/{t.growth_fade_steps} of "
+                 f"its samples, step {last_small_step + t.growth_fade_steps} on all; the rest run "
+                 f"{list(small.widths)} on nodes {', '.join(gate.carried.values())}")
         return gate
 
     def broadcast(self) -> dict[str, float]:
@@ -115,8 +116,7 @@ class Trainer:
         _, learner_state, _ = load_checkpoint(ckpt)
         extra = learner_state.get("extra", {})
         self.widths = tuple(extra["widths"])
-        if extra.get("gate"):
-            self.gate = self._gate(Topology.build(tuple(extra["gate"]["small"])), int(extra["gate"]["start_step"]))
+        self.gate = GrowthGate.from_dict(extra["gate"]) if extra.get("gate") else None  # as saved, not as configured now
         self.start()
         self.learner.load_checkpoint(ckpt)
         self.step = int(extra["step"])
@@ -125,11 +125,9 @@ class Trainer:
 
     def grow_from_run(self, small_run: Path) -> AdapterSet:
         """Initial adapters of this (larger) topology from a smaller run's final adapters."""
-        small = read_adapter_set(Path(small_run) / "adapters", version=0)
-        small_topo = Topology.build(_widths_of(small.tensors))
-        grown, how = map_adapters(small, small_topo, self.topology)
+        grown, small_topo, how = adapters_from_run(small_run, self.topology)
         self.say(f"growth from {small_run}: {how}")
-        self.gate = self._gate(small_topo, 0)
+        self.gate = self._gate(small_topo, 0)  # step 0 (evaluation only) runs the small graph
         return grown
 
     def _mapped(self, small: AdapterSet, small_topo: Topology, large: Topology) -> AdapterSet:
@@ -153,7 +151,7 @@ class Trainer:
         self.learner.shutdown()
         self.learner = LearnerGroup(self.cfg, self.model_dir, self.topology.names, init_adapters=mapped,
                                     placement_group=self.placement.group)
-        self.gate = self._gate(small_topo, self.step)
+        self.gate = self._gate(small_topo, self.step)  # grow() runs before step at_step: self.step = at_step - 1
         self._set_topology([])
         self.broadcast()
 
@@ -240,7 +238,7 @@ class Trainer:
     def checkpoint(self) -> Path:
         path = self.run_dir / "checkpoints" / f"step_{self.step:06d}"
         cursor = getattr(self, "_cursor_after", self.sampler.state_dict())
-        gate = {"small": list(self.gate.small), "start_step": self.gate.start_step} if self.gate else None
+        gate = self.gate.to_dict() if self.gate else None
         self.learner.save_checkpoint(path, extra={"step": self.step, "sampler": cursor, "widths": list(self.widths),
                                                   "gate": gate})
         return path
@@ -271,10 +269,13 @@ def map_adapters(small: AdapterSet, small_topo: Topology, large: Topology) -> tu
     return grown, "; ".join(describe_growth(mapping).splitlines())
 
 
-def adapters_from_run(small_run: Path, large: Topology) -> tuple[AdapterSet, str]:
-    """:func:`map_adapters` from a finished run's ``adapters/`` (PEFT layout)."""
+def adapters_from_run(small_run: Path, large: Topology) -> tuple[AdapterSet, Topology, str]:
+    """:func:`map_adapters` from a finished run's ``adapters/`` (PEFT layout); also returns
+    the small run's topology."""
     small = read_adapter_set(Path(small_run) / "adapters", version=0)
-    return map_adapters(small, Topology.build(_widths_of(small.tensors)), large)
+    small_topo = Topology.build(_widths_of(small.tensors))
+    grown, how = map_adapters(small, small_topo, large)
+    return grown, small_topo, how
 
 
 def _widths_of(nodes: Any) -> tuple[int, ...]:

@@ -91,8 +91,8 @@ def carried_nodes(small: Topology, large: Topology) -> dict[str, str]:
 
 
 def open_share(step: int, start_step: int, fade_steps: int) -> float:
-    """Share of samples at ``step`` that run the grown graph: 0 at the growth step, then
-    +1/fade_steps per step up to 1 (fade_steps = 0: at once)."""
+    """Share of samples at ``step`` that run the grown graph: 0 up to ``start_step`` (the
+    last step on the small graph), then +1/fade_steps per step up to 1 (fade_steps = 0: at once)."""
     if fade_steps <= 0:
         return 1.0
     return min(1.0, max(0.0, (step - start_step) / fade_steps))
@@ -103,7 +103,7 @@ class GrowthGate(NamedTuple):
 
     small: tuple[int, ...]  # the small graph's widths (a Topology does not pickle; Ray ships gates)
     carried: Mapping[str, str]  # small node -> large node whose adapter serves it
-    start_step: int  # the step the graph grew at (0 for a run grown from another run)
+    start_step: int  # the last step on the small graph (share 0): at_step - 1 in a run, 0 grown from a run
     fade_steps: int
     seed: int
 
@@ -121,3 +121,8 @@ class GrowthGate(NamedTuple):
     def to_dict(self) -> dict:
         return {"small": list(self.small), "carried": dict(self.carried), "start_step": self.start_step,
                 "fade_steps": self.fade_steps, "seed": self.seed}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "GrowthGate":
+        """The gate :meth:`to_dict` saved (a checkpoint's), whatever the config says now."""
+        return cls(tuple(d["small"]), dict(d["carried"]), int(d["start_step"]), int(d["fade_steps"]), int(d["seed"]))

@@ -20,7 +20,8 @@ def test_three_to_seven_carries_the_trained_nodes(tmp_path):
                        {"r": 2, "lora_alpha": 4, "target_modules": ["q_proj"], "peft_type": "LORA",
                         "task_type": "CAUSAL_LM", "base_model_name_or_path": "tiny"})
     write_adapter_set(tmp_path / "adapters", small)
-    grown, how = adapters_from_run(tmp_path, Topology.build((4, 2, 1)))
+    grown, small_topo, how = adapters_from_run(tmp_path, Topology.build((4, 2, 1)))
+    assert small_topo.widths == (2, 1)
     got = {node: float(t[KEY][0, 0]) for node, t in grown.tensors.items()}
     # Aligned from the sink: the old sink stays the sink, the old first layer becomes
     # layer 1, the new front layer starts fresh (absent here: the learner's B = 0 init).

@@ -85,6 +85,10 @@ def test_gate_is_closed_at_growth_open_after_the_fade_and_monotone():
         assert [gate.opens(s, q, k) for s in range(5)] == sorted(gate.opens(s, q, k) for s in range(5))
 
 
-def test_gate_travels_to_ray_actors():
-    gate = GrowthGate.build(Topology.build([2, 1]), Topology.build([4, 2, 1]), 0, 5, 1)
-    assert pickle.loads(pickle.dumps(gate)) == gate
+def test_gate_travels_to_ray_actors_and_through_a_checkpoint():
+    import json
+
+    gate = GrowthGate.build(Topology.build([2, 1]), Topology.build([4, 2, 1]), 9, 5, 1)
+    assert pickle.loads(pickle.dumps(gate)) == gate  # a Topology inside would not pickle (mappingproxy)
+    back = GrowthGate.from_dict(json.loads(json.dumps(gate.to_dict())))
+    assert back == gate and back.opens(10, "q", 0) == gate.opens(10, "q", 0)
