@@ -62,16 +62,23 @@ def ablation_passes(workers: Sequence[Any], examples: Sequence[Any], adapters: A
     return out
 
 
-def sink_scores(table: pa.Table, sink: str, question_ids: Sequence[str]) -> np.ndarray:
-    """Sink rewards as [Q, S] in ``question_ids`` order (S = passes per question)."""
-    rows = table.filter(pc.equal(table["node"], sink)).select(["question_id", "sample_index", "reward"])
-    by_question: dict[str, list[tuple[int, float]]] = {}
-    for qid, k, r in zip(*(rows[c].to_pylist() for c in ("question_id", "sample_index", "reward"))):
-        by_question.setdefault(qid, []).append((k, r))
+def sink_samples(table: pa.Table, sink: str, question_ids: Sequence[str], columns: Sequence[str]
+                 ) -> list[list[tuple]]:
+    """Per question (in ``question_ids`` order), its sink rows' ``columns`` sorted by sample index."""
+    rows = table.filter(pc.equal(table["node"], sink)).select(["question_id", "sample_index", *columns])
+    by_question: dict[str, list[tuple]] = {}
+    for qid, k, *values in zip(*(rows[c].to_pylist() for c in rows.column_names)):
+        by_question.setdefault(qid, []).append((k, *values))
     missing = [q for q in question_ids if q not in by_question]
     if missing:
         raise ValueError(f"{len(missing)} questions have no sink row, e.g. {missing[0]}")
-    return np.array([[r for _, r in sorted(by_question[q])] for q in question_ids], dtype=np.float64)
+    return [[r[1:] for r in sorted(by_question[q], key=lambda r: r[0])] for q in question_ids]
+
+
+def sink_scores(table: pa.Table, sink: str, question_ids: Sequence[str]) -> np.ndarray:
+    """Sink rewards as [Q, S] in ``question_ids`` order (S = passes per question)."""
+    per_question = sink_samples(table, sink, question_ids, ["reward"])
+    return np.array([[r for (r,) in samples] for samples in per_question], dtype=np.float64)
 
 
 def save_table(table: pa.Table | None, path: Path) -> None:

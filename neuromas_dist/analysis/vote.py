@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from neuromas_dist.analysis.evaluation import sink_samples
 
 
 def majority_vote(parsed: Sequence[str | None], rewards: Sequence[float]) -> float:
@@ -32,15 +33,9 @@ def majority_vote(parsed: Sequence[str | None], rewards: Sequence[float]) -> flo
 
 def vote_scores(table: pa.Table, sink: str, question_ids: Sequence[str], k: int) -> np.ndarray:
     """[Q] majority-vote scores from the first ``k`` sampled passes of each question."""
-    rows = table.filter(pc.equal(table["node"], sink)).select(["question_id", "sample_index", "parsed_answer",
-                                                               "reward"])
-    by_question: dict[str, list[tuple[int, str | None, float]]] = {}
-    for qid, i, parsed, reward in zip(*(rows[c].to_pylist() for c in rows.column_names)):
-        by_question.setdefault(qid, []).append((i, parsed, reward))
     out = []
-    for qid in question_ids:
-        samples = sorted(by_question.get(qid, []))[:k]
+    for qid, samples in zip(question_ids, sink_samples(table, sink, question_ids, ["parsed_answer", "reward"])):
         if len(samples) < k:
             raise ValueError(f"question {qid} has {len(samples)} sampled passes, the vote needs {k}")
-        out.append(majority_vote([p for _, p, _ in samples], [r for _, _, r in samples]))
+        out.append(majority_vote([p for p, _ in samples[:k]], [r for _, r in samples[:k]]))
     return np.array(out, dtype=np.float64)
