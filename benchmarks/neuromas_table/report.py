@@ -18,7 +18,8 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         f"`{result['command']}` on {result['machine']}. C = {spec['small_steps']} steps (NeuroMAS-3, single LLM), "
         f"D = {spec['large_steps']} steps (NeuroMAS-7 scratch; each grown arm after growth). Seeds {seeds}; "
         f"{result['questions']} held-out questions. Accuracy: mean over seeds and questions, 95% bootstrap "
-        "interval resampling seeds and questions; per seed in the last column.", "",
+        "interval resampling seeds and questions; per seed in the last column. Training and evaluation took "
+        f"{result['run_wall_s_total'] / 60:.0f} min in all ({len(result['run_wall_s'])} runs, one after another).", "",
         "| row | LLM calls / q | trained LoRA params | steps | accuracy | per seed |",
         "|---|---|---|---|---|---|",
     ]

@@ -123,7 +123,10 @@ def collect(root: Path, spec: TableSpec, matched: Matched) -> dict[str, Any]:
         table[row.key] = _row_entry(root, row, spec, matched, scores[row.key], float(np.mean([p.calls for p in per_seed])))
     diffs = [{"a": a, "b": b, "tests": what, "diff": paired_seeds_diff_ci(scores[a], scores[b]).as_dict()}
              for a, b, what in comparisons(spec)]
-    return {"questions": len(qids or []), "rows": table, "comparisons": diffs}
+    runs = sorted({row.run for row in rows(spec)})
+    walls = {f"{arm}/seed{seed}": _wall(root, arm, seed) for arm in runs for seed in spec.seeds}
+    return {"questions": len(qids or []), "rows": table, "comparisons": diffs,
+            "run_wall_s": walls, "run_wall_s_total": float(sum(walls.values()))}
 
 
 def _row_entry(root: Path, row: Row, spec: TableSpec, matched: Matched, s: np.ndarray, calls: float
