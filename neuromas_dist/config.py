@@ -206,16 +206,15 @@ def _check_growth(cfg: Config) -> None:
     if cfg.trainer.growth and cfg.topology.edges:
         raise ConfigError("trainer.growth needs full connectivity: topology.edges must be empty")
     t = cfg.trainer
-    if t.growth_mode == "gated" and t.growth_fade_steps:
-        # the last small-graph step of each growth: 0 for grow_from, at_step - 1 within the run
-        late = [s for s in ([0] if t.grow_from else []) + [s - 1 for s in steps] if s + t.growth_fade_steps > t.steps]
-        if late:
-            raise ConfigError(f"trainer.growth_fade_steps={t.growth_fade_steps}: the fade after step {late[0]} ends "
-                              f"after trainer.steps={t.steps}, so the final evaluation would run a partly gated graph")
-    grows = bool(cfg.trainer.growth or cfg.trainer.grow_from)
-    if grows and cfg.trainer.growth_mode == "gated" and cfg.rollout.scheduling != "per_sample":
-        raise ConfigError("trainer.growth_mode=gated needs rollout.scheduling=per_sample "
-                          f"(got {cfg.rollout.scheduling})")
+    if t.growth_mode != "gated" or t.growth_fade_steps == 0 or not (t.growth or t.grow_from):
+        return  # no growth gate (trainer._gate builds none either)
+    # the last small-graph step of each growth: 0 for grow_from, at_step - 1 within the run
+    late = [s for s in ([0] if t.grow_from else []) + [s - 1 for s in steps] if s + t.growth_fade_steps > t.steps]
+    if late:
+        raise ConfigError(f"trainer.growth_fade_steps={t.growth_fade_steps}: the fade after step {late[0]} ends "
+                          f"after trainer.steps={t.steps}, so the final evaluation would run a partly gated graph")
+    if cfg.rollout.scheduling != "per_sample":
+        raise ConfigError(f"trainer.growth_mode=gated needs rollout.scheduling=per_sample (got {cfg.rollout.scheduling})")
 
 
 def _check_sampling(cfg: Config) -> None:

@@ -7,15 +7,15 @@ over sampled passes. All rows use the same questions, so any two rows compare pa
 
 from __future__ import annotations
 
-import json
+import functools
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import pyarrow.compute as pc
 
 from benchmarks.neuromas_table.arms import Matched, TableSpec, nodes, run_dir
-from benchmarks.neuromas_table.runner import WALL_FILE
+from benchmarks.neuromas_table.runner import wall_seconds
 from neuromas_dist.analysis.evaluation import sink_scores
 from neuromas_dist.analysis.run_eval import BEFORE, FINAL, load_pass, step_pass_name
 from neuromas_dist.analysis.stats import bootstrap_ci, paired_seeds_diff_ci, seeds_ci
@@ -87,10 +87,11 @@ class Scores(NamedTuple):
     calls: float  # LLM calls per question the pass made (a gated graph at growth runs only its carried nodes)
 
 
-def row_scores(root: Path, row: Row, seed: int, question_ids: Sequence[str] | None) -> Scores:
+def row_scores(root: Path, row: Row, seed: int, question_ids: Sequence[str] | None,
+               load: Callable[[Path, str], Any] = load_pass) -> Scores:
     """One row's per-question scores for one seed, counted from its saved pass."""
     directory = run_dir(root, row.run, seed)
-    loaded = load_pass(directory, row.pass_name)
+    loaded = load(directory, row.pass_name)
     if loaded is None:
         raise FileNotFoundError(f"{directory}: no held-out pass '{row.pass_name}' (did the run finish?)")
     passes, names = loaded
@@ -103,20 +104,16 @@ def row_scores(root: Path, row: Row, seed: int, question_ids: Sequence[str] | No
     return Scores(sink_scores(passes.greedy, _sink(names), qids)[:, 0], qids, passes.greedy.num_rows / len(qids))
 
 
-def _wall(root: Path, arm: str, seed: int) -> float:
-    path = run_dir(root, arm, seed) / WALL_FILE
-    return float(json.loads(path.read_text())["wall_s"]) if path.is_file() else float("nan")
-
-
 def collect(root: Path, spec: TableSpec, matched: Matched) -> dict[str, Any]:
     """Every row's accuracy (pooled and per seed) and every comparison, as one dict."""
     qids: list[str] | None = None
     scores: dict[str, np.ndarray] = {}
     table: dict[str, Any] = {}
+    load = functools.cache(load_pass)  # greedy rows and their votes read the same passes
     for row in rows(spec):
         per_seed = []
         for seed in spec.seeds:
-            got = row_scores(root, row, seed, qids)
+            got = row_scores(root, row, seed, qids, load)
             qids = got.question_ids
             per_seed.append(got)
         scores[row.key] = np.stack([p.scores for p in per_seed])
@@ -124,7 +121,7 @@ def collect(root: Path, spec: TableSpec, matched: Matched) -> dict[str, Any]:
     diffs = [{"a": a, "b": b, "tests": what, "diff": paired_seeds_diff_ci(scores[a], scores[b]).as_dict()}
              for a, b, what in comparisons(spec)]
     runs = sorted({row.run for row in rows(spec)})
-    walls = {f"{arm}/seed{seed}": _wall(root, arm, seed) for arm in runs for seed in spec.seeds}
+    walls = {f"{arm}/seed{seed}": wall_seconds(run_dir(root, arm, seed)) for arm in runs for seed in spec.seeds}
     return {"questions": len(qids or []), "rows": table, "comparisons": diffs,
             "run_wall_s": walls, "run_wall_s_total": float(sum(walls.values()))}
 
@@ -137,7 +134,7 @@ def _row_entry(root: Path, row: Row, spec: TableSpec, matched: Matched, s: np.nd
     return {"label": row.label, "run": row.run, "pass": row.pass_name, "vote": row.vote,
             "llm_calls_per_question": calls, "lora_params": lora, "steps": row.steps,
             "small_steps": row.small_steps, "accuracy": seeds_ci(s).as_dict(),
-            "per_seed": [{"seed": seed, **bootstrap_ci(v).as_dict(), "run_wall_s": _wall(root, row.run, seed)}
+            "per_seed": [{"seed": seed, **bootstrap_ci(v).as_dict(), "run_wall_s": wall_seconds(run_dir(root, row.run, seed))}
                          for seed, v in zip(spec.seeds, s)]}
 
 

@@ -38,13 +38,19 @@ def finished(directory: Path, command: list[str]) -> bool:
     return True
 
 
+def wall_seconds(directory: Path) -> float:
+    """The recorded wall time of a finished table run (nan if it has none)."""
+    path = directory / WALL_FILE
+    return float(json.loads(path.read_text())["wall_s"]) if path.is_file() else float("nan")
+
+
 def run_arm(config: str, arm: Arm, root: Path, seed: int, extra: list[str], say: Callable[[str], None]) -> float:
     """Train one arm for one seed (unless done); returns its wall seconds."""
     directory = run_dir(root, arm.name, seed)
     cmd = [sys.executable, "-m", "neuromas_dist.launch", "--config", config, *extra,
            *arm_overrides(arm, root, seed), "logging.progress=false"]
     if finished(directory, cmd[1:]):
-        return float(json.loads((directory / WALL_FILE).read_text())["wall_s"])
+        return wall_seconds(directory)
     shutil.rmtree(directory, ignore_errors=True)  # an unfinished attempt: start over
     directory.mkdir(parents=True)
     say(f"{arm.name} seed {seed}: {' '.join(cmd[2:])}")
