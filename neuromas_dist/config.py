@@ -150,6 +150,15 @@ class ResourcesConfig:
 
 
 @dataclass(frozen=True)
+class FaultsConfig:
+    max_worker_restarts: int = _f(3, "rollout worker restarts (deaths and hangs, all workers) before the run stops with a checkpoint", lo=0)
+    rollout_deadline_s: float = _f(600.0, "a worker's share of one step must finish within this many seconds, else it is "
+                                   "declared hung, killed and restarted (0 = no deadline)", lo=0.0)
+    restart_timeout_s: float = _f(300.0, "how long a restarted worker may take to come back with its engine and adapters", lo=1.0)
+    max_learner_restarts: int = _f(2, "learner group rebuilds from the last checkpoint (a rank died) before the run stops", lo=0)
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     run_dir: str = _f("", "run directory; empty = runs/<timestamp>")
     tensorboard: bool = _f(True, "write TensorBoard events")
@@ -169,6 +178,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig, metadata={"doc": "training loop"})
     data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "task and data"})
     resources: ResourcesConfig = field(default_factory=ResourcesConfig, metadata={"doc": "Ray placement"})
+    faults: FaultsConfig = field(default_factory=FaultsConfig, metadata={"doc": "restarts and deadlines"})
     logging: LoggingConfig = field(default_factory=LoggingConfig, metadata={"doc": "outputs"})
 
     def validate(self) -> "Config":
@@ -382,7 +392,7 @@ def describe(cls: type = Config, prefix: str = "") -> list[str]:
 
 
 __all__ = [
-    "Config", "ConfigError", "DataConfig", "GrowthStage", "LearnerConfig", "LoggingConfig",
+    "Config", "ConfigError", "DataConfig", "FaultsConfig", "GrowthStage", "LearnerConfig", "LoggingConfig",
     "LoraConfig", "ModelConfig", "ResourcesConfig", "RolloutConfig", "SamplingConfig",
     "TopologyConfig", "TrainerConfig", "describe", "dump_yaml", "load_config",
 ]

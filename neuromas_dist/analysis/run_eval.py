@@ -35,6 +35,11 @@ def step_pass_name(step: int) -> str:
     return f"step_{step:06d}"
 
 
+def step_of_pass(filename: str) -> int:
+    """The step of a saved training-time pass (``step_000015_greedy.parquet`` -> 15)."""
+    return int(filename.split("_")[1])
+
+
 def _tables_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "eval" / "trajectories"
 

@@ -17,14 +17,24 @@ class MetricsLogger:
 
     def __init__(self, run_dir: Path, tensorboard: bool, resume_step: int | None = None):
         self.path = Path(run_dir) / "metrics.jsonl"
-        if resume_step is not None:
-            truncate_after(self.path, resume_step)
+        self._tb_dir = Path(run_dir) / "tensorboard" if tensorboard else None
+        self._file = self._tb = None
+        self._open(resume_step)
+
+    def _open(self, after: int | None) -> None:
+        if after is not None:
+            truncate_after(self.path, after)
         self._file = self.path.open("a")
-        self._tb = None
-        if tensorboard:
+        if self._tb_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+            # purge_step hides events of the steps that will be logged again
+            self._tb = SummaryWriter(log_dir=str(self._tb_dir), purge_step=None if after is None else after + 1)
+
+    def rewind(self, step: int) -> None:
+        """Forget rows after ``step``: the run went back to that step's checkpoint."""
+        self.close()
+        self._open(step)
 
     def log(self, step: int, metrics: Mapping[str, Any]) -> dict[str, Any]:
         row = {"step": step, **{k: _plain(v) for k, v in sorted(metrics.items())}}

@@ -95,10 +95,13 @@ def _ckpt_step(ckpt: Path | None) -> int | None:
 def _train(cfg: Config, trainer: Any, ckpt: Path | None, stop: StopFlag) -> int:
     from ray.exceptions import RayActorError, RayTaskError
 
+    from neuromas_dist.driver.rollouts import WorkersExhausted
+    from neuromas_dist.driver.trainer import LearnerLost
+
     try:
         _setup(cfg, trainer, ckpt)
         _loop(cfg, trainer, stop)
-    except (RayActorError, RayTaskError) as exc:
+    except (RayActorError, RayTaskError, WorkersExhausted, LearnerLost) as exc:
         return _failed(trainer, exc)
     except KeyboardInterrupt:
         say(f"aborted at step {trainer.step}; resume from the last checkpoint with --resume {trainer.run_dir}")
@@ -132,24 +135,45 @@ def _setup(cfg: Config, trainer: Any, ckpt: Path | None) -> None:
 def _loop(cfg: Config, trainer: Any, stop: StopFlag) -> None:
     from tqdm import tqdm
 
+    from neuromas_dist.driver.trainer import LearnerLost
+
     t = cfg.trainer
     growth = {g.at_step: g.widths for g in t.growth}
     bar = tqdm(total=t.steps, initial=trainer.step, disable=not cfg.logging.progress, unit="step",
                dynamic_ncols=True, file=sys.stdout)
     while trainer.step < t.steps and not stop.requested:
-        target = max((s for s in growth if s <= trainer.step + 1), default=None)
-        if target is not None and tuple(growth[target]) != trainer.widths:
-            trainer.grow(tuple(growth[target]))
-        row = trainer.train_step()
-        if trainer.step == t.steps or (t.eval_every and trainer.step % t.eval_every == 0):
-            row.update(trainer.evaluate())  # the last step always evaluates: the "after" number
-        trainer.log.log(trainer.step, row)
-        if t.checkpoint_every and trainer.step % t.checkpoint_every == 0:
-            trainer.checkpoint()
+        try:
+            row = _step(cfg, trainer, growth)
+        except LearnerLost as exc:
+            if trainer.learner_restarts >= cfg.faults.max_learner_restarts:
+                raise LearnerLost(f"{exc} (faults.max_learner_restarts={cfg.faults.max_learner_restarts} used up)") from exc
+            ckpt = trainer.recover_learner(str(exc))
+            trainer.log.rewind(trainer.step)
+            say(f"{exc}; learner rebuilt from {ckpt} ({trainer.learner_restarts}/{cfg.faults.max_learner_restarts}); "
+                f"replaying from step {trainer.step + 1}")
+            bar.reset(total=t.steps)
+            bar.update(trainer.step)
+            continue
         bar.update(1)
         bar.set_postfix(reward=f"{row.get('rollout/reward_mean', float('nan')):.3f}",
                         acc=f"{row['eval/accuracy']:.3f}" if "eval/accuracy" in row else "-")
     bar.close()
+
+
+def _step(cfg: Config, trainer: Any, growth: dict[int, Any]) -> dict[str, Any]:
+    """One step: grow if due, train, evaluate if due, log, checkpoint if due. The row is
+    logged before the checkpoint, so a checkpoint never stands for an unlogged step."""
+    t = cfg.trainer
+    target = max((s for s in growth if s <= trainer.step + 1), default=None)
+    if target is not None and tuple(growth[target]) != trainer.widths:
+        trainer.grow(tuple(growth[target]))
+    row = trainer.train_step()
+    if trainer.step == t.steps or (t.eval_every and trainer.step % t.eval_every == 0):
+        row.update(trainer.evaluate())  # the last step always evaluates: the "after" number
+    trainer.log.log(trainer.step, row)
+    if t.checkpoint_every and trainer.step % t.checkpoint_every == 0:
+        trainer.checkpoint()
+    return row
 
 
 def _finish(cfg: Config, trainer: Any) -> None:
@@ -163,7 +187,7 @@ def _finish(cfg: Config, trainer: Any) -> None:
     summary = _write_summary(trainer, {
         **_eval_summary(final, "after"), **_gain_summary(report), "eval_questions": final["eval/questions"],
         "steps": trainer.step, "topology": list(trainer.widths), "checkpoint": str(path),
-        "adapters": {k: str(v) for k, v in adapters.items()},
+        "adapters": {k: str(v) for k, v in adapters.items()}, **_fault_summary(trainer),
     })
     if cfg.logging.plots:
         plot_run(trainer.run_dir)
@@ -173,6 +197,15 @@ def _finish(cfg: Config, trainer: Any) -> None:
         + (f"; gain {gain:+.3f}, 95% CI [{summary['eval_accuracy_gain_ci'][0]:+.3f}, "
            f"{summary['eval_accuracy_gain_ci'][1]:+.3f}]" if gain is not None else "")
         + f"); report {trainer.run_dir / 'eval' / 'report.md'}")
+
+
+def _fault_summary(trainer: Any) -> dict[str, Any]:
+    """Restarts over the run, and what a checkpoint costs (the final one included)."""
+    costs = trainer.checkpoint_costs
+    return {"worker_restarts": trainer.pool.restarts, "learner_restarts": trainer.learner_restarts,
+            "checkpoints": len(costs),
+            "checkpoint_seconds_mean": sum(c["seconds"] for c in costs) / len(costs) if costs else None,
+            "checkpoint_bytes": costs[-1]["bytes"] if costs else None}
 
 
 def _gain_summary(report: dict[str, Any]) -> dict[str, Any]:

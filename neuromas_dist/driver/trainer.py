@@ -21,6 +21,7 @@ from neuromas_dist.adapters.peft_io import AdapterSet, read_adapter_set, write_a
 from neuromas_dist.config import Config
 from neuromas_dist.driver.metrics import MetricsLogger
 from neuromas_dist.driver.placement import Placement
+from neuromas_dist.driver.rollouts import StepRollout, WorkerPool
 from neuromas_dist.driver.sampler import QuestionSampler
 from neuromas_dist.driver.step_metrics import rollout_metrics
 from neuromas_dist.graph.growth import GrowthGate, describe_growth, growth_mapping
@@ -29,23 +30,8 @@ from neuromas_dist.trajectories.parquet import write_step
 from neuromas_dist.trajectories.schema import concat
 
 
-class Rollout:
-    """One step's rollout in flight: the merged streams of every worker."""
-
-    def __init__(self, step: int, gens: list[Any], cursor: dict[str, Any]):
-        self.step, self.pending, self.cursor = step, list(gens), cursor
-        self.started = time.perf_counter()
-
-    def refs(self):
-        """ObjectRefs of record batches, in the order any worker finishes them."""
-        import ray
-
-        while self.pending:
-            ready, _ = ray.wait(self.pending, num_returns=1)
-            try:
-                yield next(ready[0])
-            except StopIteration:
-                self.pending.remove(ready[0])
+class LearnerLost(RuntimeError):
+    """A learner rank died; the run can rebuild the learner from its last checkpoint."""
 
 
 class Trainer:
@@ -56,15 +42,22 @@ class Trainer:
         self.widths = tuple(cfg.topology.widths)
         self.step = 0
         self.placement = Placement(cfg)
-        self.workers: list[Any] = []
+        self.pool: WorkerPool | None = None
         self.learner: Any = None
+        self.learner_restarts = 0
+        self.checkpoint_costs: list[dict[str, float]] = []  # seconds and bytes of each checkpoint
         self.traj_dir = run_dir / "trajectories" if cfg.logging.save_trajectories else None
-        self.in_flight: deque[Rollout] = deque()
+        self.in_flight: deque[StepRollout] = deque()
         self.last_metrics: dict[str, Any] = {}
         self.last_eval: tuple[int, Any] | None = None  # (step, analysis.evaluation.EvalPass)
         self.gate: GrowthGate | None = None  # set while a gated grown graph fades in
+        self._cursor_after: dict[str, Any] | None = None  # the data cursor a checkpoint of this step resumes from
 
     # ------------------------------------------------------------ setup
+
+    @property
+    def workers(self) -> list[Any]:
+        return self.pool.actors if self.pool is not None else []
 
     @property
     def topology(self) -> Topology:
@@ -76,15 +69,14 @@ class Trainer:
 
         self.learner = LearnerGroup(self.cfg, self.model_dir, self.topology.names, init_adapters=init_adapters,
                                     placement_group=self.placement.group)
-        self.workers = start_workers(self.cfg, model_dir=self.model_dir, task=self.data.task,
-                                     scheduling_strategies=self.placement.rollout_strategies())
+        workers = start_workers(self.cfg, model_dir=self.model_dir, task=self.data.task,
+                                scheduling_strategies=self.placement.rollout_strategies())
+        self.pool = WorkerPool(self.cfg, workers, self.say)
         self._set_topology(list(self.cfg.topology.edges))
         self.broadcast()
 
     def _set_topology(self, edges: list[str]) -> None:
-        import ray
-
-        ray.get([w.set_topology.remote(self.widths, edges, self.gate) for w in self.workers])
+        self.pool.set_topology(self.widths, edges, self.gate)
 
     def _gate(self, small: Topology, last_small_step: int) -> GrowthGate | None:
         """The growth gate of a graph grown from ``small`` after step ``last_small_step``
@@ -100,28 +92,73 @@ class Trainer:
 
     def broadcast(self) -> dict[str, float]:
         """Export the learner's adapters once, hand the same object to every worker."""
-        import ray
-
         t0 = time.perf_counter()
         adapters = self.learner.adapters()
-        ref = ray.put(adapters)
-        ray.get([w.load_adapters.remote(ref) for w in self.workers])
+        self.pool.load_adapters(adapters)
         return {"timing_s/sync": time.perf_counter() - t0, "adapters/version": adapters.version,
                 "adapters/bytes": adapters.nbytes()}
 
     def resume(self, ckpt: Path) -> None:
         """Restore learner, topology, step and data cursor from a checkpoint directory."""
-        from neuromas_dist.learner.checkpoint import load_checkpoint
+        saved = self._graph_from(ckpt)
+        self.start()
+        self._restore(ckpt, saved)
 
-        _, learner_state, _ = load_checkpoint(ckpt)
-        extra = learner_state.get("extra", {})
+    def recover_learner(self, why: str) -> Path:
+        """A learner rank died: rebuild the learner group from the last checkpoint and go
+        back to its step (the caller replays the steps after it). Rollouts in flight are
+        dropped: they were sampled for steps that will be sampled again."""
+        from neuromas_dist.learner.learner import LearnerGroup
+
+        ckpt = latest_checkpoint(self.run_dir)
+        if ckpt is None:
+            raise LearnerLost(f"{why}; no checkpoint to rebuild the learner from (trainer.checkpoint_every)")
+        self.learner_restarts += 1
+        for rollout in self.in_flight:
+            rollout.cancel()
+        self.in_flight.clear()
+        self.learner.shutdown()
+        saved = self._graph_from(ckpt)
+        self.learner = LearnerGroup(self.cfg, self.model_dir, self.topology.names,
+                                    placement_group=self.placement.group)
+        self._set_topology(list(self.cfg.topology.edges))
+        self._restore(ckpt, saved)
+        return ckpt
+
+    def _graph_from(self, ckpt: Path) -> dict[str, Any]:
+        """Topology and growth gate of a checkpoint; returns its learner state."""
+        from neuromas_dist.learner.checkpoint import read_learner_state
+
+        saved = read_learner_state(ckpt)
+        extra = saved.get("extra", {})
         self.widths = tuple(extra["widths"])
         self.gate = GrowthGate.from_dict(extra["gate"]) if extra.get("gate") else None  # as saved, not as configured now
-        self.start()
-        self.learner.load_checkpoint(ckpt)
+        return saved
+
+    def _restore(self, ckpt: Path, saved: dict[str, Any]) -> None:
+        extra = self.learner.load_checkpoint(ckpt)
+        if self.pool.version is not None and self.pool.version >= int(saved["version"]):
+            # The workers hold a newer version than the checkpoint's: its weights get a fresh
+            # number, so one version never names two sets of weights (workers only move forward).
+            self.learner.set_version(self.pool.version + 1)
         self.step = int(extra["step"])
         self.sampler.load_state_dict(extra["sampler"])
+        self._cursor_after = self.sampler.state_dict()
+        self.forget_after(self.step)
         self.broadcast()
+
+    def forget_after(self, step: int) -> None:
+        """Delete outputs of steps after ``step`` (they will be redone): trajectories and
+        held-out passes on disk stay consistent with metrics.jsonl, each step once."""
+        from neuromas_dist.analysis.run_eval import step_of_pass
+
+        if self.traj_dir is not None:
+            for path in self.traj_dir.glob("step_*.parquet"):
+                if int(path.stem.split("_")[1]) > step:
+                    path.unlink()
+        for path in (self.run_dir / "eval" / "trajectories").glob("step_*.parquet"):
+            if step_of_pass(path.name) > step:
+                path.unlink()
 
     def grow_from_run(self, small_run: Path) -> AdapterSet:
         """Initial adapters of this (larger) topology from a smaller run's final adapters."""
@@ -157,34 +194,37 @@ class Trainer:
 
     # ------------------------------------------------------------ steps
 
-    def launch(self, step: int) -> Rollout:
-        from neuromas_dist.rollout.actors import split_examples
-
+    def launch(self, step: int) -> StepRollout:
         cursor = self.sampler.state_dict()
         examples = self.sampler.next_batch(self.cfg.trainer.questions_per_step)
-        gens = [w.rollout.options(num_returns="streaming").remote(step, share, self.cfg.sampling.n_samples)
-                for w, share in zip(self.workers, split_examples(examples, len(self.workers))) if share]
-        return Rollout(step, gens, cursor)
+        return StepRollout(self.pool, step, examples, self.cfg.sampling.n_samples, cursor)
 
     def train_step(self) -> dict[str, Any]:
-        """Run step ``self.step + 1`` to completion; returns its metrics row."""
-        import ray
+        """Run step ``self.step + 1`` to completion; returns its metrics row. Raises
+        LearnerLost when a learner rank dies (see :meth:`recover_learner`)."""
+        from ray.exceptions import RayActorError
 
+        try:
+            return self._train_step()
+        except RayActorError as exc:  # rollout workers' deaths are handled inside StepRollout
+            raise LearnerLost(f"a learner rank died at step {self.step + 1}: {type(exc).__name__}") from exc
+
+    def _train_step(self) -> dict[str, Any]:
         step = self.step + 1
         ahead = self.cfg.trainer.max_staleness if self.cfg.trainer.mode == "async" else 0
         if not self.in_flight:
             self.in_flight.append(self.launch(step))
         rollout = self.in_flight.popleft()
         batches: list[pa.RecordBatch] = []
-        for ref in rollout.refs():
-            self.learner.accumulate(ref)  # ranks start forward/backward on it now
-            batches.append(ray.get(ref))
+        for handle, batch in rollout.batches():
+            self.learner.accumulate(handle)  # ranks start forward/backward on it now
+            batches.append(batch)
         t_rollout = time.perf_counter() - rollout.started
         t_learn0 = time.perf_counter()
         finish = self.learner.finish_step_async()
         while len(self.in_flight) < ahead and self._same_stage(step, step + 1 + len(self.in_flight)):
             self.in_flight.append(self.launch(step + 1 + len(self.in_flight)))  # overlaps the update
-        learner_metrics = ray.get(finish)[0]
+        learner_metrics = self.learner.gather(finish)
         t_learn = time.perf_counter() - t_learn0
         sync = self.broadcast()
         self.step = step
@@ -192,7 +232,9 @@ class Trainer:
         if self.traj_dir is not None:
             write_step(self.traj_dir, step, batches)
         table = concat(batches)
-        return {**rollout_metrics(table, self.topology.sink), **learner_metrics, **sync,
+        return {**rollout_metrics(table, self.topology.sink), **learner_metrics, **sync, **rollout.faults,
+                "faults/worker_restarts_total": self.pool.restarts,
+                "faults/learner_restarts_total": self.learner_restarts,
                 "timing_s/rollout": t_rollout, "timing_s/learn_tail": t_learn,
                 "timing_s/step": time.perf_counter() - rollout.started}
 
@@ -236,11 +278,19 @@ class Trainer:
     # ------------------------------------------------------------ checkpoints and outputs
 
     def checkpoint(self) -> Path:
+        from ray.exceptions import RayActorError
+
+        t0 = time.perf_counter()
         path = self.run_dir / "checkpoints" / f"step_{self.step:06d}"
-        cursor = getattr(self, "_cursor_after", self.sampler.state_dict())
+        cursor = self._cursor_after or self.sampler.state_dict()
         gate = self.gate.to_dict() if self.gate else None
-        self.learner.save_checkpoint(path, extra={"step": self.step, "sampler": cursor, "widths": list(self.widths),
-                                                  "gate": gate})
+        try:
+            self.learner.save_checkpoint(path, extra={"step": self.step, "sampler": cursor,
+                                                      "widths": list(self.widths), "gate": gate})
+        except RayActorError as exc:
+            raise LearnerLost(f"a learner rank died while checkpointing step {self.step}") from exc
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        self.checkpoint_costs.append({"seconds": time.perf_counter() - t0, "bytes": size})
         return path
 
     def save_adapters(self, name: str = "adapters") -> dict[str, Path]:

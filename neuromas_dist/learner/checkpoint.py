@@ -76,12 +76,18 @@ def save_checkpoint(path: str | os.PathLike, rank_states: Sequence[Mapping[str, 
     return path
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[AdapterSet, dict[str, Any], list[dict[str, Any]]]:
-    """(adapters, learner state incl. ``extra``, per-rank states) of a checkpoint directory."""
+def read_learner_state(path: str | os.PathLike) -> dict[str, Any]:
+    """The learner scalars of a checkpoint (version, baselines, ``extra``), without its tensors."""
     path = Path(path)
     if not (path / STATE_NAME).is_file():
         raise FileNotFoundError(f"{path}: not a learner checkpoint (missing {STATE_NAME})")
-    learner = json.loads((path / STATE_NAME).read_text())
+    return json.loads((path / STATE_NAME).read_text())
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[AdapterSet, dict[str, Any], list[dict[str, Any]]]:
+    """(adapters, learner state incl. ``extra``, per-rank states) of a checkpoint directory."""
+    path = Path(path)
+    learner = read_learner_state(path)
     adapters = read_adapter_set(path / "adapters", int(learner["version"]))
     ranks = []
     for r in range(int(learner["world_size"])):

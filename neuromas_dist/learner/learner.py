@@ -78,12 +78,31 @@ class LearnerGroup:
         """Apply the step on all ranks; rank 0's metrics. Raises LogprobGapError on a large gap."""
         import ray
 
-        return ray.get(self.finish_step_async())[0]
+        return self.gather(self.finish_step_async())
 
     def finish_step_async(self) -> list[Any]:
         """Like finish_step, but returns the ranks' ObjectRefs at once (rank 0's first), so
         the driver can launch the next rollout while the update runs (async mode)."""
         return [rank.finish_step.remote() for rank in self.ranks]
+
+    def gather(self, refs: list[Any]) -> dict[str, float]:
+        """Rank 0's result of ``finish_step_async``. Waits on every rank, failing as soon as
+        any fails: a dead rank leaves the others blocked in a collective, so waiting on
+        rank 0 first would wait for ever."""
+        import ray
+
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            ray.get(ready[0])
+        return ray.get(refs[0])
+
+    def set_version(self, version: int) -> None:
+        """Renumber the current adapters (a learner rebuilt from a checkpoint whose version
+        the rollout workers have already moved past)."""
+        import ray
+
+        ray.get([rank.set_version.remote(version) for rank in self.ranks])
 
     def train_step(self, batches: Iterable[Any]) -> dict[str, float]:
         """accumulate() each batch, ObjectRefs in the order they become ready, then finish_step()."""

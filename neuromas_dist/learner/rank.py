@@ -534,6 +534,9 @@ class LearnerRank:
             out.append(lp[0, :len(r.response)].float().cpu().tolist())
         return out
 
+    def set_version(self, version: int) -> None:
+        self.version = int(version)
+
     def info(self) -> dict[str, Any]:
         return {"rank": self.rank, "world_size": self.world_size, "version": self.version,
                 "skipped_steps": self.skipped_steps, "nodes": list(self.nodes)}

@@ -15,8 +15,13 @@ from neuromas_dist.rollout.worker import RolloutWorker
 
 
 def actor_options(cfg: Config) -> dict[str, Any]:
-    """Ray resources of one worker; vLLM's engine core runs as a child of the actor."""
-    opts: dict[str, Any] = {"num_cpus": cfg.resources.rollout_cpus, "max_concurrency": 1000}
+    """Ray resources of one worker; vLLM's engine core runs as a child of the actor.
+
+    Ray restarts a dead worker from its constructor arguments; calls that were running
+    are not retried (``max_task_retries=0``): the driver knows which samples were lost
+    and redoes exactly those (driver.rollouts)."""
+    opts: dict[str, Any] = {"num_cpus": cfg.resources.rollout_cpus, "max_concurrency": 1000,
+                            "max_restarts": cfg.faults.max_worker_restarts, "max_task_retries": 0}
     if cfg.resources.rollout_gpus > 0:
         opts["num_gpus"] = cfg.resources.rollout_gpus
     return opts

@@ -48,6 +48,11 @@ def call_flags(result: SampleResult) -> Counter:
     return flags
 
 
+def sample_id(question_id: Any, sample_index: int) -> str:
+    """The contract's ``sample_id``: unique within a step (a step never holds a question twice)."""
+    return f"{question_id}#{sample_index}"
+
+
 def sample_rows(result: SampleResult, scored: Scored, topology: Topology, worker_id: int
                 ) -> list[TrajectoryRow]:
     """One row per node that ran in ``result``, in topology order (a sample gated to the
@@ -60,7 +65,7 @@ def sample_rows(result: SampleResult, scored: Scored, topology: Topology, worker
             continue
         rows.append(TrajectoryRow(
             step=spec.step,
-            sample_id=f"{spec.example.id}#{spec.sample_index}",
+            sample_id=sample_id(spec.example.id, spec.sample_index),
             question_id=str(spec.example.id),
             sample_index=spec.sample_index,
             node=node.name,

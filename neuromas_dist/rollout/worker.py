@@ -9,9 +9,12 @@ the caller through the object store as samples finish.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import tempfile
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
@@ -71,6 +74,7 @@ class RolloutWorker:
         self._start_lock: asyncio.Lock | None = None
         self.gate: Any = None  # graph.growth.GrowthGate while a grown graph fades in
         self._drops: set[asyncio.Task] = set()
+        self.incarnation = uuid.uuid4().hex  # new after every (Ray) restart of this worker
 
     # ------------------------------------------------------------ lifecycle
 
@@ -111,6 +115,25 @@ class RolloutWorker:
         zero = zero_adapter_set(self.model_dir, self.topology.names, self.cfg.lora, seed=self.cfg.trainer.seed,
                                 trust_remote_code=self.cfg.model.trust_remote_code)
         return zero._replace(version=PLACEHOLDER_VERSION)
+
+    def process_ids(self) -> dict[str, Any]:
+        """This worker's process and its engine's processes (vLLM's EngineCore and workers):
+        what fault injection kills, and what :meth:`kill_engine` stops."""
+        import psutil
+
+        return {"incarnation": self.incarnation, "actor": os.getpid(),
+                "engine": [c.pid for c in psutil.Process().children(recursive=True)]}
+
+    def kill_engine(self) -> int:
+        """SIGKILL the engine's processes (a hung engine cannot be shut down politely, and a
+        stopped one would outlive this actor). Returns how many were signalled."""
+        pids = self.process_ids()["engine"]
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return len(pids)
 
     async def shutdown(self) -> None:
         if self._engine is not None:
@@ -174,12 +197,15 @@ class RolloutWorker:
         return SamplingPolicy(0.0 if greedy else s.temperature, 1.0 if greedy else s.top_p,
                               s.max_new_tokens, self.cfg.trainer.seed)
 
-    async def rollout(self, step: int, examples: Sequence[Any], n_samples: int | None = None
-                      ) -> AsyncIterator[pa.RecordBatch]:
-        """Sample every example ``n_samples`` times; yield record batches as samples finish."""
+    async def rollout(self, step: int, examples: Sequence[Any], n_samples: int | None = None,
+                      indices: Sequence[Sequence[int]] | None = None) -> AsyncIterator[pa.RecordBatch]:
+        """Sample every example ``n_samples`` times (or, with ``indices``, only the listed
+        sample indices of each example: a restarted worker redoing what was lost); yield
+        record batches of whole samples as they finish."""
         await self.start()
         n = n_samples or self.cfg.sampling.n_samples
-        specs = [SampleSpec(step, ex, k) for ex in examples for k in range(n)]
+        ks = indices if indices is not None else [range(n)] * len(examples)
+        specs = [SampleSpec(step, ex, k) for ex, kk in zip(examples, ks) for k in kk]
         async for batch in self._run(specs, self._policy(greedy=False), self.cfg.rollout.scheduling):
             yield batch
 

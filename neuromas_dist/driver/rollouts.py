@@ -1,0 +1,212 @@
+"""Rollout workers that die or hang, and steps assembled exactly once despite them.
+
+``WorkerPool`` owns the rollout actors and what a restarted one must be told again (the
+topology and the current adapters). Ray restarts a dead actor (``max_restarts``) from its
+constructor arguments; the pool waits for the new incarnation and reloads it before it
+gets work, so a restarted worker never samples from its placeholder zero adapters.
+
+``StepRollout`` is one step's rollout: it knows which worker owns which (question,
+sample) and which samples have arrived, keyed by ``sample_id``. A worker that fails
+(actor death, engine death, a batch that cannot be fetched, or no end by the deadline)
+is restarted and given exactly the samples that never arrived; rows of a sample that did
+arrive are kept, and a sample arriving twice is dropped the second time. So a step holds
+exactly one row per (question, sample, node) that ran, whatever died in between.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any, Callable, Iterator, Sequence
+
+import pyarrow as pa
+
+from neuromas_dist.config import Config
+from neuromas_dist.rollout.rows import sample_id
+
+
+class WorkersExhausted(RuntimeError):
+    """More rollout worker failures than ``faults.max_worker_restarts`` allows."""
+
+
+class WorkerPool:
+    def __init__(self, cfg: Config, actors: list[Any], say: Callable[[str], None]):
+        import ray
+
+        self.cfg, self.actors, self.say = cfg, actors, say
+        self.restarts = 0
+        # Which process each worker is: a restart must not kill a worker Ray already restarted.
+        self.incarnations = [p["incarnation"] for p in ray.get([a.process_ids.remote() for a in actors])]
+        self._topology: tuple[Any, ...] | None = None
+        self._adapters: Any = None  # ObjectRef of the AdapterSet every worker holds now
+        self.version: int | None = None  # its version: workers only ever move forward from it
+
+    def set_topology(self, widths: Sequence[int], edges: Sequence[str], gate: Any) -> None:
+        import ray
+
+        self._topology = (tuple(widths), list(edges), gate)
+        ray.get([w.set_topology.remote(*self._topology) for w in self.actors])
+
+    def load_adapters(self, adapters: Any) -> None:
+        import ray
+
+        self._adapters = ray.put(adapters)
+        self.version = adapters.version
+        ray.get([w.load_adapters.remote(self._adapters) for w in self.actors])
+
+    def restart(self, i: int, why: str, hung: bool = False) -> None:
+        """Bring worker ``i`` back: kill it if its process is still the one that failed (a hung
+        or engine-dead worker), wait for Ray's restart, reload topology and adapters. Raises
+        WorkersExhausted past the configured budget."""
+        import ray
+
+        f = self.cfg.faults
+        self.restarts += 1
+        if self.restarts > f.max_worker_restarts:
+            raise WorkersExhausted(f"rollout worker {i} failed ({why}) after {f.max_worker_restarts} restarts "
+                                   f"(faults.max_worker_restarts)")
+        self.say(f"rollout worker {i}: {why}; restarting it ({self.restarts}/{f.max_worker_restarts})")
+        actor, failed = self.actors[i], self.incarnations[i]
+        if hung or self._incarnation(i, timeout=5.0) == failed:
+            try:  # a hung engine would outlive its actor (a stopped process ignores its parent's death)
+                ray.get(actor.kill_engine.remote(), timeout=10)
+            except Exception:  # noqa: BLE001 - the actor may be as stuck as its engine
+                pass
+            ray.kill(actor, no_restart=False)
+        deadline = time.monotonic() + f.restart_timeout_s
+        while (now := self._incarnation(i, timeout=max(1.0, deadline - time.monotonic()))) in (None, failed):
+            if time.monotonic() > deadline:
+                raise WorkersExhausted(f"rollout worker {i} did not come back within {f.restart_timeout_s:.0f} s "
+                                       f"(faults.restart_timeout_s)")
+            time.sleep(0.5)
+        self.incarnations[i] = now
+        if self._topology is not None:
+            ray.get(actor.set_topology.remote(*self._topology), timeout=f.restart_timeout_s)
+        if self._adapters is not None:
+            ray.get(actor.load_adapters.remote(self._adapters), timeout=f.restart_timeout_s)
+
+    def _incarnation(self, i: int, timeout: float) -> str | None:
+        import ray
+
+        try:
+            return ray.get(self.actors[i].process_ids.remote(), timeout=timeout)["incarnation"]
+        except Exception:  # noqa: BLE001 - dead, restarting or stuck: no answer is the answer
+            return None
+
+
+class _Stream:
+    def __init__(self, worker: int, gen: Any, work: list[tuple[Any, list[int]]], deadline_s: float):
+        self.worker, self.gen, self.work = worker, gen, work
+        self.deadline = time.monotonic() + deadline_s if deadline_s > 0 else float("inf")
+
+
+class StepRollout:
+    """One step's rollout in flight over the pool's workers (see module doc)."""
+
+    def __init__(self, pool: WorkerPool, step: int, examples: Sequence[Any], n_samples: int,
+                 cursor: dict[str, Any]):
+        from neuromas_dist.rollout.actors import split_examples
+
+        self.pool, self.step, self.n, self.cursor = pool, step, n_samples, cursor
+        self.started = time.perf_counter()
+        self.expected = {sample_id(ex.id, k) for ex in examples for k in range(n_samples)}
+        self.received: set[str] = set()
+        self.faults: Counter = Counter()
+        self.streams: list[_Stream] = []
+        for i, share in enumerate(split_examples(examples, len(pool.actors))):
+            if share:
+                self._launch(i, [(ex, list(range(n_samples))) for ex in share])
+
+    def _launch(self, i: int, work: list[tuple[Any, list[int]]]) -> None:
+        gen = self.pool.actors[i].rollout.options(num_returns="streaming").remote(
+            self.step, [ex for ex, _ in work], self.n, [ks for _, ks in work])
+        self.streams.append(_Stream(i, gen, work, self.pool.cfg.faults.rollout_deadline_s))
+
+    def batches(self) -> Iterator[tuple[Any, pa.RecordBatch]]:
+        """(what to hand the learner, the batch) for every batch of new samples, in the order
+        they finish; the first item is the batch's ObjectRef unless rows had to be dropped."""
+        import ray
+
+        while self.streams:
+            timeout = max(0.0, min(s.deadline for s in self.streams) - time.monotonic())
+            ready, _ = ray.wait([s.gen for s in self.streams], num_returns=1,
+                                timeout=None if timeout == float("inf") else timeout)
+            if not ready:
+                for s in [s for s in self.streams if time.monotonic() >= s.deadline]:
+                    self.faults["faults/hung_workers"] += 1
+                    self._fail(s, f"no end within faults.rollout_deadline_s={self.pool.cfg.faults.rollout_deadline_s:g} s",
+                               hung=True)
+                continue
+            stream = next(s for s in self.streams if s.gen is ready[0])
+            item = self._next(stream)
+            if item is not None:
+                yield item
+        missing = self.expected - self.received
+        if missing:  # a bug, not a fault: every failure above re-runs what its worker lost
+            raise RuntimeError(f"step {self.step}: {len(missing)} samples never arrived, e.g. {sorted(missing)[:3]}")
+
+    def _next(self, stream: _Stream) -> tuple[Any, pa.RecordBatch] | None:
+        import ray
+        from ray.exceptions import RayError
+
+        try:
+            ref = next(stream.gen)
+            batch = ray.get(ref)
+        except StopIteration:
+            self.streams.remove(stream)
+            if self._lost(stream.work):  # ended without error yet short: redo what is missing
+                self._fail(stream, "its stream ended early", removed=True)
+            return None
+        except RayError as exc:
+            self._fail(stream, _short(exc))
+            return None
+        keys = batch.column("sample_id").to_pylist()
+        fresh = [k not in self.received for k in keys]
+        self.received.update(keys)
+        if all(fresh):
+            return ref, batch
+        self.faults["faults/duplicate_rows_dropped"] += fresh.count(False)
+        kept = batch.filter(pa.array(fresh))
+        return (kept, kept) if kept.num_rows else None
+
+    def _lost(self, work: list[tuple[Any, list[int]]]) -> list[tuple[Any, list[int]]]:
+        out = []
+        for ex, ks in work:
+            left = [k for k in ks if sample_id(ex.id, k) not in self.received]
+            if left:
+                out.append((ex, left))
+        return out
+
+    def _fail(self, stream: _Stream, why: str, hung: bool = False, removed: bool = False) -> None:
+        if not removed:
+            self.streams.remove(stream)
+        _cancel(stream.gen)
+        self.pool.restart(stream.worker, f"step {self.step}: {why}", hung=hung)
+        self.faults["faults/worker_restarts"] += 1
+        lost = self._lost(stream.work)
+        if lost:
+            self.faults["faults/rerun_questions"] += len(lost)
+            self.faults["faults/rerun_samples"] += sum(len(ks) for _, ks in lost)
+            self._launch(stream.worker, lost)
+
+    def cancel(self) -> None:
+        """Abandon the step (the learner went back to a checkpoint): stop every stream."""
+        for s in self.streams:
+            _cancel(s.gen)
+        self.streams = []
+
+
+def _cancel(gen: Any) -> None:
+    import ray
+
+    try:
+        ray.cancel(gen)
+    except Exception:  # noqa: BLE001 - a finished or dead stream has nothing to cancel
+        pass
+
+
+def _short(exc: Exception) -> str:
+    root = getattr(exc, "cause", None) or exc
+    text = str(root).strip().splitlines()
+    return f"{type(root).__name__}: {text[-1][:200] if text else ''}"
+
