@@ -46,10 +46,10 @@ def wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
         time.sleep(0.5)
 
 
-def disturb_after_step_1(run_dir: Path, steps: int, disturb) -> tuple[int, str]:
+def disturb_after_step_1(run_dir: Path, steps: int, disturb, *overrides: str) -> tuple[int, str]:
     """Launch a run, call ``disturb(proc)`` once step 1 is logged; (exit code, output)."""
     proc = subprocess.Popen(launch("--run-dir", str(run_dir), *SMALL, f"trainer.steps={steps}",
-                                   "trainer.checkpoint_every=0"),
+                                   "trainer.checkpoint_every=0", *overrides),
                             cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(lambda: 1 in steps_logged(run_dir), 400, proc)
@@ -87,9 +87,11 @@ def kill_rollout_workers(proc: subprocess.Popen) -> None:
         w.kill()
 
 
-def test_a_dead_rollout_worker_stops_the_run_with_a_checkpoint_and_one_line(tiny_model_dir, tmp_path):
+def test_a_worker_death_past_the_restart_budget_stops_the_run_with_a_checkpoint_and_one_line(tiny_model_dir, tmp_path):
+    """With restarts allowed a dead worker is replaced (tests/faults); with none left the
+    run stops as a person can act on it."""
     run_dir = tmp_path / "run"
-    code, out = disturb_after_step_1(run_dir, 50, kill_rollout_workers)
+    code, out = disturb_after_step_1(run_dir, 50, kill_rollout_workers, "faults.max_worker_restarts=0")
     assert code == 1, out[-3000:]
     failed = [line for line in out.splitlines() if "failed at step" in line]
     assert len(failed) == 1 and f"--resume {run_dir}" in failed[0] and "checkpoint " in failed[0]

@@ -14,7 +14,7 @@ import pytest
 
 from neuromas_dist.config import load_config
 
-from conftest import kill
+from fault_helpers import kill
 
 pytestmark = [pytest.mark.ray, pytest.mark.vllm, pytest.mark.faults]
 

@@ -1,0 +1,90 @@
+"""Faults of the run as a whole, launched as a user launches it: a learner rank killed
+(the driver rebuilds the learner from the last checkpoint and replays), then the launcher
+itself killed with SIGKILL and resumed, in sync and in async mode. Afterwards the run
+holds every step once: in metrics.jsonl, in trajectories/ (one row per question, sample
+and node), and with the questions the uninterrupted run would have drawn."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from fault_helpers import descendants, kill_tree, launch, steps_logged, wait_for
+
+pytestmark = [pytest.mark.ray, pytest.mark.vllm, pytest.mark.faults]
+
+QUESTIONS, SAMPLES, NODES, STEPS = 4, 2, 3, 5
+RUN = [f"trainer.questions_per_step={QUESTIONS}", f"sampling.n_samples={SAMPLES}", "sampling.max_new_tokens=24",
+       "data.n_eval=8", "data.n_train=10", "logging.progress=false", f"trainer.steps={STEPS}",
+       "trainer.checkpoint_every=1", "trainer.eval_every=0", "trainer.eval_samples=0",
+       "trainer.final_ablation=false", "logging.plots=false"]
+# n_train=10 with 4 questions per step: steps 3 and 5 cross an epoch of the sampler.
+
+
+def expected_questions(run_dir: Path) -> list[list[str]]:
+    from neuromas_dist.config import load_config
+    from neuromas_dist.driver.sampler import QuestionSampler
+    from neuromas_dist.tasks.data import load_task_data
+
+    cfg = load_config(run_dir / "config.yaml")
+    sampler = QuestionSampler(load_task_data(cfg.data).train, cfg.trainer.seed)
+    return [sorted(str(ex.id) for ex in sampler.next_batch(QUESTIONS)) for _ in range(STEPS)]
+
+
+def assert_every_step_once(run_dir: Path) -> None:
+    assert steps_logged(run_dir) == list(range(STEPS + 1))  # step 0 is the "before" evaluation
+    files = sorted((run_dir / "trajectories").glob("step_*.parquet"))
+    assert [f.name for f in files] == [f"step_{k:06d}.parquet" for k in range(1, STEPS + 1)]
+    for k, (path, want) in enumerate(zip(files, expected_questions(run_dir)), start=1):
+        table = pq.read_table(path, columns=["step", "sample_id", "question_id", "node"]).to_pylist()
+        keys = [(r["sample_id"], r["node"]) for r in table]
+        assert len(keys) == len(set(keys)) == QUESTIONS * SAMPLES * NODES, path
+        assert {r["step"] for r in table} == {k}
+        assert sorted({r["question_id"] for r in table}) == want, f"step {k} drew other questions"
+
+
+def resume(run_dir: Path) -> str:
+    proc = launch("--resume", str(run_dir))
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    assert "Traceback" not in out
+    return out
+
+
+def test_learner_rank_death_then_driver_death_in_sync_mode(tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "sync"
+    proc = launch("--run-dir", str(run_dir), *RUN)
+    try:
+        wait_for(lambda: 1 in steps_logged(run_dir), 400, proc)
+        (rank,) = descendants(proc, "LearnerRank")
+        rank.kill()
+        wait_for(lambda: 3 in steps_logged(run_dir), 400, proc)
+    finally:
+        kill_tree(proc)
+    out = proc.stdout.read()
+    assert "learner rebuilt from" in out and "replaying from step" in out, out[-3000:]
+    rows = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        import json
+
+        row = json.loads(line)
+        rows[row["step"]] = row
+    assert max(r.get("faults/learner_restarts_total", 0) for r in rows.values()) == 1
+    resume(run_dir)
+    assert_every_step_once(run_dir)
+
+
+def test_driver_death_in_async_mode_loses_no_rollout(tiny_model_dir, tmp_path):
+    """Killed while step 3's rollout was in flight (sampled during step 2's update): on
+    resume that rollout is sampled again from the checkpoint's cursor, never counted twice."""
+    run_dir = tmp_path / "async"
+    proc = launch("--run-dir", str(run_dir), *RUN, "trainer.mode=async", "trainer.max_staleness=1")
+    try:
+        wait_for(lambda: 2 in steps_logged(run_dir), 400, proc)
+    finally:
+        kill_tree(proc)
+    resume(run_dir)
+    assert_every_step_once(run_dir)
