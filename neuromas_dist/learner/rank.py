@@ -42,7 +42,8 @@ from neuromas_dist.learner import algos
 
 # Per-node statistics summed over ranks; their order fixes the all-reduce layout.
 NODE_STATS = ("rows", "reward_sum", "adv_known_sum", "tokens", "onpolicy_tokens", "gap_sum", "kl_sum",
-              "stale_tokens", "iw_sum", "loss_known", "loss_one", "denom", "input_tokens")
+              "stale_tokens", "iw_sum", "loss_known", "loss_one", "denom", "input_tokens",
+              "stale_checked_tokens", "stale_gap_sum")
 
 
 class LogprobGapError(RuntimeError):
@@ -150,6 +151,9 @@ class LearnerRank:
         self.ema: dict[str, float] = {}
         self.temperature = float(cfg.sampling.temperature)
         self.top_p = float(cfg.sampling.top_p)
+        # Adapters of the last few versions (small): stale rows are re-scored under the
+        # version that sampled them, so the logprob-gap guard stays armed in async mode.
+        self._history: dict[int, list[torch.Tensor]] = {}
 
     # ------------------------------------------------------------ setup
 
@@ -191,7 +195,18 @@ class LearnerRank:
         self.module = self.engine.module
         self.module.train()
         self.device = next(self.module.parameters()).device
+        self._remember_version()
         self._reset_step()
+
+    def _remember_version(self, forget_older: bool = False) -> None:
+        """Keep the current adapters under the current version; drop versions no row can
+        still carry (older than ``trainer.max_staleness`` behind), or all with ``forget_older``."""
+        if forget_older:
+            self._history.clear()
+        self._history[self.version] = [p.detach().clone() for p in self._all_params]
+        oldest = self.version - max(int(self.cfg.trainer.max_staleness), 1)
+        for v in [v for v in self._history if v < oldest]:
+            del self._history[v]
 
     # ------------------------------------------------------------ streaming
 
@@ -203,6 +218,7 @@ class LearnerRank:
         self._stats = {n: dict.fromkeys(NODE_STATS, 0.0) for n in self.nodes}
         self._busy_s = 0.0
         self._local_bad = False
+        self._stale_checks: dict[str, list[Row]] = defaultdict(list)
 
     def accumulate(self, batch: Any) -> int:
         """Take one trajectory batch (or ObjectRef resolved by Ray); returns rows kept by this rank."""
@@ -302,6 +318,7 @@ class LearnerRank:
         for i, r in enumerate(rows):
             beh[i, :len(r.logprobs)] = torch.tensor(r.logprobs, dtype=torch.float32)
         stale = torch.tensor([r.version != self.version for r in rows], device=dev)
+        self._pick_stale_checks(node, [r for r in rows if r.version != self.version])
         w = algos.importance_weights(lp, beh, stale, self.cfg.learner.importance_cap) * mask
         coef = algos.token_coefficients(mask, norm)
         adv = torch.tensor([r.adv_known for r in rows], device=dev)
@@ -314,6 +331,37 @@ class LearnerRank:
                 self._g_one = [torch.zeros_like(g) for g in self._g_known]
             self._add_grads(node, terms_one, self._g_one, retain=False)
         self._count(node, rows, lp, beh, mask, stale, w, terms_known, terms_one)
+
+    def _pick_stale_checks(self, node: str, stale_rows: list[Row]) -> None:
+        room = self.cfg.learner.stale_check_rows - len(self._stale_checks[node])
+        known = [r for r in stale_rows if r.version in self._history]
+        self._stale_checks[node].extend(known[:max(room, 0)])
+
+    @torch.no_grad()
+    def _score_stale_checks(self) -> None:
+        """Re-score the picked stale rows under the adapters of the version that sampled
+        them: with those weights swapped in, the gap is as small as an on-policy row's
+        unless the rollout served something else (a wrong or zero adapter)."""
+        current = [p.detach().clone() for p in self._all_params]
+        try:
+            for node, rows in self._stale_checks.items():
+                for version in sorted({r.version for r in rows}):
+                    subset = [r for r in rows if r.version == version and r.response]
+                    if not subset:
+                        continue
+                    for p, old in zip(self._all_params, self._history[version]):
+                        p.data.copy_(old)
+                    self._activate(node)
+                    lp, mask = self._logprobs(subset)
+                    beh = torch.zeros_like(lp)
+                    for i, r in enumerate(subset):
+                        beh[i, :len(r.logprobs)] = torch.tensor(r.logprobs, dtype=torch.float32)
+                    gap, _, tokens = algos.logprob_gap(lp, beh, mask)
+                    self._stats[node]["stale_gap_sum"] += gap
+                    self._stats[node]["stale_checked_tokens"] += tokens
+        finally:
+            for p, now in zip(self._all_params, current):
+                p.data.copy_(now)
 
     def _add_grads(self, node: str, loss: torch.Tensor, into: list[torch.Tensor], retain: bool) -> None:
         params = self.params[node]
@@ -356,6 +404,7 @@ class LearnerRank:
         try:
             self._release_complete_questions(force=True)
             self._run_full_micro_batches(force=True)
+            self._score_stale_checks()
             totals, bad = self._reduce_stats()
             consts = self._step_constants(totals)
             self._check_gap(totals)
@@ -374,6 +423,7 @@ class LearnerRank:
             busy = self._reduce_max(self._busy_s)
             metrics = self._metrics(totals, consts, grad_norm, busy)
             self.version += 1
+            self._remember_version()
             return metrics
         finally:
             self._reset_step()
@@ -410,11 +460,12 @@ class LearnerRank:
         bound = self.cfg.learner.max_logprob_gap
         bad = []
         for node, s in totals.items():
-            if s["onpolicy_tokens"] > 0:
-                gap = s["gap_sum"] / s["onpolicy_tokens"]
-                if math.isfinite(gap) and gap > bound:
-                    bad.append(f"{node} (mean |learner - rollout| = {gap:.4f} over "
-                               f"{int(s['onpolicy_tokens'])} on-policy tokens)")
+            for kind, gap_sum, tokens in (("on-policy", s["gap_sum"], s["onpolicy_tokens"]),
+                                          ("stale, re-scored under their own version", s["stale_gap_sum"],
+                                           s["stale_checked_tokens"])):
+                gap = gap_sum / tokens if tokens > 0 else 0.0
+                if tokens > 0 and math.isfinite(gap) and gap > bound:
+                    bad.append(f"{node} (mean |learner - rollout| = {gap:.4f} over {int(tokens)} {kind} tokens)")
         if bad:
             raise LogprobGapError(
                 f"logprob gap above learner.max_logprob_gap={bound} at adapter version {self.version} "
@@ -469,6 +520,8 @@ class LearnerRank:
             m[f"node/{node}/logprob_gap"] = s["gap_sum"] / on if on else float("nan")
             m[f"node/{node}/kl"] = s["kl_sum"] / on if on else float("nan")
             m[f"node/{node}/stale_token_frac"] = s["stale_tokens"] / max(s["tokens"], 1.0)
+            if s["stale_checked_tokens"]:
+                m[f"node/{node}/logprob_gap_stale"] = s["stale_gap_sum"] / s["stale_checked_tokens"]
             if s["stale_tokens"]:
                 m[f"node/{node}/importance_weight_mean"] = s["iw_sum"] / s["stale_tokens"]
             if self.cfg.learner.baseline == "ema" and node in self.ema:
@@ -500,6 +553,7 @@ class LearnerRank:
         """Copy in the given nodes' tensors (growth, resume); other nodes keep theirs. Returns nodes loaded."""
         tensors = adapters.tensors if isinstance(adapters, AdapterSet) else adapters
         self._copy_in(tensors)
+        self._remember_version()  # the current version's weights changed
         return sorted(tensors)
 
     def _copy_in(self, tensors: Mapping[str, Mapping[str, torch.Tensor]],
@@ -536,6 +590,7 @@ class LearnerRank:
 
     def set_version(self, version: int) -> None:
         self.version = int(version)
+        self._remember_version(forget_older=True)
 
     def info(self) -> dict[str, Any]:
         return {"rank": self.rank, "world_size": self.world_size, "version": self.version,
@@ -578,6 +633,7 @@ class LearnerRank:
         self.version = int(learner["version"])
         self.skipped_steps = int(learner["skipped_steps"])
         self.ema = {k: float(v) for k, v in learner["ema"].items()}
+        self._remember_version(forget_older=True)
         self._reset_step()
 
 

@@ -26,7 +26,7 @@ def _train(rank, vocab, steps=2):
         rank.finish_step()
 
 
-def _sample_rows(llm, dirs, version, vocab, temperature):
+def _sample_rows(llm, dirs, version, vocab, temperature, first_lora_id=1):
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
     from vllm.lora.request import LoRARequest
@@ -39,7 +39,7 @@ def _sample_rows(llm, dirs, version, vocab, temperature):
                 prompts.append(TokensPrompt(prompt_token_ids=[rng.randrange(3, vocab) for _ in range(8)]))
                 # no min_tokens/ignore_eos: vLLM's processed logprobs would then exclude EOS
                 params.append(SamplingParams(temperature=temperature, max_tokens=10, logprobs=1, seed=len(meta)))
-                loras.append(LoRARequest(node, i + 1, str(dirs[node])))
+                loras.append(LoRARequest(f"{node}@{first_lora_id}", first_lora_id + i, str(dirs[node])))
                 meta.append((q, k, node))
     outs = llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
     template = make_batch(1, 1, nodes=NODES[:1]).to_pylist()[0]
@@ -55,17 +55,24 @@ def _sample_rows(llm, dirs, version, vocab, temperature):
 
 
 def test_vllm_serves_learner_adapters_with_learner_logprobs(make_rank, vocab, tiny_model_dir, tmp_path):
+    """Sync (rows of the learner's current version) and async (rows one version behind,
+    re-scored under the adapters that sampled them): the true rows agree to TOL; rows from
+    a swapped or a zero adapter fail the step, naming the node, in both modes."""
     from vllm import LLM
+
+    from neuromas_dist.rollout.adapters import zero_adapter_set
 
     cfg = small_config(lr=5e-2, max_logprob_gap=TOL)
     rank = make_rank(cfg)
     _train(rank, vocab)
     dirs = write_adapter_set(tmp_path / "v", rank.export())
+    zero_dirs = write_adapter_set(tmp_path / "zero", zero_adapter_set(tiny_model_dir, NODES, cfg.lora))
     llm = LLM(model=str(tiny_model_dir), dtype="float32", enable_lora=True, max_loras=len(NODES),
               max_lora_rank=8, enforce_eager=True, max_model_len=128, logprobs_mode="processed_logprobs",
               enable_chunked_prefill=False, seed=0, disable_log_stats=True)
     try:
         batch = _sample_rows(llm, dirs, rank.version, vocab, cfg.sampling.temperature)
+        zero = _sample_rows(llm, zero_dirs, rank.version, vocab, cfg.sampling.temperature, first_lora_id=10)
     finally:
         del llm
     ours = rank.score(batch)
@@ -76,14 +83,37 @@ def test_vllm_serves_learner_adapters_with_learner_logprobs(make_rank, vocab, ti
     assert len(gaps) == sum(len(r) for r in theirs) >= 2 * batch.num_rows
     assert max(gaps) < TOL, max(gaps)
 
-    # rows sampled with the wrong adapter (L0N0 <-> L0N1 swapped) fail the step loudly, naming them
-    swap = {"L0N0": "L0N1", "L0N1": "L0N0"}
-    rows = [dict(r, node=swap.get(r["node"], r["node"]), adapter_version=rank.version) for r in batch.to_pylist()]
-    rank.accumulate(to_batch(rows))
-    with pytest.raises(LogprobGapError, match="L0N0.*L0N1") as err:
-        rank.finish_step()
-    assert "L1N0" not in str(err.value)
-    # the true rows pass the per-node gap check at TOL (the failed step above applied nothing)
+    sampled = rank.version
+    _fails_naming_nodes(rank, _swapped(batch), "on-policy")
+    _fails_naming_nodes(rank, _zero_for_first_layer(batch, zero), "on-policy")
+    # the true rows pass the per-node gap check at TOL (the failed steps above applied nothing)
     rank.accumulate(batch)
     metrics = rank.finish_step()
     assert all(metrics[f"node/{n}/logprob_gap"] < TOL for n in NODES)
+    assert rank.version == sampled + 1  # every row of `batch` is one version behind now
+
+    # async: the same rows, stale now, are re-scored under the version that sampled them
+    _fails_naming_nodes(rank, _swapped(batch), "stale")
+    _fails_naming_nodes(rank, _zero_for_first_layer(batch, zero), "stale")
+    rank.accumulate(batch)
+    metrics = rank.finish_step()
+    assert all(metrics[f"node/{n}/stale_token_frac"] == 1.0 for n in NODES)
+    assert all(metrics[f"node/{n}/logprob_gap_stale"] < TOL for n in NODES)
+
+
+def _swapped(batch):
+    """Rows sampled with L0N0's and L0N1's adapters swapped (a worker serving the wrong node)."""
+    swap = {"L0N0": "L0N1", "L0N1": "L0N0"}
+    return to_batch([dict(r, node=swap.get(r["node"], r["node"])) for r in batch.to_pylist()])
+
+
+def _zero_for_first_layer(batch, zero):
+    """The first layer's rows as a worker serving zero adapters (the base model) samples them."""
+    return to_batch([z if z["node"] != "L1N0" else r for r, z in zip(batch.to_pylist(), zero.to_pylist())])
+
+
+def _fails_naming_nodes(rank, rows, kind):
+    rank.accumulate(rows)
+    with pytest.raises(LogprobGapError, match=f"L0N0.*{kind}.*L0N1") as err:
+        rank.finish_step()
+    assert "L1N0" not in str(err.value)
