@@ -42,17 +42,28 @@ class WorkerPool:
         self.version: int | None = None  # its version: workers only ever move forward from it
 
     def set_topology(self, widths: Sequence[int], edges: Sequence[str], gate: Any) -> None:
-        import ray
-
         self._topology = (tuple(widths), list(edges), gate)
-        ray.get([w.set_topology.remote(*self._topology) for w in self.actors])
+        self._on_every_worker("setting the topology", lambda w: w.set_topology.remote(*self._topology))
 
     def load_adapters(self, adapters: Any) -> None:
         import ray
 
         self._adapters = ray.put(adapters)
         self.version = adapters.version
-        ray.get([w.load_adapters.remote(self._adapters) for w in self.actors])
+        self._on_every_worker(f"loading adapters v{adapters.version}", lambda w: w.load_adapters.remote(self._adapters))
+
+    def _on_every_worker(self, what: str, call: Callable[[Any], Any]) -> None:
+        """``call`` on every worker; one that dies (or hangs) meanwhile is restarted, and the
+        restart itself reloads what this call was bringing."""
+        import ray
+        from ray.exceptions import GetTimeoutError, RayError
+
+        refs = [call(w) for w in self.actors]
+        for i, ref in enumerate(refs):
+            try:
+                ray.get(ref, timeout=self.cfg.faults.restart_timeout_s)
+            except (RayError, GetTimeoutError) as exc:
+                self.restart(i, f"{what}: {_short(exc)}", hung=isinstance(exc, GetTimeoutError))
 
     def restart(self, i: int, why: str, hung: bool = False) -> None:
         """Bring worker ``i`` back: kill it if its process is still the one that failed (a hung
@@ -119,7 +130,7 @@ class StepRollout:
 
     def _launch(self, i: int, work: list[tuple[Any, list[int]]]) -> None:
         gen = self.pool.actors[i].rollout.options(num_returns="streaming").remote(
-            self.step, [ex for ex, _ in work], self.n, [ks for _, ks in work])
+            self.step, [ex for ex, _ in work], self.n, [ks for _, ks in work], min_version=self.pool.version)
         self.streams.append(_Stream(i, gen, work, self.pool.cfg.faults.rollout_deadline_s))
 
     def batches(self) -> Iterator[tuple[Any, pa.RecordBatch]]:

@@ -129,6 +129,8 @@ def _setup(cfg: Config, trainer: Any, ckpt: Path | None) -> None:
     before = trainer.evaluate()
     trainer.log.log(0, before)
     _write_summary(trainer, {**_eval_summary(before, "before"), **grown})
+    if cfg.trainer.checkpoint_every:
+        trainer.checkpoint()  # a learner rank lost before the first periodic checkpoint replays from here
     say(f"step 0: held-out {_eval_line(before)}")
 
 

@@ -36,6 +36,10 @@ PLACEHOLDER_VERSION = -1  # the worker's own zero adapters, before any learner b
 EVAL_SEED_STEP = -1  # the "step" that seeds sampled evaluation: fixed, so every evaluation draws alike
 
 
+class StaleAdapters(RuntimeError):
+    """A rollout asked of a worker that does not hold the adapters the driver broadcast."""
+
+
 def resolve_model_dir(cfg: Config) -> str:
     """``tiny`` -> the locally built tiny model; anything else is given to vLLM as is."""
     if cfg.model.name_or_path == "tiny":
@@ -198,11 +202,17 @@ class RolloutWorker:
                               s.max_new_tokens, self.cfg.trainer.seed)
 
     async def rollout(self, step: int, examples: Sequence[Any], n_samples: int | None = None,
-                      indices: Sequence[Sequence[int]] | None = None) -> AsyncIterator[pa.RecordBatch]:
+                      indices: Sequence[Sequence[int]] | None = None, min_version: int | None = None
+                      ) -> AsyncIterator[pa.RecordBatch]:
         """Sample every example ``n_samples`` times (or, with ``indices``, only the listed
         sample indices of each example: a restarted worker redoing what was lost); yield
-        record batches of whole samples as they finish."""
+        record batches of whole samples as they finish. ``min_version``: refuse to sample
+        with older adapters (a worker Ray restarted holds only its placeholder zeros)."""
         await self.start()
+        held = self.registry.current_version
+        if min_version is not None and (held is None or held < min_version):
+            raise StaleAdapters(f"rollout worker {self.worker_id} holds adapter version {held}, not the "
+                                f"broadcast {min_version}: restarted and not yet reloaded; refusing to sample")
         n = n_samples or self.cfg.sampling.n_samples
         ks = indices if indices is not None else [range(n)] * len(examples)
         specs = [SampleSpec(step, ex, k) for ex, kk in zip(examples, ks) for k in kk]
