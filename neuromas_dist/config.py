@@ -247,10 +247,24 @@ def _check_paths(cfg: Config) -> None:
     if cfg.data.task == "hf" and not cfg.data.hf_name:
         raise ConfigError("data.hf_name is required when data.task=hf")
     name = cfg.model.name_or_path
-    if name.startswith((".", "/", "~")) and not Path(name).expanduser().is_dir():
-        raise ConfigError(f"model.name_or_path={name}: directory not found")
+    if name.startswith((".", "/", "~")):
+        _check_model_dir(Path(name).expanduser(), f"model.name_or_path={name}")
     if cfg.trainer.grow_from and not Path(cfg.trainer.grow_from).is_dir():
         raise ConfigError(f"trainer.grow_from={cfg.trainer.grow_from}: run directory not found")
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def _check_model_dir(path: Path, key: str) -> None:
+    """A local model must be whole here, not deep inside a Ray actor's stack trace."""
+    if not path.is_dir():
+        raise ConfigError(f"{key}: directory not found")
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"{key}: no config.json in the directory (not a transformers model)")
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise ConfigError(f"{key}: no tokenizer in the directory (none of {', '.join(TOKENIZER_FILES)}); "
+                          f"save one next to the weights with tokenizer.save_pretrained")
 
 
 def _check_resources(cfg: Config) -> None:

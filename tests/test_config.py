@@ -71,6 +71,17 @@ def test_bad_values_name_the_key(override, message):
     assert "\n" not in str(err.value)
 
 
+def test_a_model_directory_without_a_tokenizer_is_one_line(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"model.name_or_path={tmp_path}"])
+    assert f"model.name_or_path={tmp_path}: no tokenizer in the directory" in str(err.value)
+    assert "\n" not in str(err.value)
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(ConfigError, match="no config.json"):
+        load_config(None, [f"model.name_or_path={tmp_path}"])
+
+
 def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
         load_config(tmp_path / "nope.yaml")

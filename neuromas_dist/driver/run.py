@@ -74,7 +74,20 @@ def run_training(cfg: Config, resume: bool = False) -> int:
     except DataError as exc:
         print(f"data error: {exc}", file=sys.stderr)
         return 2
+    if len(data.train) < cfg.trainer.questions_per_step:
+        print(f"data error: trainer.questions_per_step={cfg.trainer.questions_per_step} but the training split has "
+              f"{len(data.train)} questions: a step would hold a question twice", file=sys.stderr)
+        return 2
     model_dir = resolve_model_dir(cfg)
+    if cfg.trainer.grow_from and ckpt is None:
+        from neuromas_dist.driver.trainer import check_grow_from
+        from neuromas_dist.rollout.adapters import IncompatibleAdapters
+
+        try:
+            check_grow_from(cfg, model_dir)
+        except IncompatibleAdapters as exc:
+            print(f"growth error: {exc}", file=sys.stderr)
+            return 2
     say(f"run dir {run_dir} | model {model_dir} | topology {list(cfg.topology.widths)} | "
         f"{len(data.train)} train / {len(data.eval)} eval questions | {init_ray(cfg)['ray']}")
     log = MetricsLogger(run_dir, cfg.logging.tensorboard, resume_step=_ckpt_step(ckpt))

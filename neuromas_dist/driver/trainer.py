@@ -328,6 +328,16 @@ def adapters_from_run(small_run: Path, large: Topology) -> tuple[AdapterSet, Top
     return grown, small_topo, how
 
 
+def check_grow_from(cfg: Config, model_dir: str) -> None:
+    """Raise IncompatibleAdapters unless ``trainer.grow_from``'s adapters fit this run's
+    base model and LoRA config (checked on the meta device, before anything starts)."""
+    from neuromas_dist.rollout.adapters import check_adapter_shapes, lora_shapes
+
+    small = read_adapter_set(Path(cfg.trainer.grow_from) / "adapters", version=0)
+    shapes, _ = lora_shapes(model_dir, cfg.lora, trust_remote_code=cfg.model.trust_remote_code)
+    check_adapter_shapes(small, shapes, f"trainer.grow_from={cfg.trainer.grow_from}")
+
+
 def _widths_of(nodes: Any) -> tuple[int, ...]:
     """Layer widths from node names L<layer>N<index> (a run's saved adapters)."""
     from neuromas_dist.graph.topology import parse_node_name

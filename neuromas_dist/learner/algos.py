@@ -68,10 +68,15 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: floa
     """
     t = temperature if temperature > 0 else 1.0
     scaled = logits.float() / t
+    idx = tokens.long().unsqueeze(-1)
     if top_p < 1.0:
-        scaled = top_p_filter(scaled, top_p)
+        # The rollout sampled the token, so it was inside vLLM's nucleus; the learner's own
+        # nucleus (other kernels, other rounding) can just miss it, and one -inf would skip
+        # the whole step. Score over nucleus + the sampled token: the plain nucleus rule
+        # whenever the token is inside it, finite (and close) when it is at the edge.
+        scaled = top_p_filter(scaled, top_p).scatter(-1, idx, scaled.gather(-1, idx))
     logp = torch.log_softmax(scaled, dim=-1)
-    return logp.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)
+    return logp.gather(-1, idx).squeeze(-1)
 
 
 def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:

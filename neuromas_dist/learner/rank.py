@@ -308,7 +308,10 @@ class LearnerRank:
         return torch.where(mask, lp, torch.zeros_like(lp)), mask
 
     def _micro_batch(self, node: str, rows: list[Row]) -> None:
-        rows = [r for r in rows if r.response]  # an empty response has no token to credit
+        # An empty response has no token to credit, but its reward is one of the node's
+        # outcomes: it counts in batch-mean and EMA baselines as it does in leave-one-out.
+        self._count_rewards(node, [r for r in rows if not r.response])
+        rows = [r for r in rows if r.response]
         if not rows:
             return
         self._activate(node)
@@ -377,14 +380,18 @@ class LearnerRank:
     def _offset(self, node: str) -> int:
         return sum(len(self.params[n]) for n in self.nodes[:self.nodes.index(node)])
 
+    def _count_rewards(self, node: str, rows: list[Row]) -> None:
+        s = self._stats[node]
+        s["rows"] += len(rows)
+        s["reward_sum"] += sum(r.reward for r in rows)
+        s["adv_known_sum"] += sum(r.adv_known for r in rows)
+
     def _count(self, node: str, rows: list[Row], lp, beh, mask, stale, w, terms_known, terms_one) -> None:
         s = self._stats[node]
         on_mask = mask & ~stale.unsqueeze(-1)
         gap, kl, on_tokens = algos.logprob_gap(lp, beh, on_mask)
         stale_mask = mask & stale.unsqueeze(-1)
-        s["rows"] += len(rows)
-        s["reward_sum"] += sum(r.reward for r in rows)
-        s["adv_known_sum"] += sum(r.adv_known for r in rows)
+        self._count_rewards(node, rows)
         s["tokens"] += float(mask.sum())
         s["input_tokens"] += sum(len(r.prompt) + len(r.response) for r in rows)
         s["onpolicy_tokens"] += on_tokens

@@ -33,6 +33,24 @@ def lora_shapes(model_dir: str | Path, lora_cfg: Any, *, trust_remote_code: bool
     return {k: tuple(v.shape) for k, v in state.items()}, peft_cfg
 
 
+class IncompatibleAdapters(ValueError):
+    """Adapters made for another base model or another LoRA config than this run's."""
+
+
+def check_adapter_shapes(adapters: AdapterSet, shapes: dict[str, tuple[int, ...]], where: str) -> None:
+    """Every node's tensors must have this model's LoRA keys and shapes (one line otherwise)."""
+    for node, tensors in sorted(adapters.tensors.items()):
+        got = {k: tuple(v.shape) for k, v in tensors.items()}
+        if got == shapes:
+            continue
+        differ = sorted(k for k in set(got) | set(shapes) if got.get(k) != shapes.get(k))
+        key = differ[0]
+        raise IncompatibleAdapters(
+            f"{where}: node {node}'s adapter does not fit this base model and lora config ({len(differ)} tensors "
+            f"differ, e.g. {key}: {got.get(key, 'missing')} there, {shapes.get(key, 'absent')} here); "
+            f"it was trained on {adapters.peft_config.get('base_model_name_or_path', 'another model')}")
+
+
 def _lora_kwargs(lora_cfg: Any) -> dict[str, Any]:
     return dict(r=lora_cfg.rank, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
                 target_modules=list(lora_cfg.target_modules), task_type="CAUSAL_LM")

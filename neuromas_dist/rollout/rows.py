@@ -8,6 +8,7 @@ gives 0 for no answer, and counted under a ``rollout/flag_*`` key; it never rais
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Any, NamedTuple
 
@@ -23,7 +24,8 @@ class Scored(NamedTuple):
 
 
 def score_text(task: Any, text: str, example: Any) -> Scored:
-    """``task.score`` guarded: a checker error scores 0 and is flagged, not raised."""
+    """``task.score`` guarded: a checker error or a non-finite reward scores 0 (a wrong
+    answer) and is flagged, not raised."""
     flags: Counter = Counter()
     if not text.strip():
         flags["rollout/flag_empty"] += 1
@@ -33,6 +35,9 @@ def score_text(task: Any, text: str, example: Any) -> Scored:
     except Exception:  # noqa: BLE001 - a bad sample must not end the rollout
         flags["rollout/flag_score_error"] += 1
         reward, parsed = 0.0, None
+    if not math.isfinite(reward):  # a custom reward's NaN/inf would skip the learner's whole step
+        flags["rollout/flag_nonfinite_reward"] += 1
+        reward = 0.0
     if parsed is None:
         flags["rollout/flag_unparsable"] += 1
     return Scored(reward, None if parsed is None else str(parsed), flags)

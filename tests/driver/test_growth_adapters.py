@@ -27,3 +27,25 @@ def test_three_to_seven_carries_the_trained_nodes(tmp_path):
     # layer 1, the new front layer starts fresh (absent here: the learner's B = 0 init).
     assert got == {"L2N0": 3.0, "L1N0": 1.0, "L1N1": 2.0}
     assert "L0N0" in how and "fresh" in how
+
+
+def test_adapters_of_another_model_or_lora_config_are_refused_in_one_line(tiny_model_dir, tmp_path):
+    """grow_from a run whose adapters were made for another LoRA rank (the same check
+    catches another base model: its shapes differ): one line naming the node, before
+    anything starts."""
+    import dataclasses
+
+    import pytest
+
+    from neuromas_dist.config import load_config
+    from neuromas_dist.driver.trainer import check_grow_from
+    from neuromas_dist.rollout.adapters import IncompatibleAdapters, zero_adapter_set
+
+    cfg = load_config(None, [f"trainer.grow_from={tmp_path}", "topology.widths=[2, 2, 1]", "trainer.growth_mode=carry"])
+    other = dataclasses.replace(cfg.lora, rank=4)
+    write_adapter_set(tmp_path / "adapters", zero_adapter_set(tiny_model_dir, ["L0N0", "L0N1", "L1N0"], other))
+    with pytest.raises(IncompatibleAdapters) as err:
+        check_grow_from(cfg, str(tiny_model_dir))
+    assert "node L0N0's adapter does not fit" in str(err.value) and "\n" not in str(err.value)
+    write_adapter_set(tmp_path / "adapters", zero_adapter_set(tiny_model_dir, ["L0N0", "L0N1", "L1N0"], cfg.lora))
+    check_grow_from(cfg, str(tiny_model_dir))  # the same model and config: accepted

@@ -17,6 +17,32 @@ def test_sampler_resume_draws_the_same_questions():
     assert a.epoch == 1
 
 
+def test_a_batch_crossing_an_epoch_never_holds_a_question_twice():
+    """10 questions, 4 per step: every third batch crosses an epoch. No batch repeats a
+    question (they would share request seeds, sample_id and loo group), every epoch still
+    draws each question once, and a sampler restored mid-epoch (after a swap) draws on alike."""
+    items = list(range(10))
+    a = QuestionSampler(items, seed=0)
+    batches = [a.next_batch(4) for _ in range(25)]
+    assert all(len(set(b)) == 4 for b in batches)
+    flat = [q for b in batches for q in b]
+    assert all(sorted(flat[e * 10:(e + 1) * 10]) == items for e in range(10))
+    b = QuestionSampler(items, seed=0)
+    for _ in range(3):
+        b.next_batch(4)  # the third batch crossed into epoch 1
+    state = json.loads(json.dumps(b.state_dict()))  # as a checkpoint stores it
+    c = QuestionSampler(items, seed=0)
+    c.load_state_dict(state)
+    assert [c.next_batch(4) for _ in range(10)] == batches[3:13]
+
+
+def test_more_questions_per_step_than_questions_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="5 questions per step but only 4"):
+        QuestionSampler([1, 2, 3, 4], seed=0).next_batch(5)
+
+
 def test_metrics_truncate_on_resume(tmp_path):
     log = MetricsLogger(tmp_path, tensorboard=False)
     for step in range(1, 5):

@@ -98,4 +98,5 @@ def test_top_p_keeps_the_nucleus_and_renormalises():
     lp = algos.token_logprobs(logits.expand(1, 2, 3), torch.tensor([[1, 2]]), 1.0, top_p=0.75)
     # renormalised over {1, 2}: 0.2 / 0.9 and 0.7 / 0.9
     assert lp.exp().flatten().tolist() == pytest.approx([0.2 / 0.9, 0.7 / 0.9])
-    assert algos.token_logprobs(logits, torch.tensor([[0]]), 1.0, top_p=0.75).item() == float("-inf")
+    # a sampled token outside the learner's nucleus is scored over nucleus + itself, never -inf
+    assert algos.token_logprobs(logits, torch.tensor([[0]]), 1.0, top_p=0.75).item() == pytest.approx(math.log(0.1))

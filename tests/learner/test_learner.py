@@ -86,9 +86,11 @@ def test_logprob_gap_fails_loudly_naming_the_node(make_rank, vocab):
     assert not any(_changed(before, r.export()).values())
 
 
-def test_stale_rows_are_weighted_and_not_gap_checked(make_rank, vocab):
+def test_stale_rows_of_a_version_no_longer_held_are_weighted_not_gap_checked(make_rank, vocab):
     r = make_rank(small_config(max_logprob_gap=0.1, importance_cap=2.0))
-    # version -1 != learner version 0: stale; logprobs far off (-5) but no failure
+    # version -1 != learner version 0, and not among the versions the learner keeps:
+    # stale, logprobs far off (-5), weighted, no failure (tests/learner/test_vllm_roundtrip
+    # checks the stale rows of a version it does keep)
     r.accumulate(make_batch(2, 2, vocab=vocab, seed=11, version=-1, logprobs=-5.0))
     m = r.finish_step()
     assert m["node/L0N0/stale_token_frac"] == 1.0 and math.isnan(m["node/L0N0/logprob_gap"])
@@ -140,3 +142,36 @@ def test_load_adapters_for_growth(make_rank, rank):
         assert torch.equal(out.tensors["L1N0"][k], v)
     assert not _changed(fresh, out)["L0N0"] and not _changed(fresh, out)["L0N1"]
     assert all(float(v.abs().sum()) == 0 for k, v in out.tensors["L0N0"].items() if ".lora_B." in k)
+
+
+def test_a_token_outside_the_learners_nucleus_is_trained_not_skipped(make_rank, vocab):
+    """top_p < 1: random tokens lie far outside the tiny model's nucleus. The learner scores
+    them over nucleus + the sampled token: finite, so the step is applied, not skipped."""
+    import dataclasses
+
+    cfg = small_config()
+    r = make_rank(dataclasses.replace(cfg, sampling=dataclasses.replace(cfg.sampling, top_p=0.3)))
+    before = r.export()
+    r.accumulate(make_batch(2, 2, vocab=vocab, seed=21))
+    m = r.finish_step()
+    assert m["learner/skipped_steps"] == 0 and math.isfinite(m["learner/loss"])
+    assert any(_changed(before, r.export()).values())
+
+
+@pytest.mark.parametrize("baseline", ["batch_mean", "ema"])
+def test_empty_responses_count_in_every_baseline(make_rank, vocab, baseline):
+    """An empty response has no token to train, but its reward is one of the node's
+    outcomes, as it is in a leave-one-out group: L0N0's baseline is the mean of all 4 rows."""
+    r = make_rank(small_config(baseline=baseline))
+    rewards = {"q0#0": 1.0, "q0#1": 0.0, "q1#0": 0.0, "q1#1": 0.0}
+    batch = _on_policy(r, make_batch(2, 2, vocab=vocab, seed=23, rewards=rewards))
+    rows = [dict(row, response_ids=[], logprobs=[]) if row["node"] == "L0N0" and row["sample_id"] == "q0#0" else row
+            for row in batch.to_pylist()]
+    from learner_helpers import to_batch
+
+    r.accumulate(to_batch(rows))
+    m = r.finish_step()
+    assert m["node/L0N0/reward_mean"] == pytest.approx(0.25)
+    assert m["node/L0N0/advantage_mean"] == pytest.approx(0.0, abs=1e-9)
+    if baseline == "ema":
+        assert r.ema["L0N0"] == pytest.approx(0.25)

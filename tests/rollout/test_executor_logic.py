@@ -158,6 +158,14 @@ def test_bad_output_is_scored_zero_and_flagged():
     broken = score_text(Broken(), "The answer is 7.", ex)
     assert broken.reward == 0.0 and broken.flags["rollout/flag_score_error"] == 1
 
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        class NonFinite:  # a custom reward function gone wrong: scored as a wrong answer, counted
+            def score(self, text, example, bad=bad):
+                return SimpleNamespace(reward=bad, parsed="7")
+
+        scored = score_text(NonFinite(), "The answer is 7.", ex)
+        assert scored.reward == 0.0 and scored.flags["rollout/flag_nonfinite_reward"] == 1
+
 
 def test_cut_responses_are_flagged_and_rows_share_the_reward():
     topo, engine, ex, reg = _setup((2, 1))
