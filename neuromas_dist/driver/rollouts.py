@@ -63,15 +63,19 @@ class WorkerPool:
             try:
                 ray.get(ref, timeout=self.cfg.faults.restart_timeout_s)
             except (RayError, GetTimeoutError) as exc:
-                self.restart(i, f"{what}: {_short(exc)}", hung=isinstance(exc, GetTimeoutError))
+                self.restart(i, f"{what}: {short_error(exc)}", hung=isinstance(exc, GetTimeoutError))
 
-    def restart(self, i: int, why: str, hung: bool = False) -> None:
+    def restart(self, i: int, why: str, hung: bool = False, failed_on: str | None = None) -> bool:
         """Bring worker ``i`` back: kill it if its process is still the one that failed (a hung
         or engine-dead worker), wait for Ray's restart, reload topology and adapters. Raises
-        WorkersExhausted past the configured budget."""
+        WorkersExhausted past the configured budget. ``failed_on``: the incarnation the failed
+        call ran on; if the pool has replaced it since (an older stream failing late), nothing
+        is restarted and False is returned."""
         import ray
 
         f = self.cfg.faults
+        if failed_on is not None and failed_on != self.incarnations[i]:
+            return False
         self.restarts += 1
         if self.restarts > f.max_worker_restarts:
             raise WorkersExhausted(f"rollout worker {i} failed ({why}) after {f.max_worker_restarts} restarts "
@@ -91,10 +95,23 @@ class WorkerPool:
                                        f"(faults.restart_timeout_s)")
             time.sleep(0.5)
         self.incarnations[i] = now
-        if self._topology is not None:
-            ray.get(actor.set_topology.remote(*self._topology), timeout=f.restart_timeout_s)
-        if self._adapters is not None:
-            ray.get(actor.load_adapters.remote(self._adapters), timeout=f.restart_timeout_s)
+        try:
+            if self._topology is not None:
+                ray.get(actor.set_topology.remote(*self._topology), timeout=f.restart_timeout_s)
+            if self._adapters is not None:
+                ray.get(actor.load_adapters.remote(self._adapters), timeout=f.restart_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - not a learner fault, whatever Ray calls it
+            raise WorkersExhausted(f"rollout worker {i} failed again while being restarted: {short_error(exc)}") from exc
+        return True
+
+    def heal(self, why: str, failed: bool = True) -> None:
+        """Restart the workers Ray replaced behind the pool's back (their topology and adapters
+        are gone) or that do not answer. ``failed``: a call over all workers failed without
+        saying which; if every worker looks alive, the failure was inside one (an engine), so
+        all are restarted."""
+        stale = [i for i in range(len(self.actors)) if self._incarnation(i, timeout=10.0) != self.incarnations[i]]
+        for i in stale or (range(len(self.actors)) if failed else []):
+            self.restart(i, why, hung=not stale)
 
     def _incarnation(self, i: int, timeout: float) -> str | None:
         import ray
@@ -106,8 +123,9 @@ class WorkerPool:
 
 
 class _Stream:
-    def __init__(self, worker: int, gen: Any, work: list[tuple[Any, list[int]]], deadline_s: float):
-        self.worker, self.gen, self.work = worker, gen, work
+    def __init__(self, worker: int, gen: Any, work: list[tuple[Any, list[int]]], deadline_s: float,
+                 incarnation: str):
+        self.worker, self.gen, self.work, self.incarnation = worker, gen, work, incarnation
         self.deadline = time.monotonic() + deadline_s if deadline_s > 0 else float("inf")
 
 
@@ -129,9 +147,10 @@ class StepRollout:
                 self._launch(i, [(ex, list(range(n_samples))) for ex in share])
 
     def _launch(self, i: int, work: list[tuple[Any, list[int]]]) -> None:
+        incarnation = self.pool.incarnations[i]
         gen = self.pool.actors[i].rollout.options(num_returns="streaming").remote(
-            self.step, [ex for ex, _ in work], self.n, [ks for _, ks in work], min_version=self.pool.version)
-        self.streams.append(_Stream(i, gen, work, self.pool.cfg.faults.rollout_deadline_s))
+            self.step, [ex for ex, _ in work], self.n, [ks for _, ks in work], incarnation=incarnation)
+        self.streams.append(_Stream(i, gen, work, self.pool.cfg.faults.rollout_deadline_s, incarnation))
 
     def batches(self) -> Iterator[tuple[Any, pa.RecordBatch]]:
         """(what to hand the learner, the batch) for every batch of new samples, in the order
@@ -169,7 +188,7 @@ class StepRollout:
                 self._fail(stream, "its stream ended early", removed=True)
             return None
         except RayError as exc:
-            self._fail(stream, _short(exc))
+            self._fail(stream, short_error(exc))
             return None
         keys = batch.column("sample_id").to_pylist()
         fresh = [k not in self.received for k in keys]
@@ -192,8 +211,8 @@ class StepRollout:
         if not removed:
             self.streams.remove(stream)
         _cancel(stream.gen)
-        self.pool.restart(stream.worker, f"step {self.step}: {why}", hung=hung)
-        self.faults["faults/worker_restarts"] += 1
+        if self.pool.restart(stream.worker, f"step {self.step}: {why}", hung=hung, failed_on=stream.incarnation):
+            self.faults["faults/worker_restarts"] += 1
         lost = self._lost(stream.work)
         if lost:
             self.faults["faults/rerun_questions"] += len(lost)
@@ -216,7 +235,7 @@ def _cancel(gen: Any) -> None:
         pass
 
 
-def _short(exc: Exception) -> str:
+def short_error(exc: Exception) -> str:
     root = getattr(exc, "cause", None) or exc
     text = str(root).strip().splitlines()
     return f"{type(root).__name__}: {text[-1][:200] if text else ''}"

@@ -85,7 +85,7 @@ def run_training(cfg: Config, resume: bool = False) -> int:
 
         try:
             check_grow_from(cfg, model_dir)
-        except IncompatibleAdapters as exc:
+        except (IncompatibleAdapters, FileNotFoundError) as exc:
             print(f"growth error: {exc}", file=sys.stderr)
             return 2
     say(f"run dir {run_dir} | model {model_dir} | topology {list(cfg.topology.widths)} | "
@@ -114,16 +114,16 @@ def _train(cfg: Config, trainer: Any, ckpt: Path | None, stop: StopFlag) -> int:
     try:
         _setup(cfg, trainer, ckpt)
         _loop(cfg, trainer, stop)
+        if stop.requested:
+            path = trainer.checkpoint()
+            say(f"stopped at step {trainer.step}; checkpoint {path}; continue with --resume {trainer.run_dir}")
+            return EXIT_INTERRUPTED
+        _finish(cfg, trainer)
     except (RayActorError, RayTaskError, WorkersExhausted, LearnerLost) as exc:
         return _failed(trainer, exc)
     except KeyboardInterrupt:
         say(f"aborted at step {trainer.step}; resume from the last checkpoint with --resume {trainer.run_dir}")
         return EXIT_INTERRUPTED
-    if stop.requested:
-        path = trainer.checkpoint()
-        say(f"stopped at step {trainer.step}; checkpoint {path}; continue with --resume {trainer.run_dir}")
-        return EXIT_INTERRUPTED
-    _finish(cfg, trainer)
     return 0
 
 
@@ -186,6 +186,7 @@ def _step(cfg: Config, trainer: Any, growth: dict[int, Any]) -> dict[str, Any]:
     if trainer.step == t.steps or (t.eval_every and trainer.step % t.eval_every == 0):
         row.update(trainer.evaluate())  # the last step always evaluates: the "after" number
     trainer.log.log(trainer.step, row)
+    trainer.unlogged_update = False
     if t.checkpoint_every and trainer.step % t.checkpoint_every == 0:
         trainer.checkpoint()
     return row
@@ -261,11 +262,16 @@ def _failed(trainer: Any, exc: Exception) -> int:
     root = getattr(exc, "cause", None) or exc
     text = str(root).strip()
     cause = f"{type(root).__name__}: {text.splitlines()[-1][:300] if text else ''}"
-    where = "no checkpoint (the learner is gone too)"
-    try:
-        where = f"checkpoint {trainer.checkpoint()}"
-    except Exception:  # noqa: BLE001 - the learner may be what died
-        pass
+    where = "no checkpoint (the learner is gone too); the last periodic one stands"
+    if trainer.unlogged_update:
+        # The learner already applied a step whose row was never logged: a checkpoint now
+        # would stand for a step the run has no record of. Resume redoes it instead.
+        where = f"no checkpoint (step {trainer.step}'s update is not logged); the last periodic one stands"
+    else:
+        try:
+            where = f"checkpoint {trainer.checkpoint()}"
+        except Exception:  # noqa: BLE001 - the learner may be what died
+            pass
     say(f"failed at step {trainer.step + 1}: {cause}; {where}; "
         f"continue with --resume {trainer.run_dir}")
     return EXIT_FAILED

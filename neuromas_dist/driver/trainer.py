@@ -21,7 +21,7 @@ from neuromas_dist.adapters.peft_io import AdapterSet, read_adapter_set, write_a
 from neuromas_dist.config import Config
 from neuromas_dist.driver.metrics import MetricsLogger
 from neuromas_dist.driver.placement import Placement
-from neuromas_dist.driver.rollouts import StepRollout, WorkerPool
+from neuromas_dist.driver.rollouts import StepRollout, WorkerPool, short_error
 from neuromas_dist.driver.sampler import QuestionSampler
 from neuromas_dist.driver.step_metrics import rollout_metrics
 from neuromas_dist.graph.growth import GrowthGate, describe_growth, growth_mapping
@@ -48,10 +48,10 @@ class Trainer:
         self.checkpoint_costs: list[dict[str, float]] = []  # seconds and bytes of each checkpoint
         self.traj_dir = run_dir / "trajectories" if cfg.logging.save_trajectories else None
         self.in_flight: deque[StepRollout] = deque()
-        self.last_metrics: dict[str, Any] = {}
         self.last_eval: tuple[int, Any] | None = None  # (step, analysis.evaluation.EvalPass)
         self.gate: GrowthGate | None = None  # set while a gated grown graph fades in
         self._cursor_after: dict[str, Any] | None = None  # the data cursor a checkpoint of this step resumes from
+        self.unlogged_update = False  # a checkpoint now would hold an update whose step is not logged
 
     # ------------------------------------------------------------ setup
 
@@ -69,8 +69,11 @@ class Trainer:
 
         self.learner = LearnerGroup(self.cfg, self.model_dir, self.topology.names, init_adapters=init_adapters,
                                     placement_group=self.placement.group)
+        import ray
+
         workers = start_workers(self.cfg, model_dir=self.model_dir, task=self.data.task,
                                 scheduling_strategies=self.placement.rollout_strategies())
+        ray.get([w.start.remote() for w in workers])  # no deadline on a first engine start (downloads, compiles)
         self.pool = WorkerPool(self.cfg, workers, self.say)
         self._set_topology(list(self.cfg.topology.edges))
         self.broadcast()
@@ -144,6 +147,7 @@ class Trainer:
         self.step = int(extra["step"])
         self.sampler.load_state_dict(extra["sampler"])
         self._cursor_after = self.sampler.state_dict()
+        self.unlogged_update = False
         self.forget_after(self.step)
         self.broadcast()
 
@@ -156,7 +160,7 @@ class Trainer:
             for path in self.traj_dir.glob("step_*.parquet"):
                 if int(path.stem.split("_")[1]) > step:
                     path.unlink()
-        for path in (self.run_dir / "eval" / "trajectories").glob("step_*.parquet"):
+        for path in (self.run_dir / "eval" / "trajectories").glob("step_*"):
             if step_of_pass(path.name) > step:
                 path.unlink()
 
@@ -225,6 +229,7 @@ class Trainer:
         while len(self.in_flight) < ahead and self._same_stage(step, step + 1 + len(self.in_flight)):
             self.in_flight.append(self.launch(step + 1 + len(self.in_flight)))  # overlaps the update
         learner_metrics = self.learner.gather(finish)
+        self.unlogged_update = True  # the learner is past the last logged step until run._step logs it
         t_learn = time.perf_counter() - t_learn0
         sync = self.broadcast()
         self.step = step
@@ -254,7 +259,8 @@ class Trainer:
         t0 = time.perf_counter()
         # Sampled passes cost several greedy ones: only before and after, where the report pairs them.
         samples = self.cfg.trainer.eval_samples if self.step in (0, self.cfg.trainer.steps) else 0
-        passes = evaluate_pass(self.workers, self.data.eval, self.step, samples)
+        passes = self.on_workers("held-out evaluation",
+                                 lambda: evaluate_pass(self.workers, self.data.eval, self.step, samples))
         acc = accuracies(passes, self.topology.sink, [str(e.id) for e in self.data.eval])
         greedy = acc["greedy"]
         out = {"eval/accuracy": greedy["mean"], "eval/accuracy_ci_lo": greedy["ci_lo"],
@@ -272,8 +278,22 @@ class Trainer:
         from neuromas_dist.analysis.run_eval import evaluate_on
 
         step, full = self.last_eval if self.last_eval and self.last_eval[0] == self.step else (self.step, None)
-        return evaluate_on(self.workers, self.learner.adapters(), self.data.eval, self.run_dir, self.topology,
-                           step, self.cfg.trainer.eval_samples, ablate=self.cfg.trainer.final_ablation, full=full)
+        adapters = self.learner.adapters()
+        return self.on_workers("the final report", lambda: evaluate_on(
+            self.workers, adapters, self.data.eval, self.run_dir, self.topology, step, self.cfg.trainer.eval_samples,
+            ablate=self.cfg.trainer.final_ablation, full=full))
+
+    def on_workers(self, what: str, call: Callable[[], Any]) -> Any:
+        """``call`` over all workers (an evaluation pass); restart the workers that failed and
+        call again until it succeeds or the restart budget is spent (WorkersExhausted)."""
+        from ray.exceptions import RayError
+
+        self.pool.heal(f"{what}: replaced since the last broadcast", failed=False)
+        while True:
+            try:
+                return call()
+            except RayError as exc:
+                self.pool.heal(f"{what}: {short_error(exc)}")
 
     # ------------------------------------------------------------ checkpoints and outputs
 

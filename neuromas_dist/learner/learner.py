@@ -90,11 +90,24 @@ class LearnerGroup:
         any fails: a dead rank leaves the others blocked in a collective, so waiting on
         rank 0 first would wait for ever."""
         import ray
+        from ray.exceptions import RayActorError, RayTaskError
 
         pending = list(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
-            ray.get(ready[0])
+            try:
+                ray.get(ready[0])
+            except RayTaskError as exc:
+                # With gloo a survivor's collective fails the moment a peer dies, possibly
+                # before the peer's death is reported: name the death, not its echo.
+                for ref in pending:
+                    try:
+                        ray.get(ref, timeout=10)
+                    except RayActorError as dead:
+                        raise dead from exc
+                    except Exception:  # noqa: BLE001 - only a death changes the verdict
+                        pass
+                raise
         return ray.get(refs[0])
 
     def set_version(self, version: int) -> None:

@@ -36,8 +36,19 @@ PLACEHOLDER_VERSION = -1  # the worker's own zero adapters, before any learner b
 EVAL_SEED_STEP = -1  # the "step" that seeds sampled evaluation: fixed, so every evaluation draws alike
 
 
-class StaleAdapters(RuntimeError):
-    """A rollout asked of a worker that does not hold the adapters the driver broadcast."""
+def _remove_orphaned_scratch(root: str | None) -> None:
+    """Adapter scratch dirs of worker processes that died without shutdown (SIGKILL, OOM):
+    in /dev/shm they would hold RAM for good."""
+    import psutil
+
+    for path in Path(root or tempfile.gettempdir()).glob("neuromas_rollout_p*_*"):
+        pid = path.name.split("_")[2][1:]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+class StaleWorker(RuntimeError):
+    """A rollout asked of a worker process the driver has not configured (Ray restarted it)."""
 
 
 def resolve_model_dir(cfg: Config) -> str:
@@ -72,7 +83,8 @@ class RolloutWorker:
         self.registry = LoraRegistry()
         self.counters: Counter = Counter()
         self.gauges: dict[str, float] = {}
-        self._root = Path(tempfile.mkdtemp(prefix=f"neuromas_rollout_w{worker_id}_", dir=_scratch_root()))
+        _remove_orphaned_scratch(_scratch_root())
+        self._root = Path(tempfile.mkdtemp(prefix=f"neuromas_rollout_p{os.getpid()}_", dir=_scratch_root()))
         self._engine: Any = None
         self._executor: GraphExecutor | None = None
         self._start_lock: asyncio.Lock | None = None
@@ -202,17 +214,17 @@ class RolloutWorker:
                               s.max_new_tokens, self.cfg.trainer.seed)
 
     async def rollout(self, step: int, examples: Sequence[Any], n_samples: int | None = None,
-                      indices: Sequence[Sequence[int]] | None = None, min_version: int | None = None
+                      indices: Sequence[Sequence[int]] | None = None, incarnation: str | None = None
                       ) -> AsyncIterator[pa.RecordBatch]:
         """Sample every example ``n_samples`` times (or, with ``indices``, only the listed
         sample indices of each example: a restarted worker redoing what was lost); yield
-        record batches of whole samples as they finish. ``min_version``: refuse to sample
-        with older adapters (a worker Ray restarted holds only its placeholder zeros)."""
+        record batches of whole samples as they finish. ``incarnation``: the process the
+        driver configured; a worker Ray restarted since holds its placeholder zero adapters
+        and the config's topology, so it refuses rather than sample silently from them."""
+        if incarnation is not None and incarnation != self.incarnation:
+            raise StaleWorker(f"rollout worker {self.worker_id} was restarted since the driver last loaded it "
+                              f"(adapter version {self.registry.current_version}); refusing to sample")
         await self.start()
-        held = self.registry.current_version
-        if min_version is not None and (held is None or held < min_version):
-            raise StaleAdapters(f"rollout worker {self.worker_id} holds adapter version {held}, not the "
-                                f"broadcast {min_version}: restarted and not yet reloaded; refusing to sample")
         n = n_samples or self.cfg.sampling.n_samples
         ks = indices if indices is not None else [range(n)] * len(examples)
         specs = [SampleSpec(step, ex, k) for ex, kk in zip(examples, ks) for k in kk]
