@@ -33,6 +33,7 @@ import time
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -86,6 +87,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))
         return s.getsockname()[1]
+
+
+STALE_BUILD_LOCK_S = 900.0
+
+
+def clear_stale_build_lock(extension: str) -> bool:
+    """Remove a torch extension's build lock left by a killed process. DeepSpeed builds its
+    CPU shared-memory op on first init_distributed under torch's FileBaton, which has no
+    owner: a rank SIGKILLed mid-build leaves the lock, and every later rank (a learner
+    rebuilt after a fault included) waits on it for ever. A build takes about a minute
+    here; a lock older than STALE_BUILD_LOCK_S is taken as orphaned."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        lock = Path(_get_build_directory(extension, False)) / "lock"
+        if lock.is_file() and time.time() - lock.stat().st_mtime > STALE_BUILD_LOCK_S:
+            lock.unlink()
+            return True
+    except (ImportError, OSError):
+        pass
+    return False
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -173,6 +195,7 @@ class LearnerRank:
                           RANK=str(self.rank), WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")
         if not gpu:
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
+            clear_stale_build_lock("deepspeed_shm_comm")
         deepspeed.init_distributed(dist_backend="nccl" if gpu else "gloo", verbose=False)
         # Same seed on every rank: every rank starts from identical adapters.
         torch.manual_seed(self.cfg.trainer.seed)

@@ -175,3 +175,22 @@ def test_empty_responses_count_in_every_baseline(make_rank, vocab, baseline):
     assert m["node/L0N0/advantage_mean"] == pytest.approx(0.0, abs=1e-9)
     if baseline == "ema":
         assert r.ema["L0N0"] == pytest.approx(0.25)
+
+
+def test_an_orphaned_extension_build_lock_is_cleared_and_a_fresh_one_kept(tmp_path, monkeypatch):
+    """A rank killed while DeepSpeed builds its CPU op leaves torch's owner-less build lock;
+    the next rank would wait on it for ever. An old lock goes, a recent one (a build under
+    way) stays."""
+    import os
+    import time
+
+    from neuromas_dist.learner.rank import STALE_BUILD_LOCK_S, clear_stale_build_lock
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    lock = tmp_path / "deepspeed_shm_comm" / "lock"
+    lock.parent.mkdir()
+    lock.touch()
+    assert not clear_stale_build_lock("deepspeed_shm_comm") and lock.exists()
+    old = time.time() - STALE_BUILD_LOCK_S - 60
+    os.utime(lock, (old, old))
+    assert clear_stale_build_lock("deepspeed_shm_comm") and not lock.exists()
