@@ -149,6 +149,10 @@ class ResourcesConfig:
     learner_cpus: float = _f(1.0, "CPUs per learner rank", lo=0.0)
     colocate: bool = _f(False, "rollout workers and learner share GPUs (one-GPU boxes)")
     placement_strategy: str = _f("PACK", "Ray placement group strategy", choices=("PACK", "SPREAD", "STRICT_PACK"))
+    rollout_node_resource: str = _f("", "custom Ray resource offered only by the nodes meant for rollout workers "
+                                    "(e.g. rollout_node, from `ray start --resources`); empty = any node")
+    learner_node_resource: str = _f("", "custom Ray resource offered only by the nodes meant for learner ranks "
+                                    "(e.g. learner_node); empty = any node")
 
 
 @dataclass(frozen=True)
@@ -276,6 +280,9 @@ def _check_resources(cfg: Config) -> None:
     if r.colocate and cfg.rollout.num_workers > cfg.learner.num_ranks:
         raise ConfigError(f"resources.colocate=true puts rollout worker i beside learner rank i: "
                           f"rollout.num_workers={cfg.rollout.num_workers} must be <= learner.num_ranks={cfg.learner.num_ranks}")
+    if r.colocate and r.rollout_node_resource != r.learner_node_resource:
+        raise ConfigError("resources.colocate=true shares one bundle: rollout_node_resource and learner_node_resource "
+                          "must be equal")
     if (r.rollout_gpus > 0) != (r.learner_gpus > 0):
         raise ConfigError("resources: rollout_gpus and learner_gpus must both be 0 (CPU) or both > 0 (GPU)")
 

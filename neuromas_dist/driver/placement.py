@@ -12,17 +12,23 @@ from typing import Any
 from neuromas_dist.config import Config
 
 
+NODE_RESOURCE_SHARE = 0.001  # of a node's custom resource per bundle: any number of bundles fit one node
+
+
 def bundles(cfg: Config) -> list[dict[str, float]]:
+    """Learner ranks' bundles, then rollout workers'. A ``*_node_resource`` in config adds a
+    sliver of that custom resource, so a bundle can only land on a node that offers it."""
     r = cfg.resources
 
-    def bundle(cpus: float, gpus: float) -> dict[str, float]:
-        return {"CPU": cpus, **({"GPU": gpus} if gpus > 0 else {})}
+    def bundle(cpus: float, gpus: float, node_resource: str) -> dict[str, float]:
+        return {"CPU": cpus, **({"GPU": gpus} if gpus > 0 else {}),
+                **({node_resource: NODE_RESOURCE_SHARE} if node_resource else {})}
 
     if r.colocate:
-        return [bundle(r.learner_cpus + r.rollout_cpus, r.learner_gpus + r.rollout_gpus)
+        return [bundle(r.learner_cpus + r.rollout_cpus, r.learner_gpus + r.rollout_gpus, r.learner_node_resource)
                 for _ in range(cfg.learner.num_ranks)]
-    return ([bundle(r.learner_cpus, r.learner_gpus)] * cfg.learner.num_ranks
-            + [bundle(r.rollout_cpus, r.rollout_gpus)] * cfg.rollout.num_workers)
+    return ([bundle(r.learner_cpus, r.learner_gpus, r.learner_node_resource)] * cfg.learner.num_ranks
+            + [bundle(r.rollout_cpus, r.rollout_gpus, r.rollout_node_resource)] * cfg.rollout.num_workers)
 
 
 def rollout_bundle_index(cfg: Config, worker: int) -> int:

@@ -36,3 +36,20 @@ def test_placement_split_and_colocated():
                              "learner.num_ranks=2", "rollout.num_workers=2"])
     assert bundles(gpu) == [{"CPU": 2.0, "GPU": 1.0}] * 2
     assert [rollout_bundle_index(gpu, i) for i in range(2)] == [0, 1]
+
+
+def test_placement_by_node_resource():
+    """Rollout bundles ask for the rollout nodes' custom resource, learner bundles for the
+    learner nodes': a sliver each, so every bundle of a kind fits on one node."""
+    from neuromas_dist.driver.placement import NODE_RESOURCE_SHARE
+
+    cfg = load_config(None, ["rollout.num_workers=2", "resources.rollout_node_resource=rollout_node",
+                             "resources.learner_node_resource=learner_node"])
+    assert bundles(cfg) == [{"CPU": 1.0, "learner_node": NODE_RESOURCE_SHARE}] + \
+        [{"CPU": 1.0, "rollout_node": NODE_RESOURCE_SHARE}] * 2
+    import pytest
+
+    from neuromas_dist.config import ConfigError
+
+    with pytest.raises(ConfigError, match="colocate=true shares one bundle"):
+        load_config(None, ["resources.colocate=true", "resources.rollout_node_resource=a"])
