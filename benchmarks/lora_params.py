@@ -15,14 +15,13 @@ from neuromas_dist.adapters.counting import arch_config, lora_param_count
 from neuromas_dist.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
-ARCH = {"Qwen/Qwen3-0.6B": "qwen3-0.6b.json", "google/gemma-3-1b-it": "gemma-3-1b-it.json"}
 CONFIGS = ["neuromas3_qwen3-0.6b_gsm8k", "neuromas7_qwen3-0.6b_gsm8k", "single_qwen3-0.6b_gsm8k",
            "neuromas3_gemma3-1b_gsm8k", "neuromas7_gemma3-1b_gsm8k"]
 
 
 def count(name: str) -> dict:
     cfg = load_config(REPO / "configs" / f"{name}.yaml")
-    arch = arch_config(REPO / "configs" / "arch" / ARCH[cfg.model.name_or_path])
+    arch = arch_config(REPO / cfg.model.arch_config)
     per_node = lora_param_count(arch, cfg.lora.target_modules, cfg.lora.rank)
     nodes = sum(cfg.topology.widths)
     return {"config": name, "model": cfg.model.name_or_path, "nodes": nodes, "rank": cfg.lora.rank,

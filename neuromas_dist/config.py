@@ -38,6 +38,7 @@ class ModelConfig:
                     choices=("auto", "float32", "bfloat16", "float16"))
     max_model_len: int = _f(1024, "context length for rollout and learner", lo=64)
     tiny_seed: int = _f(0, "seed of the locally built tiny model (name_or_path=tiny)", lo=0)
+    arch_config: str = _f("", "the model's config.json (architecture only): lets --plan size a hub model without a download")
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ class ResourcesConfig:
     learner_cpus: float = _f(1.0, "CPUs per learner rank", lo=0.0)
     colocate: bool = _f(False, "rollout workers and learner share GPUs (one-GPU boxes)")
     placement_strategy: str = _f("PACK", "Ray placement group strategy", choices=("PACK", "SPREAD", "STRICT_PACK"))
+    gpu_memory_gb: float = _f(80.0, "memory of one GPU of the cluster, in GiB: what --plan checks each actor against", lo=1.0)
     rollout_node_resource: str = _f("", "custom Ray resource offered only by the nodes meant for rollout workers "
                                     "(e.g. rollout_node, from `ray start --resources`); empty = any node")
     learner_node_resource: str = _f("", "custom Ray resource offered only by the nodes meant for learner ranks "

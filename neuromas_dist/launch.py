@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config; omitted = the embedded default")
     p.add_argument("--run-dir", help="run directory (overrides logging.run_dir)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--plan", action="store_true",
+                   help="print placement, per-actor GPU memory and adapter sync size for the config; start nothing")
     p.add_argument("overrides", nargs="*", metavar="key.path=value", help="dotted config overrides")
     return p
 
@@ -54,6 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    if args.plan:
+        from neuromas_dist.driver.plan import print_plan
+
+        return print_plan(cfg)
     from neuromas_dist.driver.run import run_training
 
     return run_training(cfg, resume=bool(args.resume))

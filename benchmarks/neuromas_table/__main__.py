@@ -67,16 +67,15 @@ def plan(args: argparse.Namespace) -> tuple[str, Config, TableSpec, list[str], P
 
 
 def model_config(cfg: Config):
-    """The architecture the LoRA counts come from: a hub model's shapes from configs/arch
-    (nothing downloaded), anything local (the tiny model, a model dir) from its config.json."""
+    """The architecture the LoRA counts come from: a hub model's shapes from its
+    ``model.arch_config`` (configs/arch, nothing downloaded), anything local (the tiny model, a model dir) from its config.json."""
     from transformers import AutoConfig
 
-    from benchmarks.lora_params import ARCH
     from neuromas_dist.adapters.counting import arch_config
     from neuromas_dist.rollout.worker import resolve_model_dir
 
-    if cfg.model.name_or_path in ARCH:
-        return arch_config(REPO / "configs" / "arch" / ARCH[cfg.model.name_or_path])
+    if cfg.model.arch_config:
+        return arch_config(REPO / cfg.model.arch_config)
     return AutoConfig.from_pretrained(resolve_model_dir(cfg), trust_remote_code=cfg.model.trust_remote_code)
 
 

@@ -1,0 +1,63 @@
+"""`launch --plan`: placement, per-actor memory and sync bytes from the architecture on the
+meta device (no weights, no download), checked against numbers worked out by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from neuromas_dist import launch
+from neuromas_dist.config import load_config
+from neuromas_dist.driver.plan import GIB, PlanError, make_plan, measure
+
+REPO = Path(__file__).resolve().parents[2]
+QWEN3 = REPO / "configs" / "neuromas3_qwen3-0.6b_gsm8k.yaml"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_plans(path, capsys):
+    assert launch.main(["--plan", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    for part in ("placement", "rollout worker x", "learner rank x", "adapter sync:"):
+        assert part in out, part
+
+
+def test_qwen3_numbers_by_hand():
+    """Qwen3-0.6B: 28 layers, 8 KV heads of 128: K and V are 2 x 28 x 8 x 128 = 57,344
+    bf16 values = 114,688 bytes per token; q_proj (1024 -> 2048) and v_proj (1024 -> 1024)
+    at rank 16: 16 x (3072 + 2048) x 28 = 2,293,760 LoRA parameters per node."""
+    cfg = load_config(QWEN3)
+    a = measure(cfg)
+    assert a.lora_per_node == 2_293_760 and a.kv_per_token * 2 == 114_688
+    _, n = make_plan(cfg)
+    roll = n["rollout"]
+    left = 0.85 * 80 * GIB - roll["weights"] - roll["lora_slots"]
+    assert roll["weights"] == a.params * 2 and roll["kv_tokens"] == pytest.approx(left / 114_688)
+    assert n["sync_bytes"] == 3 * 2_293_760 * 2 and n["full_sync_bytes"] == a.params * 2
+    learn = n["learner"]
+    # ZeRO 2 over 2 ranks: fp32 master + AdamW moments (12 bytes) halved per rank
+    assert learn["optimizer"] == pytest.approx(3 * 2_293_760 * 12 / 2)
+
+
+def test_a_config_that_does_not_fit_is_one_line(capsys):
+    assert launch.main(["--plan", "--config", str(QWEN3), "resources.gpu_memory_gb=24",
+                        "learner.micro_batch_size=32"]) == 2
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("plan error: a learner rank needs about") and "\n" not in out
+    with pytest.raises(PlanError, match="KV cache holds"):
+        make_plan(load_config(QWEN3, ["resources.gpu_memory_gb=1.5"]))
+
+
+def test_placement_names_the_node_kind():
+    cfg = load_config(QWEN3, ["resources.rollout_node_resource=rollout_node",
+                              "resources.learner_node_resource=learner_node"])
+    text, _ = make_plan(cfg)
+    assert "learner rank 1 on a node offering learner_node" in text
+    assert "rollout worker 0 on a node offering rollout_node" in text
+
+
+def test_a_hub_model_without_arch_config_is_one_line():
+    cfg = load_config(QWEN3, ["model.arch_config=", "model.name_or_path=nobody/no-such-model"])
+    with pytest.raises(PlanError, match="set model.arch_config"):
+        make_plan(cfg)
