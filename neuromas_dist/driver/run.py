@@ -183,10 +183,12 @@ def _step(cfg: Config, trainer: Any, growth: dict[int, Any]) -> dict[str, Any]:
     if target is not None and tuple(growth[target]) != trainer.widths:
         trainer.grow(tuple(growth[target]))
     row = trainer.train_step()
-    if trainer.step == t.steps or (t.eval_every and trainer.step % t.eval_every == 0):
+    if trainer.deferred_failure is None and (trainer.step == t.steps or (t.eval_every and trainer.step % t.eval_every == 0)):
         row.update(trainer.evaluate())  # the last step always evaluates: the "after" number
     trainer.log.log(trainer.step, row)
     trainer.unlogged_update = False
+    if trainer.deferred_failure is not None:
+        raise trainer.deferred_failure  # _failed checkpoints this logged step
     if t.checkpoint_every and trainer.step % t.checkpoint_every == 0:
         trainer.checkpoint()
     return row

@@ -21,7 +21,7 @@ from neuromas_dist.adapters.peft_io import AdapterSet, read_adapter_set, write_a
 from neuromas_dist.config import Config
 from neuromas_dist.driver.metrics import MetricsLogger
 from neuromas_dist.driver.placement import Placement
-from neuromas_dist.driver.rollouts import StepRollout, WorkerPool, short_error
+from neuromas_dist.driver.rollouts import StepRollout, WorkerPool, WorkersExhausted, short_error
 from neuromas_dist.driver.sampler import QuestionSampler
 from neuromas_dist.driver.step_metrics import rollout_metrics
 from neuromas_dist.graph.growth import GrowthGate, describe_growth, growth_mapping
@@ -52,6 +52,7 @@ class Trainer:
         self.gate: GrowthGate | None = None  # set while a gated grown graph fades in
         self._cursor_after: dict[str, Any] | None = None  # the data cursor a checkpoint of this step resumes from
         self.unlogged_update = False  # a checkpoint now would hold an update whose step is not logged
+        self.deferred_failure: Exception | None = None  # workers lost after the step's update: stop once it is logged
 
     # ------------------------------------------------------------ setup
 
@@ -231,7 +232,11 @@ class Trainer:
         learner_metrics = self.learner.gather(finish)
         self.unlogged_update = True  # the learner is past the last logged step until run._step logs it
         t_learn = time.perf_counter() - t_learn0
-        sync = self.broadcast()
+        try:
+            sync = self.broadcast()
+        except WorkersExhausted as exc:
+            # The step is trained: let it be logged and checkpointed, then stop (run._step).
+            self.deferred_failure, sync = exc, {}
         self.step = step
         self._cursor_after = self.in_flight[0].cursor if self.in_flight else self.sampler.state_dict()
         if self.traj_dir is not None:

@@ -284,7 +284,8 @@ class RolloutWorker:
         """Counters since start plus gauges of the last rollout and adapter load."""
         return {**{k: float(v) for k, v in self.counters.items()}, **self.gauges,
                 "rollout/worker_id": self.worker_id,
-                "rollout/live_adapter_versions": len(self.registry.live_versions())}
+                "rollout/live_adapter_versions": len(self.registry.live_versions()),
+                "rollout/pinned_samples": sum(self.registry.refs(v) for v in self.registry.live_versions())}
 
 
 async def _grouped(results: AsyncIterator[SampleResult], every: int, seconds: float

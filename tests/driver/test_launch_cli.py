@@ -101,18 +101,26 @@ def test_a_worker_death_past_the_restart_budget_stops_the_run_with_a_checkpoint_
 
 @pytest.fixture
 def ray_head():
-    """A local head from cluster/local_head.sh (`ray start --head`) in its own temp dir,
-    so stopping it cannot touch the test session's embedded Ray (which `ray stop` would
-    kill too)."""
+    """A two-node Ray cluster on this machine: the head from cluster/local_head.sh offering
+    the custom resource learner_node, and a second raylet (`ray start --address`) offering
+    rollout_node, both in one temp dir, so stopping them cannot touch the test session's
+    embedded Ray (which `ray stop` would kill too)."""
     temp_dir = tempfile.mkdtemp(prefix="nmh", dir="/tmp")  # short: Ray's socket paths have a length limit
+    port = free_port()
     # Own ports too: the session's embedded Ray already holds the dashboard agent's
     # default port 52365, and a head whose agent cannot bind refuses every job.
-    start = subprocess.run([str(REPO / "cluster" / "local_head.sh"), "start", "--port", str(free_port()),
+    start = subprocess.run([str(REPO / "cluster" / "local_head.sh"), "start", "--port", str(port),
                             "--dashboard-port", "8265", "--dashboard-agent-listen-port", str(free_port()),
-                            "--temp-dir", temp_dir],
+                            "--temp-dir", temp_dir, "--resources", '{"learner_node": 1}'],
                            env=env(), capture_output=True, text=True, timeout=180)
     assert start.returncode == 0, start.stdout + start.stderr
     try:
+        # the second node's raylet lives under the head's temp dir: stop_processes_under finds it
+        second = subprocess.run(["ray", "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "4",
+                                 "--resources", '{"rollout_node": 1}', "--dashboard-agent-listen-port",
+                                 str(free_port()), "--disable-usage-stats"],
+                                env={**env(), "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=180)
+        assert second.returncode == 0, second.stdout + second.stderr
         yield "http://127.0.0.1:8265"
     finally:
         stop_processes_under(temp_dir)
@@ -132,11 +140,16 @@ def stop_processes_under(temp_dir: str) -> None:
         time.sleep(wait)
 
 
-def test_ray_job_submit_trains_on_a_running_cluster(ray_head, tiny_model_dir, tmp_path):
+def test_ray_job_submit_places_actors_on_the_nodes_the_config_names(ray_head, tiny_model_dir, tmp_path):
+    """`ray job submit` to a two-node cluster; the config puts rollout workers on the node
+    offering rollout_node and the learner on the one offering learner_node. Ray's state API
+    says where every actor ran."""
     run_dir = tmp_path / "job"
     for _ in range(15):
         submit = subprocess.run([str(REPO / "cluster" / "submit.sh"), "--run-dir", str(run_dir), *SMALL,
-                                 "trainer.steps=1"], cwd=REPO, env={**env(), "RAY_ADDRESS": ray_head},
+                                 "trainer.steps=2", "resources.rollout_node_resource=rollout_node",
+                                 "resources.learner_node_resource=learner_node"],
+                                cwd=REPO, env={**env(), "RAY_ADDRESS": ray_head},
                                 capture_output=True, text=True, timeout=900)
         # `ray start` returns before the dashboard's job agent is up; the job was not created.
         if "No available agent to submit job" not in submit.stdout + submit.stderr:
@@ -146,5 +159,29 @@ def test_ray_job_submit_trains_on_a_running_cluster(ray_head, tiny_model_dir, tm
     assert submit.returncode == 0, out[-4000:]
     assert "succeeded" in out
     assert "| joined " in out  # the job's driver joined the head, not an embedded Ray
-    assert steps_logged(run_dir) == [0, 1]
-    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 1
+    assert steps_logged(run_dir) == [0, 1, 2]
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 2
+
+    assert where_actors_ran(ray_head) == {"RolloutWorker": ["rollout_node"], "LearnerRank": ["learner_node"]}
+
+
+WHERE = """
+import json, sys
+from ray.util.state import list_actors, list_nodes
+kind = {n.node_id: [k for k in ("rollout_node", "learner_node") if k in n.resources_total]
+        for n in list_nodes(address=sys.argv[1])}
+ran = {}
+for a in list_actors(address=sys.argv[1], limit=1000):
+    if a.class_name in ("RolloutWorker", "LearnerRank"):
+        ran.setdefault(a.class_name, set()).update(kind[a.node_id])
+print(json.dumps({k: sorted(v) for k, v in ran.items()}))
+"""
+
+
+def where_actors_ran(address: str) -> dict:
+    """Node kinds each actor class ran on, from Ray's state API. In a subprocess: the head
+    authenticates every client (RAY_AUTH_MODE=token), and Ray reads that once per process."""
+    done = subprocess.run([sys.executable, "-c", WHERE, address], env={**env(), "RAY_AUTH_MODE": "token"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
