@@ -1,9 +1,11 @@
-"""Entry point: ``python -m neuromas_dist.launch [--config FILE] [--run-dir DIR] [--resume DIR] [key.path=value ...]``.
+"""Entry point: ``python -m neuromas_dist.launch [--config FILE] [--run-dir DIR] [--resume DIR] [--plan] [key.path=value ...]``.
 
 With no config it trains the embedded default (tiny local model, synthetic task, local
 Ray). Under ``ray job submit`` or with RAY_ADDRESS set it joins that cluster instead.
-A bad config is one line on stderr and exit code 2; Ctrl-C or a dead actor checkpoints
-and exits 130 / 1 with one line.
+``--plan`` prints placement, per-actor memory and sync sizes and starts nothing. A bad
+config is one line on stderr and exit code 2; a dead rollout worker or learner rank is
+restarted (``faults.*``); Ctrl-C, or a fault past its restart budget, checkpoints and
+exits 130 / 1 with one line.
 """
 
 from __future__ import annotations
