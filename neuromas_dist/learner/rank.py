@@ -340,9 +340,7 @@ class LearnerRank:
         self._activate(node)
         lp, mask = self._logprobs(rows)
         dev, norm = self.device, self.cfg.learner.loss_norm
-        beh = torch.zeros_like(lp)
-        for i, r in enumerate(rows):
-            beh[i, :len(r.logprobs)] = torch.tensor(r.logprobs, dtype=torch.float32)
+        beh = _recorded_logprobs(rows, lp)
         stale = torch.tensor([r.version != self.version for r in rows], device=dev)
         self._pick_stale_checks(node, [r for r in rows if r.version != self.version])
         w = algos.importance_weights(lp, beh, stale, self.cfg.learner.importance_cap) * mask
@@ -379,10 +377,7 @@ class LearnerRank:
                         p.data.copy_(old)
                     self._activate(node)
                     lp, mask = self._logprobs(subset)
-                    beh = torch.zeros_like(lp)
-                    for i, r in enumerate(subset):
-                        beh[i, :len(r.logprobs)] = torch.tensor(r.logprobs, dtype=torch.float32)
-                    gap, _, tokens = algos.logprob_gap(lp, beh, mask)
+                    gap, _, tokens = algos.logprob_gap(lp, _recorded_logprobs(subset, lp), mask)
                     self._stats[node]["stale_gap_sum"] += gap
                     self._stats[node]["stale_checked_tokens"] += tokens
         finally:
@@ -665,6 +660,14 @@ class LearnerRank:
         self.ema = {k: float(v) for k, v in learner["ema"].items()}
         self._remember_version(forget_older=True)
         self._reset_step()
+
+
+def _recorded_logprobs(rows: Sequence[Row], like: torch.Tensor) -> torch.Tensor:
+    """The rollout's logprobs of the rows' tokens, padded to ``like`` ([B, T])."""
+    out = torch.zeros_like(like)
+    for i, r in enumerate(rows):
+        out[i, :len(r.logprobs)] = torch.tensor(r.logprobs, dtype=torch.float32)
+    return out
 
 
 def _jsonable_rng(state: tuple) -> list:
