@@ -72,6 +72,8 @@ class RolloutConfig:
     scheduling: str = _f("per_sample", "per_sample: a node starts when its own inputs are done; layer: barrier per layer",
                          choices=("per_sample", "layer"))
     max_num_seqs: int = _f(256, "vLLM max concurrent sequences per worker", lo=1)
+    max_loras: int = _f(0, "adapters vLLM batches together (LoRA slots); 0 = every node of the largest graph. "
+                        "Fewer slots save memory but run the nodes' requests a slot's worth at a time", lo=0)
     kv_cache_gb: float = _f(1.0, "CPU only: KV-cache space per worker in GiB", lo=0.1)
     gpu_memory_utilization: float = _f(0.5, "GPU only: share of GPU memory vLLM may take", lo=0.05, hi=0.95)
     enforce_eager: bool = _f(True, "disable CUDA graphs / compilation (faster start, needed on CPU)")

@@ -3,8 +3,8 @@
 Nothing is loaded but the model's architecture, instantiated on the meta device (no
 weights, no download). Every figure is an estimate, and says how it is made:
 
-* rollout worker (one vLLM engine): weights ``P x bytes``; LoRA slots ``max_loras (= nodes)
-  x A_r x bytes`` with ``A_r`` one adapter at vLLM's rank bucket; the KV cache gets what
+* rollout worker (one vLLM engine): weights ``P x bytes``; LoRA slots ``max_loras
+  x A_r x bytes`` (``rollout.max_loras``, default the nodes) with ``A_r`` one adapter at vLLM's rank bucket; the KV cache gets what
   ``rollout.gpu_memory_utilization`` leaves of the GPU (vLLM's own rule, less its
   activation reserve, which is not modelled), in tokens of ``2 x layers x kv_heads x
   head_dim x bytes`` each.
@@ -92,11 +92,10 @@ def measure(cfg: Config) -> Arch:
 
 
 def rollout_memory(cfg: Config, a: Arch) -> dict[str, float]:
-    from neuromas_dist.rollout.engine import max_nodes, resolve_dtype
+    from neuromas_dist.rollout.engine import lora_slots, resolve_dtype
 
     nb = DTYPE_BYTES[resolve_dtype(cfg)]
-    nodes = max_nodes(cfg)  # vLLM's LoRA slots: the largest graph of the run
-    out = {"weights": a.params * nb, "lora_slots": nodes * a.lora_per_slot * nb}
+    out = {"weights": a.params * nb, "lora_slots": lora_slots(cfg) * a.lora_per_slot * nb}
     if cfg.resources.rollout_gpus > 0:
         budget = cfg.rollout.gpu_memory_utilization * cfg.resources.gpu_memory_gb * GIB * cfg.resources.rollout_gpus
         out["kv_cache"] = max(budget - out["weights"] - out["lora_slots"], 0.0)

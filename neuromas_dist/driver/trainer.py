@@ -53,6 +53,7 @@ class Trainer:
         self._cursor_after: dict[str, Any] | None = None  # the data cursor a checkpoint of this step resumes from
         self.unlogged_update = False  # a checkpoint now would hold an update whose step is not logged
         self.deferred_failure: Exception | None = None  # workers lost after the step's update: stop once it is logged
+        self._last_step_done: float | None = None  # perf_counter when the previous step's update was broadcast
 
     # ------------------------------------------------------------ setup
 
@@ -242,11 +243,16 @@ class Trainer:
         if self.traj_dir is not None:
             write_step(self.traj_dir, step, batches)
         table = concat(batches)
+        now = time.perf_counter()
+        # An async step's rollout started during the step before, so timing_s/step overlaps
+        # its neighbours; the interval between step ends is what a step costs the run.
+        interval = now - (self._last_step_done or rollout.started)
+        self._last_step_done = now
         return {**rollout_metrics(table, self.topology.sink), **learner_metrics, **sync, **rollout.faults,
                 "faults/worker_restarts_total": self.pool.restarts,
                 "faults/learner_restarts_total": self.learner_restarts,
                 "timing_s/rollout": t_rollout, "timing_s/learn_tail": t_learn,
-                "timing_s/step": time.perf_counter() - rollout.started}
+                "timing_s/step": now - rollout.started, "timing_s/step_interval": interval}
 
     def _same_stage(self, step: int, later: int) -> bool:
         """May step ``later``'s rollout start now? Not past the run's end, and not across a

@@ -27,6 +27,11 @@ def max_nodes(cfg: Config) -> int:
     return max(sum(w) for w in widths)
 
 
+def lora_slots(cfg: Config) -> int:
+    """vLLM's ``max_loras``: every node by default, so one batch can serve the whole graph."""
+    return cfg.rollout.max_loras or max_nodes(cfg)
+
+
 def on_gpu(cfg: Config) -> bool:
     return cfg.resources.rollout_gpus > 0
 
@@ -48,7 +53,7 @@ def engine_kwargs(cfg: Config, model_dir: str, *, seed: int = 0) -> dict[str, An
         dtype=resolve_dtype(cfg),
         max_model_len=cfg.model.max_model_len,
         enable_lora=True,
-        max_loras=nodes,
+        max_loras=lora_slots(cfg),
         # Two versions coexist while the old one drains after a hot swap.
         max_cpu_loras=2 * nodes + 1,
         max_lora_rank=_lora_rank_bucket(cfg.lora.rank),

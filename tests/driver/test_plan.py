@@ -61,3 +61,14 @@ def test_a_hub_model_without_arch_config_is_one_line():
     cfg = load_config(QWEN3, ["model.arch_config=", "model.name_or_path=nobody/no-such-model"])
     with pytest.raises(PlanError, match="set model.arch_config"):
         make_plan(cfg)
+
+
+def test_fewer_lora_slots_shrink_the_rollout_estimate_and_reach_vllm():
+    from neuromas_dist.rollout.engine import engine_kwargs
+
+    every = load_config(QWEN3)
+    one = load_config(QWEN3, ["rollout.max_loras=1"])
+    a = measure(every)
+    slots = {name: make_plan(cfg)[1]["rollout"]["lora_slots"] for name, cfg in (("every", every), ("one", one))}
+    assert slots["every"] == 3 * slots["one"] == 3 * a.lora_per_slot * 2
+    assert engine_kwargs(every, "m")["max_loras"] == 3 and engine_kwargs(one, "m")["max_loras"] == 1
