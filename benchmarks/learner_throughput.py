@@ -29,7 +29,9 @@ import torch  # noqa: E402
 
 from neuromas_dist.config import Config  # noqa: E402
 from neuromas_dist.learner import algos  # noqa: E402
-from neuromas_dist.learner.rank import LearnerRank, Row, build_peft_model, resolve_dtype  # noqa: E402
+from neuromas_dist.learner.model import build_peft_model, torch_dtype  # noqa: E402
+from neuromas_dist.learner.rank import LearnerRank  # noqa: E402
+from neuromas_dist.learner.rows import Row  # noqa: E402
 from neuromas_dist.trajectories.schema import TrajectoryRow, to_record_batch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +72,7 @@ class PlainLoop:
     def __init__(self, cfg: Config, model_dir: str):
         torch.manual_seed(cfg.trainer.seed)
         self.cfg = cfg
-        self.model = build_peft_model(model_dir, NODES, cfg, resolve_dtype(cfg.model.dtype)).train()
+        self.model = build_peft_model(model_dir, NODES, cfg, torch_dtype(cfg)).train()
         self.params = [p for n, p in self.model.named_parameters() if "lora_" in n]
         for p in self.params:
             p.requires_grad_(True)
@@ -158,7 +160,7 @@ def main() -> None:
         "rows_per_step": batches[0].num_rows,
         "settings": {**vars(args), "model": model_dir, "zero_stage": cfg.learner.zero_stage,
                      "lora_rank": cfg.lora.rank, "targets": list(cfg.lora.target_modules),
-                     "dtype": str(resolve_dtype(cfg.model.dtype)), "world_size": 1,
+                     "dtype": str(torch_dtype(cfg)), "world_size": 1,
                      "device": "cuda" if torch.cuda.is_available() else "cpu",
                      "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
     }

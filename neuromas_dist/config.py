@@ -201,6 +201,12 @@ class Config:
         return _to_plain(self)
 
 
+def resolve_dtype(name: str, gpu: bool) -> str:
+    """``model.dtype`` as rollout, learner and plan all read it: ``auto`` is bfloat16 on a
+    GPU and float32 on a CPU (vLLM's CPU backend and the gloo learner run fp32)."""
+    return ("bfloat16" if gpu else "float32") if name == "auto" else name
+
+
 # ---------------------------------------------------------------- cross-field checks
 
 def _check_topology(cfg: Config) -> None:

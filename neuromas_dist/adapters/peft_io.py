@@ -35,19 +35,19 @@ class AdapterSet(NamedTuple):
         return sum(t.numel() * t.element_size() for node in self.tensors.values() for t in node.values())
 
 
-def peft_config_dict(lora_cfg: Any, base_model: str) -> dict[str, Any]:
-    """adapter_config.json contents for config.LoraConfig ``lora_cfg`` over ``base_model``."""
+def peft_lora_config(lora_cfg: Any, base_model: str | None = None) -> Any:
+    """The one ``peft.LoraConfig`` of config section ``lora_cfg``: the learner's adapters,
+    the rollout's zero adapters and every exported adapter_config.json come from it."""
     import peft
 
-    cfg = peft.LoraConfig(
-        r=lora_cfg.rank,
-        lora_alpha=lora_cfg.alpha,
-        lora_dropout=lora_cfg.dropout,
-        target_modules=list(lora_cfg.target_modules),
-        task_type="CAUSAL_LM",
-        base_model_name_or_path=base_model,
-    )
-    return _jsonable(cfg.to_dict())
+    return peft.LoraConfig(r=lora_cfg.rank, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
+                           target_modules=list(lora_cfg.target_modules), task_type="CAUSAL_LM",
+                           base_model_name_or_path=base_model)
+
+
+def peft_config_dict(lora_cfg: Any, base_model: str) -> dict[str, Any]:
+    """adapter_config.json contents for config.LoraConfig ``lora_cfg`` over ``base_model``."""
+    return _jsonable(peft_lora_config(lora_cfg, base_model).to_dict())
 
 
 def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:

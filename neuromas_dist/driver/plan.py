@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from neuromas_dist.config import Config
+from neuromas_dist.config import Config, resolve_dtype
 
 GIB = 1024 ** 3
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -92,9 +92,9 @@ def measure(cfg: Config) -> Arch:
 
 
 def rollout_memory(cfg: Config, a: Arch) -> dict[str, float]:
-    from neuromas_dist.rollout.engine import lora_slots, resolve_dtype
+    from neuromas_dist.rollout.engine import lora_slots, on_gpu
 
-    nb = DTYPE_BYTES[resolve_dtype(cfg)]
+    nb = DTYPE_BYTES[resolve_dtype(cfg.model.dtype, on_gpu(cfg))]
     out = {"weights": a.params * nb, "lora_slots": lora_slots(cfg) * a.lora_per_slot * nb}
     if cfg.resources.rollout_gpus > 0:
         budget = cfg.rollout.gpu_memory_utilization * cfg.resources.gpu_memory_gb * GIB * cfg.resources.rollout_gpus
@@ -107,8 +107,7 @@ def rollout_memory(cfg: Config, a: Arch) -> dict[str, float]:
 
 def learner_memory(cfg: Config, a: Arch) -> dict[str, float]:
     gpu = cfg.resources.learner_gpus > 0
-    dtype = cfg.model.dtype if cfg.model.dtype != "auto" else ("bfloat16" if gpu else "float32")
-    nb, ranks, lc = DTYPE_BYTES[dtype], cfg.learner.num_ranks, cfg.learner
+    nb, ranks, lc = DTYPE_BYTES[resolve_dtype(cfg.model.dtype, gpu)], cfg.learner.num_ranks, cfg.learner
     from neuromas_dist.rollout.engine import max_nodes
 
     trainable = max_nodes(cfg) * a.lora_per_node

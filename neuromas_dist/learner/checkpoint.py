@@ -103,3 +103,37 @@ def rank_state_for(ranks: Sequence[Mapping[str, Any]], rank: int, world_size: in
         raise ValueError(f"checkpoint has {len(ranks)} ranks but the learner has {world_size}; "
                          f"with learner.zero_stage={zero_stage} the optimizer state is partitioned per rank")
     return ranks[rank] if rank < len(ranks) else ranks[0]
+
+
+# ----------------------------------------------------------------- one rank's state
+
+def torch_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    """The torch optimizer inside DeepSpeed's wrapper: ZeRO and bf16 wrap it (over fp32
+    partitions), and its state is what a checkpoint moves."""
+    inner = getattr(optimizer, "optimizer", None)
+    return inner if isinstance(inner, torch.optim.Optimizer) else optimizer
+
+
+def rank_state(optimizer: Any) -> dict[str, Any]:
+    """A rank's optimizer and RNG state: safetensors-ready tensors and JSON-able meta."""
+    import random
+
+    tensors, meta = flatten_optimizer(torch_optimizer(optimizer).state_dict())
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    version, internal, gauss = random.getstate()
+    return {"tensors": tensors, "meta": {"optimizer": meta, "python_rng": [version, list(internal), gauss]}}
+
+
+def restore_rank_state(optimizer: Any, state: Mapping[str, Any]) -> None:
+    import random
+
+    tensors, meta = dict(state["tensors"]), state["meta"]
+    torch.set_rng_state(tensors.pop("rng.torch"))
+    cuda_rng = tensors.pop("rng.cuda", None)
+    if cuda_rng is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda_rng)
+    version, internal, gauss = meta["python_rng"]
+    random.setstate((version, tuple(internal), gauss))
+    torch_optimizer(optimizer).load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))

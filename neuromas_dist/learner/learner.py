@@ -8,20 +8,20 @@ Usage from the driver::
     metrics = group.finish_step()                           # one joint update
     adapters = group.adapters()                             # version + 1, broadcast it
 
-or ``group.train_step(refs)``, which feeds the refs in the order they become ready.
-Every rank receives every batch and keeps the questions it owns, so the driver never
-materialises trajectories and a rank starts forward/backward on the first batch.
+Every rank receives every batch as the same object-store ref and keeps the questions it
+owns, so a rank starts forward/backward on the first batch. (The driver reads the batches
+too: for the step's metrics and the Parquet files of the run directory.)
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
-from neuromas_dist.adapters.peft_io import AdapterSet, write_adapter_set
+from neuromas_dist.adapters.peft_io import AdapterSet
 from neuromas_dist.learner import checkpoint as ckpt
 from neuromas_dist.learner.rank import LearnerRank
 
@@ -117,20 +117,6 @@ class LearnerGroup:
 
         ray.get([rank.set_version.remote(version) for rank in self.ranks])
 
-    def train_step(self, batches: Iterable[Any]) -> dict[str, float]:
-        """accumulate() each batch, ObjectRefs in the order they become ready, then finish_step()."""
-        import ray
-
-        items = list(batches)
-        refs = [b for b in items if isinstance(b, ray.ObjectRef)]
-        for b in items:
-            if not isinstance(b, ray.ObjectRef):
-                self.accumulate(b)
-        while refs:
-            ready, refs = ray.wait(refs, num_returns=1)
-            self.accumulate(ready[0])
-        return self.finish_step()
-
     # ------------------------------------------------------------ adapters
 
     def adapters(self) -> AdapterSet:
@@ -138,10 +124,6 @@ class LearnerGroup:
         import ray
 
         return ray.get(self.ranks[0].export.remote())
-
-    def save_peft(self, root: str | os.PathLike) -> dict[str, Path]:
-        """Write every node in PEFT layout under ``root/<node>``; returns node -> directory."""
-        return write_adapter_set(root, self.adapters())
 
     def load_adapters(self, adapters: AdapterSet | Mapping[str, Mapping[str, torch.Tensor]]) -> list[str]:
         """Growth/warm start: copy the given nodes' tensors into every rank; others unchanged."""

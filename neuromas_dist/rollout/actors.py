@@ -1,4 +1,4 @@
-"""Rollout workers as Ray actors, and reading their trajectory streams.
+"""Rollout workers as Ray actors.
 
 Each worker is an async actor (its methods share one event loop, so a hot swap can
 land while a rollout is running) with its own CPUs/GPUs from ``cfg.resources``.
@@ -6,9 +6,7 @@ land while a rollout is running) with its own CPUs/GPUs from ``cfg.resources``.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
-
-import pyarrow as pa
+from typing import Any, Sequence
 
 from neuromas_dist.config import Config
 from neuromas_dist.rollout.worker import RolloutWorker
@@ -53,26 +51,6 @@ def split_examples(examples: Sequence[Any], parts: int) -> list[list[Any]]:
         out.append(list(examples[start:end]))
         start = end
     return out
-
-
-def stream_rollouts(actors: Sequence[Any], step: int, examples: Sequence[Any],
-                    n_samples: int | None = None) -> Iterator[pa.RecordBatch]:
-    """Split ``examples`` over ``actors`` and yield record batches from any worker as
-    soon as one arrives (Ray streaming generators, merged with ``ray.wait``)."""
-    import ray
-
-    gens = [actor.rollout.options(num_returns="streaming").remote(step, share, n_samples)
-            for actor, share in zip(actors, split_examples(examples, len(actors))) if share]
-    pending = list(gens)
-    while pending:
-        ready, _ = ray.wait(pending, num_returns=1)
-        gen = ready[0]
-        try:
-            ref = next(gen)
-        except StopIteration:
-            pending.remove(gen)
-            continue
-        yield ray.get(ref)
 
 
 def broadcast_adapters(actors: Sequence[Any], adapters: Any) -> list[dict[str, float]]:

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import torch
 
-from neuromas_dist.adapters.peft_io import AdapterSet, peft_config_dict
+from neuromas_dist.adapters.peft_io import AdapterSet, peft_config_dict, peft_lora_config
 
 
 def lora_shapes(model_dir: str | Path, lora_cfg: Any, *, trust_remote_code: bool = False
@@ -28,7 +28,7 @@ def lora_shapes(model_dir: str | Path, lora_cfg: Any, *, trust_remote_code: bool
     config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    wrapped = peft.get_peft_model(model, peft.LoraConfig(**_lora_kwargs(lora_cfg)))
+    wrapped = peft.get_peft_model(model, peft_lora_config(lora_cfg))
     state = peft.get_peft_model_state_dict(wrapped)
     return {k: tuple(v.shape) for k, v in state.items()}, peft_cfg
 
@@ -49,11 +49,6 @@ def check_adapter_shapes(adapters: AdapterSet, shapes: dict[str, tuple[int, ...]
             f"{where}: node {node}'s adapter does not fit this base model and lora config ({len(differ)} tensors "
             f"differ, e.g. {key}: {got.get(key, 'missing')} there, {shapes.get(key, 'absent')} here); "
             f"it was trained on {adapters.peft_config.get('base_model_name_or_path', 'another model')}")
-
-
-def _lora_kwargs(lora_cfg: Any) -> dict[str, Any]:
-    return dict(r=lora_cfg.rank, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
-                target_modules=list(lora_cfg.target_modules), task_type="CAUSAL_LM")
 
 
 def init_node_tensors(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, torch.Tensor]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from neuromas_dist.config import Config
+from neuromas_dist.config import Config, resolve_dtype
 
 GIB = 1 << 30
 
@@ -36,13 +36,6 @@ def on_gpu(cfg: Config) -> bool:
     return cfg.resources.rollout_gpus > 0
 
 
-def resolve_dtype(cfg: Config) -> str:
-    """``auto`` means bfloat16 on GPU and float32 on CPU (matches the learner's choice)."""
-    if cfg.model.dtype != "auto":
-        return cfg.model.dtype
-    return "bfloat16" if on_gpu(cfg) else "float32"
-
-
 def engine_kwargs(cfg: Config, model_dir: str, *, seed: int = 0) -> dict[str, Any]:
     """Keyword arguments of ``AsyncEngineArgs`` for one worker (pure, testable)."""
     nodes = max_nodes(cfg)
@@ -50,7 +43,7 @@ def engine_kwargs(cfg: Config, model_dir: str, *, seed: int = 0) -> dict[str, An
         model=str(model_dir),
         tokenizer=str(model_dir),
         trust_remote_code=cfg.model.trust_remote_code,
-        dtype=resolve_dtype(cfg),
+        dtype=resolve_dtype(cfg.model.dtype, on_gpu(cfg)),
         max_model_len=cfg.model.max_model_len,
         enable_lora=True,
         max_loras=lora_slots(cfg),

@@ -3,13 +3,13 @@
 One row is one node's call for one sample: a sample is one pass of one question through
 the whole graph, so a sample of a 3-node graph gives 3 rows that share ``sample_id`` and
 ``reward``. Rollout workers emit these rows as ``pyarrow.RecordBatch`` objects; the learner
-reads them back with :func:`as_row_dicts` or column-wise. Parquet files under a run's
+reads them back column-wise (learner.rows). Parquet files under a run's
 ``trajectories/`` hold exactly this schema, so pandas and DuckDB read them directly.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -100,11 +100,6 @@ def check_batch(batch: pa.RecordBatch | pa.Table) -> None:
     for i, (a, b) in enumerate(zip(resp_len, lp_len)):
         if a != b:
             raise SchemaError(f"row {i}: {a} response tokens but {b} logprobs")
-
-
-def as_row_dicts(batch: pa.RecordBatch | pa.Table) -> list[dict[str, Any]]:
-    """Column store -> list of plain dicts (for the learner's per-row tensor building)."""
-    return batch.to_pylist()
 
 
 def concat(batches: Sequence[pa.RecordBatch]) -> pa.Table:

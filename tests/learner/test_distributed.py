@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from learner_helpers import NODES, make_batch, small_config, with_logprobs
-from neuromas_dist.learner.rank import owner_rank
+from neuromas_dist.learner.rows import owner_rank
 
 pytestmark = pytest.mark.ray
 
@@ -29,7 +29,9 @@ def test_world_size_2_matches_world_size_1(ray_local, make_rank, tiny_model_dir,
     group = LearnerGroup(cfg2, tiny_model_dir, NODES, init_adapters=init)
     try:
         # streamed as two object-store refs, the way rollout workers hand them over
-        m2 = group.train_step([ray.put(batch.slice(0, 17)), ray.put(batch.slice(17))])
+        for piece in (batch.slice(0, 17), batch.slice(17)):
+            group.accumulate(ray.put(piece))
+        m2 = group.finish_step()
         per_rank = ray.get([r.export.remote() for r in group.ranks])
     finally:
         group.shutdown()

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from learner_helpers import NODES, make_batch, small_config, with_column, with_logprobs
-from neuromas_dist.learner import algos
 from neuromas_dist.learner.rank import LogprobGapError
 
 
@@ -184,7 +183,7 @@ def test_an_orphaned_extension_build_lock_is_cleared_and_a_fresh_one_kept(tmp_pa
     import os
     import time
 
-    from neuromas_dist.learner.rank import STALE_BUILD_LOCK_S, clear_stale_build_lock
+    from neuromas_dist.learner.model import STALE_BUILD_LOCK_S, clear_stale_build_lock
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     lock = tmp_path / "deepspeed_shm_comm" / "lock"

@@ -13,7 +13,6 @@ import torch
 from neuromas_dist.adapters.peft_io import write_peft_dir
 from neuromas_dist.graph.prompts import render_node_prompt
 from neuromas_dist.graph.topology import Topology
-from neuromas_dist.rollout.actors import stream_rollouts
 from neuromas_dist.rollout.adapters import random_b_adapter_set
 from neuromas_dist.trajectories.schema import check_batch, concat
 
@@ -31,7 +30,7 @@ def _use(actor, widths, adapters, version):
 
 
 def _rollout(actor, step, examples, n=None):
-    batches = list(stream_rollouts([actor], step, examples, n))
+    batches = [ray.get(ref) for ref in actor.rollout.options(num_returns="streaming").remote(step, examples, n)]
     for batch in batches:
         check_batch(batch)
     return batches, concat(batches).to_pylist()

@@ -1,0 +1,63 @@
+"""Per-node baselines while a step's rows stream in, as pure functions.
+
+* ``loo``: a (question, node) group's advantages are known once all n samples of that
+  node's rows for the question are in; until then its rows wait.
+* ``ema`` with state: b is the node's EMA, known at once.
+* ``batch_mean``, and ``ema`` for a node seen for the first time: b = c_node, the node's
+  mean reward over the whole step, known only when the step ends. The step's gradient is
+  linear in it: ``sum_r (R_r - b_r - c) g_r = G_known - c * G_one``, so a rank sums both
+  while streaming and combines them once c is known; streaming never waits for rewards.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, MutableMapping
+
+import torch
+
+from neuromas_dist.learner import algos
+from neuromas_dist.learner.rows import Row
+
+
+def uses_ema_state(baseline: str, ema: Mapping[str, float], node: str) -> bool:
+    return baseline == "ema" and node in ema
+
+
+def known_baseline(baseline: str, ema: Mapping[str, float], node: str) -> float:
+    """The part of b known while streaming (leave-one-out is set per group instead)."""
+    return float(ema[node]) if uses_ema_state(baseline, ema, node) else 0.0
+
+
+def needs_step_constant(baseline: str, ema: Mapping[str, float], node: str) -> bool:
+    return baseline != "loo" and not uses_ema_state(baseline, ema, node)
+
+
+def pop_complete_groups(pending: MutableMapping[tuple[str, str], list[Row]], n_samples: int,
+                        force: bool = False) -> list[tuple[str, list[Row]]]:
+    """Remove the (question, node) groups holding all ``n_samples`` samples (every group
+    with ``force``, at the step's end) and set each row's advantage against its
+    leave-one-out baseline. Returns (node, rows) per group. Keyed by (question, node): a
+    sample's rows may arrive in different batches, and a node's baseline needs that
+    node's rows of all n samples."""
+    out = []
+    for key in list(pending):
+        rows = pending[key]
+        if not force and len({r.sample_index for r in rows}) < n_samples:
+            continue
+        del pending[key]
+        rewards = torch.tensor([r.reward for r in rows], dtype=torch.float64)
+        for r, a in zip(rows, algos.advantages(rewards, algos.loo_baseline(rewards)).tolist()):
+            r.adv_known = a
+        out.append((key[1], rows))
+    return out
+
+
+def step_constants(totals: Mapping[str, Mapping[str, float]], baseline: str, ema: Mapping[str, float]
+                   ) -> dict[str, float]:
+    """c_node from the step's summed statistics: the node's mean reward where its baseline
+    waited for the step's end, else 0."""
+    out = {}
+    for node, s in totals.items():
+        need = needs_step_constant(baseline, ema, node) and s["rows"] > 0
+        out[node] = s["reward_sum"] / s["rows"] if need else 0.0
+    return out

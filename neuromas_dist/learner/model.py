@@ -1,0 +1,139 @@
+"""Building one learner rank: the process group, the frozen base with one LoRA adapter per
+node (PEFT), and the DeepSpeed engine over all adapters' parameters."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from neuromas_dist.adapters.peft_io import peft_lora_config
+from neuromas_dist.config import Config, resolve_dtype
+
+STALE_BUILD_LOCK_S = 900.0
+
+
+def torch_dtype(cfg: Config) -> torch.dtype:
+    return getattr(torch, resolve_dtype(cfg.model.dtype, torch.cuda.is_available()))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def clear_stale_build_lock(extension: str) -> bool:
+    """Remove a torch extension's build lock left by a killed process. DeepSpeed builds its
+    CPU shared-memory op on first init_distributed under torch's FileBaton, which has no
+    owner: a rank SIGKILLed mid-build leaves the lock, and every later rank (a learner
+    rebuilt after a fault included) waits on it for ever. A build takes about a minute
+    here; a lock older than STALE_BUILD_LOCK_S is taken as orphaned."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        lock = Path(_get_build_directory(extension, False)) / "lock"
+        if lock.is_file() and time.time() - lock.stat().st_mtime > STALE_BUILD_LOCK_S:
+            lock.unlink()
+            return True
+    except (ImportError, OSError):
+        pass
+    return False
+
+
+def build_peft_model(model_dir: str, nodes: Sequence[str], cfg: Config, dtype: torch.dtype) -> torch.nn.Module:
+    """Base model (frozen) wrapped by PEFT with one adapter per node, all trainable."""
+    import peft
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=cfg.model.trust_remote_code)
+    pc = peft_lora_config(cfg.lora)
+    model = peft.get_peft_model(base, pc, adapter_name=nodes[0])
+    for node in nodes[1:]:
+        model.add_adapter(node, pc)
+    return model
+
+
+def node_params(model: torch.nn.Module, nodes: Sequence[str]) -> dict[str, list[torch.nn.Parameter]]:
+    """node -> its LoRA parameters (PEFT names them ``...lora_A.<node>.weight``)."""
+    out: dict[str, list[torch.nn.Parameter]] = {n: [] for n in nodes}
+    for name, p in model.named_parameters():
+        for node in nodes:
+            if f".lora_A.{node}." in name or f".lora_B.{node}." in name:
+                out[node].append(p)
+    for node, ps in out.items():
+        if not ps:
+            raise ValueError(f"node {node}: no LoRA parameters found (check lora.target_modules)")
+    return out
+
+
+def ds_config(cfg: Config, bf16: bool) -> dict[str, Any]:
+    lc = cfg.learner
+    return {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,  # the rank does its own accumulation (rank.py)
+        "gradient_clipping": float(lc.grad_clip),
+        "zero_optimization": {"stage": int(lc.zero_stage)},
+        "bf16": {"enabled": bool(bf16)},
+        "zero_allow_untested_optimizer": True,  # torch AdamW: no op compilation on CPU
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
+
+
+def join_process_group(rank: int, world_size: int, master_addr: str, master_port: int | None) -> None:
+    import deepspeed
+
+    gpu = torch.cuda.is_available()
+    os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port or free_port()),
+                      RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK="0")
+    if not gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        clear_stale_build_lock("deepspeed_shm_comm")
+    deepspeed.init_distributed(dist_backend="nccl" if gpu else "gloo", verbose=False)
+
+
+@dataclass
+class Built:
+    """What a rank trains: DeepSpeed's engine and optimizer, the PEFT module inside it, and
+    each node's LoRA parameters (one flat list too, in node order: the buffers' layout)."""
+
+    engine: Any
+    optimizer: Any
+    module: torch.nn.Module
+    params: dict[str, list[torch.nn.Parameter]]
+    all_params: list[torch.nn.Parameter]
+    device: torch.device
+
+
+def build(cfg: Config, model_dir: str, nodes: Sequence[str],
+          load_initial: Callable[[torch.nn.Module], None] | None = None) -> Built:
+    """The PEFT model and its DeepSpeed engine. ``load_initial`` copies starting adapters
+    into the model before DeepSpeed takes its (fp32 master) copy."""
+    import deepspeed
+
+    # Same seed on every rank: every rank starts from identical adapters.
+    torch.manual_seed(cfg.trainer.seed)
+    random.seed(cfg.trainer.seed)
+    dtype = torch_dtype(cfg)
+    model = build_peft_model(model_dir, nodes, cfg, dtype)
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    params = node_params(model, nodes)
+    all_params = [p for n in nodes for p in params[n]]
+    for p in all_params:
+        p.requires_grad_(True)
+    if load_initial is not None:
+        load_initial(model)
+    opt = torch.optim.AdamW(all_params, lr=cfg.learner.lr, weight_decay=cfg.learner.weight_decay)
+    engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=opt, model_parameters=all_params,
+                                                   config=ds_config(cfg, dtype == torch.bfloat16))
+    module = engine.module
+    module.train()
+    return Built(engine, optimizer, module, params, all_params, next(module.parameters()).device)

@@ -1,0 +1,82 @@
+"""Trajectory rows as the learner holds them, which rank owns them, and the padded
+tensors one forward pass over several rows needs."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+
+@dataclass
+class Row:
+    node: str
+    question_id: str
+    sample_index: int
+    prompt: list[int]
+    response: list[int]
+    logprobs: list[float]
+    version: int
+    reward: float
+    adv_known: float = 0.0  # R - b for the part of the baseline known while streaming
+
+
+def owner_rank(question_id: str, world_size: int) -> int:
+    """The rank that trains a question: all its samples, so leave-one-out stays local."""
+    return zlib.crc32(question_id.encode()) % world_size
+
+
+def rows_from_batch(batch: Any, rank: int, world_size: int) -> list[Row]:
+    """Rows of a trajectory RecordBatch/Table that belong to this rank (whole questions)."""
+    cols = {name: batch.column(name).to_pylist() for name in
+            ("node", "question_id", "sample_index", "prompt_ids", "response_ids", "logprobs",
+             "adapter_version", "reward")}
+    out = []
+    for i, qid in enumerate(cols["question_id"]):
+        if owner_rank(qid, world_size) != rank:
+            continue
+        out.append(Row(cols["node"][i], qid, cols["sample_index"][i], cols["prompt_ids"][i],
+                       cols["response_ids"][i], cols["logprobs"][i], cols["adapter_version"][i],
+                       float(cols["reward"][i])))
+    return out
+
+
+@dataclass
+class Inputs:
+    """Right-padded rows: ``ids``/``attn`` [B, L]; for each response token, the logit
+    position that predicts it (``pos``), the token (``tok``) and ``mask`` [B, T]."""
+
+    ids: torch.Tensor
+    attn: torch.Tensor
+    pos: torch.Tensor
+    tok: torch.Tensor
+    mask: torch.Tensor
+
+
+def model_inputs(rows: Sequence[Row], pad: int = 0) -> Inputs:
+    seqs = [r.prompt + r.response for r in rows]
+    b, length = len(rows), max(len(s) for s in seqs)
+    t = max(len(r.response) for r in rows)
+    ids = torch.full((b, length), pad, dtype=torch.long)
+    attn = torch.zeros((b, length), dtype=torch.long)
+    pos = torch.zeros((b, t), dtype=torch.long)
+    tok = torch.zeros((b, t), dtype=torch.long)
+    mask = torch.zeros((b, t), dtype=torch.bool)
+    for i, (r, s) in enumerate(zip(rows, seqs)):
+        ids[i, :len(s)] = torch.tensor(s)
+        attn[i, :len(s)] = 1
+        n = len(r.response)
+        pos[i, :n] = torch.arange(len(r.prompt) - 1, len(r.prompt) - 1 + n)
+        tok[i, :n] = torch.tensor(r.response)
+        mask[i, :n] = True
+    return Inputs(ids, attn, pos, tok, mask)
+
+
+def recorded_logprobs(rows: Sequence[Row], like: torch.Tensor) -> torch.Tensor:
+    """The rollout's logprobs of the rows' tokens, padded to ``like`` ([B, T])."""
+    out = torch.zeros_like(like)
+    for i, r in enumerate(rows):
+        out[i, :len(r.logprobs)] = torch.tensor(r.logprobs, dtype=torch.float32)
+    return out

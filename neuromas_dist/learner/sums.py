@@ -1,0 +1,113 @@
+"""One step's running sums on one rank: gradients into the rank's own fp32 buffers, and
+the per-node statistics the step's all-reduce adds up (see rank.py for why buffers)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Mapping, Sequence
+
+import torch
+
+from neuromas_dist.learner import algos, stats
+from neuromas_dist.learner.rows import Row
+
+
+class StepSums:
+    """Every node's gradient of the terms with the advantages known so far (G_known) and,
+    for nodes whose baseline waits for the step's end, of the same terms with advantage 1
+    (G_one); the update is ``G_known - c_node * G_one`` (learner.baselines)."""
+
+    def __init__(self, params: Mapping[str, Sequence[torch.nn.Parameter]], nodes: Sequence[str]):
+        self.params, self.nodes = params, list(nodes)
+        self._offset, start = {}, 0
+        for node in self.nodes:
+            self._offset[node], start = start, start + len(params[node])
+        self.g_known = [torch.zeros_like(p, dtype=torch.float32) for n in self.nodes for p in params[n]]
+        self.g_one: list[torch.Tensor] | None = None
+        self.stats = stats.empty(self.nodes)
+        self.bad = False  # a non-finite gradient on this rank
+
+    def add_grads(self, node: str, loss: torch.Tensor, unit: bool = False, retain: bool = False) -> None:
+        """Add d loss / d (node's parameters) to G_known (G_one with ``unit``)."""
+        if unit and self.g_one is None:
+            self.g_one = [torch.zeros_like(g) for g in self.g_known]
+        into = self.g_one if unit else self.g_known
+        grads = torch.autograd.grad(loss, list(self.params[node]), retain_graph=retain, allow_unused=True)
+        start = self._offset[node]
+        for j, g in enumerate(grads):
+            if g is None:
+                continue
+            if not torch.isfinite(g).all():
+                self.bad = True
+            into[start + j].add_(g.float())
+
+    def gradient(self, consts: Mapping[str, float]) -> Iterator[torch.Tensor]:
+        """``G_known - c_node * G_one`` per parameter, in node order."""
+        for node in self.nodes:
+            c, start = consts[node], self._offset[node]
+            for i in range(start, start + len(self.params[node])):
+                g = self.g_known[i]
+                yield g - c * self.g_one[i] if c and self.g_one is not None else g
+
+    def count_rewards(self, node: str, rows: Sequence[Row]) -> None:
+        s = self.stats[node]
+        s["rows"] += len(rows)
+        s["reward_sum"] += sum(r.reward for r in rows)
+        s["adv_known_sum"] += sum(r.adv_known for r in rows)
+
+    def count(self, node: str, rows: Sequence[Row], lp: torch.Tensor, beh: torch.Tensor, mask: torch.Tensor,
+              stale: torch.Tensor, w: torch.Tensor, terms: tuple[torch.Tensor, torch.Tensor], norm: str) -> None:
+        """Statistics of one micro-batch of ``node``: rewards, tokens, the logprob gap of its
+        on-policy tokens, importance weights of its stale ones, the loss terms (known, unit)."""
+        s = self.stats[node]
+        gap, kl, on_tokens = algos.logprob_gap(lp, beh, mask & ~stale.unsqueeze(-1))
+        stale_mask = mask & stale.unsqueeze(-1)
+        self.count_rewards(node, rows)
+        s["tokens"] += float(mask.sum())
+        s["input_tokens"] += sum(len(r.prompt) + len(r.response) for r in rows)
+        s["onpolicy_tokens"] += on_tokens
+        s["gap_sum"] += gap
+        s["kl_sum"] += kl
+        s["stale_tokens"] += float(stale_mask.sum())
+        s["iw_sum"] += float((w * stale_mask).sum())
+        s["loss_known"] += float(terms[0].detach())
+        s["loss_one"] += float(terms[1].detach())
+        s["denom"] += algos.loss_denominator(mask, norm)
+
+    def count_stale_check(self, node: str, lp: torch.Tensor, beh: torch.Tensor, mask: torch.Tensor) -> None:
+        gap, _, tokens = algos.logprob_gap(lp, beh, mask)
+        self.stats[node]["stale_gap_sum"] += gap
+        self.stats[node]["stale_checked_tokens"] += tokens
+
+
+class VersionHistory:
+    """The adapters of the last few versions (small), so rows sampled by an older version
+    can be re-scored under it: the logprob-gap guard stays armed in async mode."""
+
+    def __init__(self, params: Sequence[torch.nn.Parameter], keep: int):
+        self.params, self.keep = list(params), max(int(keep), 1)
+        self._kept: dict[int, list[torch.Tensor]] = {}
+
+    def remember(self, version: int, forget_older: bool = False) -> None:
+        """Keep the current weights as ``version``; drop versions no row can still carry
+        (more than ``keep`` behind), or all others with ``forget_older``."""
+        if forget_older:
+            self._kept.clear()
+        self._kept[version] = [p.detach().clone() for p in self.params]
+        for v in [v for v in self._kept if v < version - self.keep]:
+            del self._kept[v]
+
+    def __contains__(self, version: int) -> bool:
+        return version in self._kept
+
+    @contextmanager
+    def swapped_in(self, version: int) -> Iterator[None]:
+        """The weights of ``version`` in place of the current ones, restored after."""
+        current = [p.detach().clone() for p in self.params]
+        try:
+            for p, old in zip(self.params, self._kept[version]):
+                p.data.copy_(old)
+            yield
+        finally:
+            for p, now in zip(self.params, current):
+                p.data.copy_(now)

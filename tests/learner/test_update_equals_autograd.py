@@ -1,0 +1,206 @@
+"""The gradient the learner hands DeepSpeed equals plain autograd of `algos.reinforce_loss`.
+
+The reference is built here without the learner's code: transformers + PEFT with the same
+adapters, each row scored alone under its node's adapter, the baselines computed from the
+whole step's rewards with `algos`, and one `reinforce_loss` over every row of every node.
+The learner streams the same rows in several batches, accumulates through its surrogate
+(``G_known - c * G_one``, scaled by ``world_size / D``) and calls ``engine.backward``;
+what lands in ``p.grad`` when ``engine.step`` runs (after DeepSpeed's all-reduce) is
+compared per LoRA tensor, for every baseline and loss norm, at world size 1 and 2.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import defaultdict
+
+import pytest
+import torch
+
+from learner_helpers import NODES, make_batch, small_config, with_column, with_logprobs
+from neuromas_dist.learner import algos
+
+BASELINES = ("loo", "batch_mean", "ema")
+NORMS = ("token", "sequence")
+CASES = [(b, n) for b in BASELINES for n in NORMS]
+RTOL = 1e-5
+
+
+def case_config(baseline: str, norm: str, world_size: int = 1):
+    return small_config(baseline=baseline, loss_norm=norm, micro_batch_size=3, num_ranks=world_size)
+
+
+def step_batches(vocab: int, seed: int):
+    """Two steps of rows: in the second an EMA baseline has a state (in the first every
+    node is seen for the first time, and its baseline waits for the step's mean)."""
+    return make_batch(4, 2, vocab=vocab, seed=seed), make_batch(5, 2, vocab=vocab, seed=seed + 1)
+
+
+# ----------------------------------------------------------------- the learner's side
+
+def captured_step(rank, batch, pieces: int = 3) -> dict[str, torch.Tensor]:
+    """Stream ``batch`` in ``pieces`` and finish the step; returns every LoRA tensor's
+    gradient as DeepSpeed holds it when its optimizer step runs."""
+    seen: dict[str, torch.Tensor] = {}
+    step = rank.engine.step
+
+    def capture(*args, **kwargs):
+        for name, p in rank.module.named_parameters():
+            if "lora_" in name and p.grad is not None:
+                seen[name] = p.grad.detach().clone()
+        return step(*args, **kwargs)
+
+    rank.engine.step = capture
+    try:
+        n = batch.num_rows
+        cuts = [round(i * n / pieces) for i in range(pieces + 1)]
+        for a, b in zip(cuts, cuts[1:]):
+            rank.accumulate(batch.slice(a, b - a))
+        rank.finish_step()
+    finally:
+        rank.engine.step = step
+    return seen
+
+
+def on_policy(rank, batch):
+    """Rows as the current adapters sampled them: version and logprobs the learner's own."""
+    batch = with_column(batch, "adapter_version", [rank.version] * batch.num_rows)
+    return with_logprobs(batch, rank.score(batch))
+
+
+# ----------------------------------------------------------------- the reference
+
+def reference_model(model_dir: str, cfg, adapters):
+    import peft
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    lc = cfg.lora
+    pc = peft.LoraConfig(r=lc.rank, lora_alpha=lc.alpha, lora_dropout=0.0, target_modules=list(lc.target_modules))
+    model = peft.get_peft_model(base, pc, adapter_name=NODES[0])
+    for node in NODES[1:]:
+        model.add_adapter(node, pc)
+    for node in NODES:
+        peft.set_peft_model_state_dict(model, adapters.tensors[node], adapter_name=node)
+    return model
+
+
+def reference_baselines(rows: list[dict], baseline: str, ema: dict[str, float]) -> list[float]:
+    """b per row from the whole step's rewards, straight from the definitions."""
+    if baseline == "loo":
+        groups = defaultdict(list)
+        for i, r in enumerate(rows):
+            groups[(r["question_id"], r["node"])].append(i)
+        out = [0.0] * len(rows)
+        for idx in groups.values():
+            b = algos.loo_baseline(torch.tensor([rows[i]["reward"] for i in idx], dtype=torch.float64))
+            for i, v in zip(idx, b.tolist()):
+                out[i] = v
+        return out
+    means = {n: sum(r["reward"] for r in rows if r["node"] == n) / sum(r["node"] == n for r in rows) for n in NODES}
+    if baseline == "ema":
+        means = {n: ema.get(n, means[n]) for n in NODES}  # a node seen first starts at its step mean
+    return [means[r["node"]] for r in rows]
+
+
+def reference_grads(model, batch, cfg, ema: dict[str, float]) -> dict[str, torch.Tensor]:
+    rows = batch.to_pylist()
+    base = reference_baselines(rows, cfg.learner.baseline, ema)
+    params = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    lps = []
+    for r in rows:
+        if not r["response_ids"]:
+            lps.append(torch.zeros(0))
+            continue
+        model.set_adapter(r["node"])
+        for p in params.values():
+            p.requires_grad_(True)
+        ids = torch.tensor([r["prompt_ids"] + r["response_ids"]])
+        p0, t = len(r["prompt_ids"]), len(r["response_ids"])
+        logits = model(input_ids=ids).logits[0, p0 - 1:p0 - 1 + t]
+        lps.append(algos.token_logprobs(logits, torch.tensor(r["response_ids"]), cfg.sampling.temperature,
+                                        cfg.sampling.top_p))
+    width = max(len(lp) for lp in lps)
+    lp = torch.stack([torch.cat([x, torch.zeros(width - len(x))]) for x in lps])
+    mask = torch.tensor([[j < len(x) for j in range(width)] for x in lps])
+    adv = torch.tensor([r["reward"] - b for r, b in zip(rows, base)])
+    loss = algos.reinforce_loss(lp, adv, mask, cfg.learner.loss_norm)
+    grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+    return {n: (g if g is not None else torch.zeros_like(p)) for (n, p), g in zip(params.items(), grads)}
+
+
+def assert_same_grads(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
+    assert set(got) == set(want)
+    for name in want:
+        scale = want[name].norm().item()
+        err = (got[name] - want[name]).norm().item()
+        assert err <= RTOL * max(scale, 1e-8), f"{name}: |got - want| = {err:.3g} vs |want| = {scale:.3g}"
+    # every node was trained: the comparison is not vacuous
+    assert all(any(want[n].abs().sum() > 0 for n in want if f".{node}." in n) for node in NODES)
+
+
+# ----------------------------------------------------------------- world size 1
+
+def run_steps(rank, vocab: int) -> list[dict]:
+    """Both steps on ``rank``: per step what DeepSpeed received, and the adapters and EMA
+    state the step started from (what the reference needs)."""
+    out = []
+    for batch in step_batches(vocab, seed=11):
+        before = {"adapters": rank.export(), "ema": dict(rank.ema)}
+        out.append({"grads": captured_step(rank, on_policy(rank, batch)), **before})
+    return out
+
+
+def check_steps(steps: list[dict], model_dir: str, cfg, vocab: int) -> None:
+    for got, batch in zip(steps, step_batches(vocab, seed=11)):
+        model = reference_model(model_dir, cfg, got["adapters"])
+        assert_same_grads(got["grads"], reference_grads(model, batch, cfg, got["ema"]))
+
+
+@pytest.mark.parametrize("baseline,norm", CASES)
+def test_learner_gradient_equals_autograd_at_world_size_1(make_rank, tiny_model_dir, vocab, baseline, norm):
+    cfg = case_config(baseline, norm)
+    check_steps(run_steps(make_rank(cfg), vocab), str(tiny_model_dir), cfg, vocab)
+
+
+# ----------------------------------------------------------------- world size 2
+
+def _rank_process(rank_id: int, port: int, model_dir: str, vocab: int, out: str) -> None:
+    """One of two DeepSpeed ranks (gloo) running every case; saves what it captured to ``out``."""
+    import os
+
+    os.environ["DS_ACCELERATOR"] = "cpu"
+    from neuromas_dist.learner.rank import LearnerRank
+
+    results = {}
+    for baseline, norm in CASES:
+        rank = LearnerRank(case_config(baseline, norm, world_size=2), model_dir, NODES, rank=rank_id, world_size=2)
+        rank.setup(master_port=port)
+        results[(baseline, norm)] = run_steps(rank, vocab)
+    torch.save(results, out)
+
+
+def test_learner_gradient_equals_autograd_at_world_size_2(tiny_model_dir, vocab, tmp_path):
+    """Two processes, one DeepSpeed rank each, every case in a row; each rank holds only
+    the questions it owns, and after the all-reduce both hold the whole step's gradient."""
+    from neuromas_dist.learner.model import free_port
+    from neuromas_dist.learner.rows import owner_rank
+
+    assert {owner_rank(f"q{q}", 2) for q in range(5)} == {0, 1}  # both ranks own questions
+    ctx = multiprocessing.get_context("spawn")
+    port = free_port()
+    files = [tmp_path / f"rank{i}.pt" for i in (0, 1)]
+    procs = [ctx.Process(target=_rank_process, args=(i, port, str(tiny_model_dir), vocab, str(files[i])))
+             for i in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=540)
+        if p.is_alive():
+            p.kill()
+    assert [p.exitcode for p in procs] == [0, 0]
+    results = [torch.load(f, weights_only=False) for f in files]
+    for baseline, norm in CASES:
+        cfg = case_config(baseline, norm)
+        check_steps(results[0][(baseline, norm)], str(tiny_model_dir), cfg, vocab)
+        check_steps(results[1][(baseline, norm)], str(tiny_model_dir), cfg, vocab)
