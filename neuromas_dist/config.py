@@ -30,8 +30,22 @@ def _f(default: Any, doc: str, *, lo: float | None = None, hi: float | None = No
     return field(default=default, metadata=meta)
 
 
+class _Checked:
+    """Every field's range and choices are checked when a section is made, so a config
+    built in code (``dataclasses.replace``, a notebook) fails as one read from YAML does."""
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        section = "trainer.growth[]" if name == "GrowthStage" else name.removesuffix("Config").lower()
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            for item in value if isinstance(value, tuple) else (value,):
+                if not dataclasses.is_dataclass(item):
+                    _check_range(item, f"{section}.{f.name}", f.metadata)
+
+
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Checked):
     name_or_path: str = _f("tiny", "'tiny' builds the local tiny Qwen3; else a hub id or a local model dir")
     trust_remote_code: bool = _f(False, "let transformers/vLLM run code shipped with the model")
     dtype: str = _f("auto", "weights dtype; auto = bfloat16 on GPU, float32 on CPU",
@@ -42,14 +56,14 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class TopologyConfig:
-    widths: tuple[int, ...] = _f((2, 1), "nodes per layer; the last layer must have one node (the sink)")
+class TopologyConfig(_Checked):
+    widths: tuple[int, ...] = _f((2, 1), "nodes per layer; the last layer must have one node (the sink)", lo=1)
     edges: tuple[str, ...] = _f((), "explicit edges 'L0N0->L1N0' (skips allowed); empty = full between consecutive layers")
     upstream_token_budget: int = _f(48, "max tokens of each upstream message shown to a node; longer ones are cut", lo=1)
 
 
 @dataclass(frozen=True)
-class LoraConfig:
+class LoraConfig(_Checked):
     rank: int = _f(8, "LoRA rank r of every node adapter", lo=1, hi=512)
     alpha: float = _f(16.0, "LoRA alpha (scale = alpha / rank)", lo=0.0)
     dropout: float = _f(0.0, "LoRA dropout in the learner (0 keeps learner and rollout logprobs equal)", lo=0.0, hi=1.0)
@@ -59,7 +73,7 @@ class LoraConfig:
 
 
 @dataclass(frozen=True)
-class SamplingConfig:
+class SamplingConfig(_Checked):
     n_samples: int = _f(8, "samples (graph passes) per question per step", lo=1)
     temperature: float = _f(1.0, "rollout sampling temperature", lo=0.0)
     top_p: float = _f(1.0, "rollout nucleus sampling", lo=0.0, hi=1.0)
@@ -67,7 +81,7 @@ class SamplingConfig:
 
 
 @dataclass(frozen=True)
-class RolloutConfig:
+class RolloutConfig(_Checked):
     num_workers: int = _f(1, "vLLM rollout worker actors", lo=1)
     scheduling: str = _f("per_sample", "per_sample: a node starts when its own inputs are done; layer: barrier per layer",
                          choices=("per_sample", "layer"))
@@ -82,7 +96,7 @@ class RolloutConfig:
 
 
 @dataclass(frozen=True)
-class LearnerConfig:
+class LearnerConfig(_Checked):
     num_ranks: int = _f(1, "data-parallel learner ranks (one DeepSpeed process group)", lo=1)
     zero_stage: int = _f(0, "DeepSpeed ZeRO stage", choices=(0, 1, 2))
     lr: float = _f(2e-3, "AdamW learning rate of the adapters", lo=0.0)
@@ -100,13 +114,13 @@ class LearnerConfig:
 
 
 @dataclass(frozen=True)
-class GrowthStage:
+class GrowthStage(_Checked):
     at_step: int = _f(1, "the step at which the topology becomes `widths`", lo=1)
-    widths: tuple[int, ...] = _f((2, 1), "nodes per layer from that step on")
+    widths: tuple[int, ...] = _f((2, 1), "nodes per layer from that step on", lo=1)
 
 
 @dataclass(frozen=True)
-class TrainerConfig:
+class TrainerConfig(_Checked):
     steps: int = _f(30, "training steps", lo=0)
     questions_per_step: int = _f(16, "questions per step (each sampled n_samples times)", lo=1)
     mode: str = _f("sync", "sync: on-policy; async: next rollout overlaps the learner step", choices=("sync", "async"))
@@ -126,7 +140,7 @@ class TrainerConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Checked):
     task: str = _f("synthetic/hier", "synthetic/arith, synthetic/hier, synthetic/op, file (local JSONL/Parquet) or hf (datasets by name)",
                    choices=("synthetic/arith", "synthetic/hier", "synthetic/op", "file", "hf"))
     train_path: str = _f("", "task=file: training examples (.jsonl or .parquet)")
@@ -144,7 +158,7 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class ResourcesConfig:
+class ResourcesConfig(_Checked):
     ray_address: str = _f("", "Ray cluster to join; empty = RAY_ADDRESS if set, else an embedded local Ray")
     rollout_gpus: float = _f(0.0, "GPUs per rollout worker", lo=0.0)
     rollout_cpus: float = _f(1.0, "CPUs per rollout worker", lo=0.0)
@@ -160,7 +174,7 @@ class ResourcesConfig:
 
 
 @dataclass(frozen=True)
-class FaultsConfig:
+class FaultsConfig(_Checked):
     max_worker_restarts: int = _f(3, "rollout worker restarts (deaths and hangs, all workers) before the run stops with a checkpoint", lo=0)
     rollout_deadline_s: float = _f(600.0, "a worker's share of one step must finish within this many seconds, else it is "
                                    "declared hung, killed and restarted (0 = no deadline)", lo=0.0)
@@ -169,7 +183,7 @@ class FaultsConfig:
 
 
 @dataclass(frozen=True)
-class LoggingConfig:
+class LoggingConfig(_Checked):
     run_dir: str = _f("", "run directory; empty = runs/<timestamp>")
     tensorboard: bool = _f(True, "write TensorBoard events")
     save_trajectories: bool = _f(True, "write every step's trajectories as Parquet")

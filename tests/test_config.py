@@ -127,3 +127,15 @@ def test_cli_help_lists_every_key():
     assert proc.returncode == 0
     for key in ("trainer.steps=", "learner.baseline=", "rollout.scheduling=", "topology.widths="):
         assert key in proc.stdout
+
+
+def test_a_config_built_in_code_is_range_checked_as_a_loaded_one():
+    import dataclasses
+
+    cfg = Config()
+    with pytest.raises(ConfigError, match=r"^learner\.micro_batch_size=0: must be >= 1$"):
+        dataclasses.replace(cfg.learner, micro_batch_size=0)
+    with pytest.raises(ConfigError, match=r"^learner\.baseline='median': must be one of"):
+        dataclasses.replace(cfg.learner, baseline="median")
+    with pytest.raises(ConfigError, match=r"^topology\.widths=0"):
+        dataclasses.replace(cfg.topology, widths=(2, 0))
