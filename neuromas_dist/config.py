@@ -224,11 +224,11 @@ def resolve_dtype(name: str, gpu: bool) -> str:
 # ---------------------------------------------------------------- cross-field checks
 
 def _check_topology(cfg: Config) -> None:
-    from neuromas_dist.graph.topology import Topology, TopologyError, parse_edge
+    from neuromas_dist.graph.topology import Topology, TopologyError
 
     def build(widths: Sequence[int], edges: Sequence[str], key: str) -> Topology:
         try:
-            return Topology.build(widths, [parse_edge(e) for e in edges] or None)
+            return Topology.of_config(widths, edges)
         except TopologyError as exc:
             raise ConfigError(f"{key}: {exc}") from None
 

@@ -19,6 +19,8 @@ from typing import Any, Mapping, NamedTuple
 import torch
 from safetensors.torch import load_file, save_file
 
+from neuromas_dist.config import LoraConfig
+
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 
@@ -35,7 +37,7 @@ class AdapterSet(NamedTuple):
         return sum(t.numel() * t.element_size() for node in self.tensors.values() for t in node.values())
 
 
-def peft_lora_config(lora_cfg: Any, base_model: str | None = None) -> Any:
+def peft_lora_config(lora_cfg: LoraConfig, base_model: str | None = None) -> Any:
     """The one ``peft.LoraConfig`` of config section ``lora_cfg``: the learner's adapters,
     the rollout's zero adapters and every exported adapter_config.json come from it."""
     import peft
@@ -45,7 +47,7 @@ def peft_lora_config(lora_cfg: Any, base_model: str | None = None) -> Any:
                            base_model_name_or_path=base_model)
 
 
-def peft_config_dict(lora_cfg: Any, base_model: str) -> dict[str, Any]:
+def peft_config_dict(lora_cfg: LoraConfig, base_model: str) -> dict[str, Any]:
     """adapter_config.json contents for config.LoraConfig ``lora_cfg`` over ``base_model``."""
     return _jsonable(peft_lora_config(lora_cfg, base_model).to_dict())
 

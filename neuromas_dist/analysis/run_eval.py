@@ -26,6 +26,7 @@ import pyarrow as pa
 from neuromas_dist.analysis.evaluation import EvalPass, ablation_passes, evaluate_pass, load_table, save_table
 from neuromas_dist.analysis.plots import plot_report
 from neuromas_dist.analysis.report import build_report, write_report
+from neuromas_dist.config import Config
 
 BEFORE, FINAL = "before", "final"
 
@@ -101,13 +102,13 @@ def evaluate_on(workers: Sequence[Any], adapters: Any, examples: Sequence[Any], 
 
 
 class Prepared(NamedTuple):
-    cfg: Any  # the run's config, made to run here (one worker, local unless RAY_ADDRESS)
+    cfg: Config  # the run's config, made to run here (one worker, local unless RAY_ADDRESS)
     data: Any  # tasks.data.TaskData
     adapters: Any  # AdapterSet read from RUN_DIR/adapters
     topology: Any  # the graph the adapters belong to
 
 
-def prepare(cfg: Any, run_dir: Path) -> Prepared:
+def prepare(cfg: Config, run_dir: Path) -> Prepared:
     """Everything an evaluation needs that can be wrong, checked before Ray starts.
     Raises ValueError (DataError, TopologyError) or FileNotFoundError with one line."""
     from neuromas_dist.adapters.peft_io import read_adapter_set
@@ -123,7 +124,7 @@ def prepare(cfg: Any, run_dir: Path) -> Prepared:
     return Prepared(_local(cfg), data, adapters, topology)
 
 
-def run_topology(cfg: Any, run_dir: Path) -> Any:
+def run_topology(cfg: Config, run_dir: Path) -> Any:
     """The graph the run ended with: summary.json's widths (a run may have grown), with
     the config's edges when the widths are the configured ones."""
     from neuromas_dist.graph.topology import Topology
@@ -132,10 +133,10 @@ def run_topology(cfg: Any, run_dir: Path) -> Any:
     widths = json.loads(summary.read_text()).get("topology") if summary.is_file() else None
     widths = tuple(widths or cfg.topology.widths)
     edges = list(cfg.topology.edges) if widths == tuple(cfg.topology.widths) else []
-    return Topology.build(widths, edges or None)
+    return Topology.of_config(widths, edges)
 
 
-def _local(cfg: Any) -> Any:
+def _local(cfg: Config) -> Config:
     """One rollout worker; the run's cluster address dropped (RAY_ADDRESS still joins
     one), and no GPU asked for where none is visible (a run dir copied off a cluster)."""
     import torch

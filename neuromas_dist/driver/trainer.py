@@ -63,7 +63,7 @@ class Trainer:
 
     @property
     def topology(self) -> Topology:
-        return Topology.build(self.widths, list(self.cfg.topology.edges) or None)
+        return Topology.of_config(self.widths, self.cfg.topology.edges)
 
     def start(self, init_adapters: AdapterSet | None = None) -> None:
         from neuromas_dist.learner.learner import LearnerGroup

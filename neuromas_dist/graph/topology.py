@@ -77,6 +77,12 @@ class Topology:
         object.__setattr__(self, "_by_name", MappingProxyType({n.name: n for n in self.nodes}))
 
     @classmethod
+    def of_config(cls, widths: Sequence[int], edges: Sequence[Edge | str] = ()) -> Topology:
+        """The topology as a config spells it: ``topology.edges`` empty means full links
+        between consecutive layers. Every config-driven caller builds through here."""
+        return cls.build(tuple(widths), list(edges) or None)
+
+    @classmethod
     def build(cls, widths: Sequence[int], edges: Sequence[Edge | str] | None = None) -> Topology:
         """Validate ``widths`` and ``edges`` (None: full links between consecutive layers)."""
         widths = _check_widths(widths)

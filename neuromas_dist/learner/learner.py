@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from neuromas_dist.adapters.peft_io import AdapterSet
+from neuromas_dist.config import Config
 from neuromas_dist.learner import checkpoint as ckpt
 from neuromas_dist.learner.rank import LearnerRank
 
@@ -29,7 +30,7 @@ from neuromas_dist.learner.rank import LearnerRank
 class LearnerGroup:
     """``cfg.learner.num_ranks`` DeepSpeed ranks as Ray actors; results come from rank 0."""
 
-    def __init__(self, cfg: Any, model_dir: str | os.PathLike, nodes: Sequence[str],
+    def __init__(self, cfg: Config, model_dir: str | os.PathLike, nodes: Sequence[str],
                  init_adapters: AdapterSet | None = None, placement_group: Any = None):
         import ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy

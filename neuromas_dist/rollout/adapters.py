@@ -16,9 +16,10 @@ from typing import Any, Sequence
 import torch
 
 from neuromas_dist.adapters.peft_io import AdapterSet, peft_config_dict, peft_lora_config
+from neuromas_dist.config import LoraConfig
 
 
-def lora_shapes(model_dir: str | Path, lora_cfg: Any, *, trust_remote_code: bool = False
+def lora_shapes(model_dir: str | Path, lora_cfg: LoraConfig, *, trust_remote_code: bool = False
                 ) -> tuple[dict[str, tuple[int, ...]], dict[str, Any]]:
     """PEFT state-dict key -> shape of one node adapter, and its adapter_config."""
     import peft
@@ -69,7 +70,7 @@ def node_seed(node: str, seed: int = 0) -> int:
     return zlib.crc32(f"{seed}:{node}".encode()) & 0x7FFFFFFF
 
 
-def zero_adapter_set(model_dir: str | Path, node_names: Sequence[str], lora_cfg: Any, *,
+def zero_adapter_set(model_dir: str | Path, node_names: Sequence[str], lora_cfg: LoraConfig, *,
                      seed: int = 0, trust_remote_code: bool = False) -> AdapterSet:
     """Version-0 adapters for ``node_names``: zero contribution (B = 0)."""
     shapes, peft_cfg = lora_shapes(model_dir, lora_cfg, trust_remote_code=trust_remote_code)

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from neuromas_dist.adapters.peft_io import AdapterSet, write_adapter_set
 from neuromas_dist.config import Config
-from neuromas_dist.graph.topology import Topology, parse_edge
+from neuromas_dist.graph.topology import Topology
 from neuromas_dist.rollout.engine import build_engine
 from neuromas_dist.rollout.executor import GraphExecutor, SampleResult, SampleSpec, SamplingPolicy
 from neuromas_dist.rollout.lora_registry import LoraRegistry, Pin, Retired
@@ -60,10 +60,6 @@ def resolve_model_dir(cfg: Config) -> str:
     return cfg.model.name_or_path
 
 
-def build_topology(widths: Sequence[int], edges: Sequence[str] = ()) -> Topology:
-    return Topology.build(tuple(widths), [parse_edge(e) for e in edges] or None)
-
-
 def _scratch_root() -> str | None:
     # Adapter files are read once per load: RAM-backed /dev/shm avoids disk when present.
     shm = Path("/dev/shm")
@@ -78,7 +74,7 @@ class RolloutWorker:
         self.cfg = cfg
         self.worker_id = worker_id
         self.model_dir = str(model_dir) if model_dir else resolve_model_dir(cfg)
-        self.topology = build_topology(cfg.topology.widths, cfg.topology.edges)
+        self.topology = Topology.of_config(cfg.topology.widths, cfg.topology.edges)
         self.task = task if task is not None else _default_task(cfg)
         self.registry = LoraRegistry()
         self.counters: Counter = Counter()
@@ -188,7 +184,7 @@ class RolloutWorker:
     async def set_topology(self, widths: Sequence[int], edges: Sequence[str] = (), gate: Any = None) -> list[str]:
         """Switch to a grown topology (with its growth gate, if gated); load adapters
         covering its nodes before the next rollout."""
-        self.topology = build_topology(widths, edges)
+        self.topology = Topology.of_config(widths, edges)
         self.gate = gate
         if self._engine is not None:
             self._executor = self._make_executor()

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
+from neuromas_dist.config import DataConfig
 from neuromas_dist.tasks.answers import normalize_gold
 from neuromas_dist.tasks.base import Example, Task, make_task
 from neuromas_dist.tasks.synthetic import KINDS, make_synthetic, split_size, synthetic_task
@@ -147,13 +148,13 @@ def _cap(examples: list[Example], n: int) -> list[Example]:
     return examples[:n] if n > 0 else examples
 
 
-def _require(cfg: Any, *names: str) -> None:
+def _require(cfg: DataConfig, *names: str) -> None:
     for name in names:
         if not getattr(cfg, name):
             raise DataError(f"data.task={cfg.task} needs data.{name}")
 
 
-def _synthetic_data(cfg: Any, kind: str) -> TaskData:
+def _synthetic_data(cfg: DataConfig, kind: str) -> TaskData:
     if cfg.answer_type != "number":
         raise DataError(f"data.task={cfg.task} has number answers; data.answer_type={cfg.answer_type!r} does not fit")
     train = make_synthetic(kind, "train", cfg.n_train, cfg.seed)
@@ -163,7 +164,7 @@ def _synthetic_data(cfg: Any, kind: str) -> TaskData:
     return TaskData(synthetic_task(kind), train, evals)
 
 
-def _file_data(cfg: Any) -> TaskData:
+def _file_data(cfg: DataConfig) -> TaskData:
     _require(cfg, "train_path", "eval_path")
     kw = dict(question_field=cfg.question_field, answer_field=cfg.answer_field, answer_type=cfg.answer_type)
     train = load_examples(cfg.train_path, id_prefix="train", **kw)
@@ -172,7 +173,7 @@ def _file_data(cfg: Any) -> TaskData:
     return TaskData(make_task(name, cfg.answer_type), _cap(train, cfg.n_train), _cap(evals, cfg.n_eval))
 
 
-def _hf_data(cfg: Any) -> TaskData:
+def _hf_data(cfg: DataConfig) -> TaskData:
     _require(cfg, "hf_name", "hf_train_split", "hf_eval_split")
     kw = dict(question_field=cfg.question_field, answer_field=cfg.answer_field, answer_type=cfg.answer_type)
     train = load_hf_examples(cfg.hf_name, cfg.hf_config, cfg.hf_train_split, **kw)
@@ -180,7 +181,7 @@ def _hf_data(cfg: Any) -> TaskData:
     return TaskData(make_task(f"hf/{cfg.hf_name}", cfg.answer_type), _cap(train, cfg.n_train), _cap(evals, cfg.n_eval))
 
 
-def load_task_data(cfg: Any) -> TaskData:
+def load_task_data(cfg: DataConfig) -> TaskData:
     """Task and train/eval examples for a DataConfig (read by attribute name)."""
     if cfg.task.startswith("synthetic/") and cfg.task.removeprefix("synthetic/") in KINDS:
         data = _synthetic_data(cfg, cfg.task.removeprefix("synthetic/"))
