@@ -1,14 +1,17 @@
-"""Learner throughput: the DeepSpeed learner vs. a plain PEFT + torch AdamW loop.
+"""Learner throughput: DeepSpeed learner with per-node and with mixed-node micro-batches,
+and a plain PEFT + torch AdamW loop, at 3 and 7 nodes.
 
-    python -m benchmarks.learner_throughput [--model DIR] [--steps 5] [--threads 1]
+    python -m benchmarks.learner_throughput [--model DIR] [--steps 5] [--threads 1] [--nodes 3,7]
 
-Both run the same joint REINFORCE step (forward + backward of every node's rows, one
-optimizer step over all adapters) on the same synthetic batches: 3 nodes, 16 questions x
-4 samples, 64 prompt + 24 response tokens per row, LoRA rank 8 on all seven Qwen3
-projections, micro-batches of 32 rows. Steps alternate between the two so load from
-other processes hits both alike; the median step time is reported. Tokens counted are
-prompt + response tokens run through forward and backward. Writes
-benchmarks/results/learner_throughput.json.
+All run the same joint REINFORCE step (forward + backward of every node's rows, one
+optimizer step over all adapters) on the same synthetic batches: a [2, 1] (3 nodes) or
+[4, 2, 1] (7 nodes) graph, 16 questions x 4 samples, 64 prompt + 24 response tokens per
+row, LoRA rank 8 on all seven Qwen3 projections, micro-batches of 32 rows. Per-node
+micro-batches hold one node's rows under its adapter (``learner.micro_batches=per_node``);
+mixed ones hold rows of every node, each routed to its own adapter (``mixed``). Steps
+alternate between the learners so load from other processes hits all alike; the median
+step time is reported. Tokens counted are prompt + response tokens run through forward
+and backward. Writes benchmarks/results/learner_throughput.json.
 """
 
 from __future__ import annotations
@@ -35,16 +38,23 @@ from neuromas_dist.learner.rows import Row  # noqa: E402
 from neuromas_dist.trajectories.schema import TrajectoryRow, to_record_batch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-NODES = ("L0N0", "L0N1", "L1N0")
+WIDTHS = {3: (2, 1), 7: (4, 2, 1)}
 
 
-def make_batch(seed: int, vocab: int, questions: int, samples: int, prompt: int, response: int):
+def node_names(nodes: int) -> tuple[str, ...]:
+    from neuromas_dist.graph.topology import Topology
+
+    return tuple(Topology.build(WIDTHS[nodes]).names)
+
+
+def make_batch(seed: int, vocab: int, questions: int, samples: int, prompt: int, response: int,
+               nodes: tuple[str, ...]):
     rng = random.Random(seed)
     rows = []
     for q in range(questions):
         for k in range(samples):
             reward = float(rng.random() < 0.5)
-            for i, node in enumerate(NODES):
+            for node in nodes:
                 rows.append(TrajectoryRow(
                     0, f"q{q}#{k}", f"q{q}", k, node, int(node[1]), int(node[3]),
                     [rng.randrange(3, vocab) for _ in range(prompt)], [rng.randrange(3, vocab) for _ in range(response)],
@@ -52,10 +62,11 @@ def make_batch(seed: int, vocab: int, questions: int, samples: int, prompt: int,
     return to_record_batch(rows)
 
 
-def bench_config(micro_batch: int) -> Config:
+def bench_config(micro_batch: int, mode: str = "per_node") -> Config:
     cfg = Config()
     # gap check off: the synthetic logprobs are not the model's (this measures speed only)
-    learner = dataclasses.replace(cfg.learner, micro_batch_size=micro_batch, max_logprob_gap=1e9, baseline="loo")
+    learner = dataclasses.replace(cfg.learner, micro_batch_size=micro_batch, max_logprob_gap=1e9, baseline="loo",
+                                  micro_batches=mode)
     return dataclasses.replace(cfg, learner=learner)
 
 
@@ -69,10 +80,10 @@ def deepspeed_step(rank: LearnerRank, batch) -> float:
 class PlainLoop:
     """The same step without DeepSpeed: PEFT model, loss.backward into .grad, torch AdamW."""
 
-    def __init__(self, cfg: Config, model_dir: str):
+    def __init__(self, cfg: Config, model_dir: str, nodes: tuple[str, ...]):
         torch.manual_seed(cfg.trainer.seed)
-        self.cfg = cfg
-        self.model = build_peft_model(model_dir, NODES, cfg, torch_dtype(cfg)).train()
+        self.cfg, self.nodes = cfg, nodes
+        self.model = build_peft_model(model_dir, nodes, cfg, torch_dtype(cfg)).train()
         self.params = [p for n, p in self.model.named_parameters() if "lora_" in n]
         for p in self.params:
             p.requires_grad_(True)
@@ -85,7 +96,7 @@ class PlainLoop:
         adv = self._loo(rows)
         denom = sum(len(r.response) for r in rows)
         mbs = self.cfg.learner.micro_batch_size
-        for node in NODES:
+        for node in self.nodes:
             mine = [(r, a) for r, a in zip(rows, adv) if r.node == node]
             self.model.set_adapter(node)
             for p in self.params:
@@ -120,53 +131,59 @@ class PlainLoop:
         (algos.reinforce_terms(lp, adv, torch.ones_like(lp), coef) / denom).backward()
 
 
+def measure(nodes: int, args: argparse.Namespace, model_dir: str, vocab: int) -> dict:
+    """Per-node, mixed and plain learners on the same batches, steps alternating."""
+    names = node_names(nodes)
+    batches = [make_batch(s, vocab, args.questions, args.samples, args.prompt, args.response, names)
+               for s in range(args.steps + 1)]
+    learners = {}
+    for mode in ("per_node", "mixed"):
+        rank = LearnerRank(bench_config(args.micro_batch, mode), model_dir, names)
+        rank.setup()
+        learners[f"deepspeed_{mode}"] = lambda b, rank=rank: deepspeed_step(rank, b)
+    learners["plain_peft"] = PlainLoop(bench_config(args.micro_batch), model_dir, names).step
+    times: dict[str, list[float]] = {name: [] for name in learners}
+    for i, batch in enumerate(batches):
+        for name, step in learners.items():
+            t = step(batch)
+            if i:  # batch 0 warms up allocators and first-call paths
+                times[name].append(t)
+    tokens = batches[0].num_rows * (args.prompt + args.response)
+    tps = {name: tokens / statistics.median(t) for name, t in times.items()}
+    return {"nodes": nodes, "widths": list(WIDTHS[nodes]), "rows_per_step": batches[0].num_rows,
+            "tokens_per_step": tokens, "tokens_per_s": {k: round(v, 1) for k, v in tps.items()},
+            "mixed_over_per_node": round(tps["deepspeed_mixed"] / tps["deepspeed_per_node"], 3),
+            "deepspeed_over_plain": round(tps["deepspeed_per_node"] / tps["plain_peft"], 3),
+            "step_s": {k: [round(t, 3) for t in v] for k, v in times.items()}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="", help="model dir (default: the built tiny Qwen3)")
     ap.add_argument("--steps", type=int, default=5, help="timed steps of each learner")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--nodes", default="3,7", help="graph sizes: 3 = [2, 1], 7 = [4, 2, 1]")
     ap.add_argument("--questions", type=int, default=16)
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--prompt", type=int, default=64)
     ap.add_argument("--response", type=int, default=24)
     ap.add_argument("--micro-batch", type=int, default=32)
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "learner_throughput.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model_dir = args.model or str(_tiny())
     vocab = json.loads((Path(model_dir) / "config.json").read_text())["vocab_size"]
     cfg = bench_config(args.micro_batch)
-    batches = [make_batch(s, vocab, args.questions, args.samples, args.prompt, args.response)
-               for s in range(args.steps + 1)]
-    tokens = batches[0].num_rows * (args.prompt + args.response)
-
-    rank = LearnerRank(cfg, model_dir, NODES)
-    rank.setup()
-    plain = PlainLoop(cfg, model_dir)
-    deepspeed_step(rank, batches[0])  # warm-up: allocator, first-call overheads
-    plain.step(batches[0])
-    ds_times, plain_times = [], []
-    for b in batches[1:]:
-        ds_times.append(deepspeed_step(rank, b))
-        plain_times.append(plain.step(b))
-    ds_tps = tokens / statistics.median(ds_times)
-    plain_tps = tokens / statistics.median(plain_times)
-    result = {
-        "deepspeed_tokens_per_s": round(ds_tps, 1),
-        "plain_peft_tokens_per_s": round(plain_tps, 1),
-        "ratio_deepspeed_over_plain": round(ds_tps / plain_tps, 3),
-        "deepspeed_step_s": [round(t, 3) for t in ds_times],
-        "plain_step_s": [round(t, 3) for t in plain_times],
-        "tokens_per_step": tokens,
-        "rows_per_step": batches[0].num_rows,
-        "settings": {**vars(args), "model": model_dir, "zero_stage": cfg.learner.zero_stage,
-                     "lora_rank": cfg.lora.rank, "targets": list(cfg.lora.target_modules),
-                     "dtype": str(torch_dtype(cfg)), "world_size": 1,
-                     "device": "cuda" if torch.cuda.is_available() else "cpu",
-                     "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
-    }
-    print(f"deepspeed learner: {ds_tps:,.0f} tokens/s   plain PEFT loop: {plain_tps:,.0f} tokens/s   "
-          f"ratio {ds_tps / plain_tps:.3f}")
-    out = REPO / "benchmarks" / "results" / "learner_throughput.json"
+    result = {"graphs": [measure(int(n), args, model_dir, vocab) for n in args.nodes.split(",")],
+              "settings": {**vars(args), "model": model_dir, "zero_stage": cfg.learner.zero_stage,
+                           "lora_rank": cfg.lora.rank, "targets": list(cfg.lora.target_modules),
+                           "dtype": str(torch_dtype(cfg)), "world_size": 1,
+                           "device": "cuda" if torch.cuda.is_available() else "cpu",
+                           "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}}
+    for g in result["graphs"]:
+        print(f"{g['nodes']} nodes: " + "   ".join(f"{k} {v:,.0f} tokens/s" for k, v in g["tokens_per_s"].items())
+              + f"   mixed/per-node {g['mixed_over_per_node']:.3f}")
+    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
 

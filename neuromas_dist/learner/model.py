@@ -7,9 +7,10 @@ import os
 import random
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -137,3 +138,24 @@ def build(cfg: Config, model_dir: str, nodes: Sequence[str],
     module = engine.module
     module.train()
     return Built(engine, optimizer, module, params, all_params, next(module.parameters()).device)
+
+
+@contextmanager
+def rows_to_adapters(module: torch.nn.Module, names: Sequence[str]) -> Iterator[None]:
+    """Run each row of the next forward through the adapter named for it. PEFT's LoRA
+    layers do the routing (``adapter_names``: a node's rows gathered, its LoRA output added
+    back); PEFT exposes it at the model level for inference only, but for plain LoRA the
+    path is differentiable, and tests/learner/test_update_equals_autograd.py checks the
+    gradient against per-node passes and plain autograd."""
+    from peft.tuners.lora import LoraLayer
+
+    def inject(_module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        return args, {**kwargs, "adapter_names": list(names)}
+
+    handles = [m.register_forward_pre_hook(inject, with_kwargs=True) for m in module.modules()
+               if isinstance(m, LoraLayer)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()

@@ -23,6 +23,7 @@ How a step runs (why it is built this way):
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
 from typing import Any, Mapping, Sequence
@@ -93,21 +94,25 @@ class LearnerRank:
                 self._pending[(row.question_id, row.node)].append(row)
             else:
                 row.adv_known = row.reward - baselines.known_baseline(lc.baseline, self.ema, row.node)
-                self._ready[row.node].append(row)
+                self._ready[self._queue(row.node)].append(row)
         self._run_micro_batches()
         self._busy_s += time.perf_counter() - t0
         return len(rows)
+
+    def _queue(self, node: str) -> str:
+        """Ready rows wait per node, or all in one queue when micro-batches mix nodes."""
+        return "" if self.cfg.learner.micro_batches == "mixed" else node
 
     def _run_micro_batches(self, force: bool = False) -> None:
         """Move complete leave-one-out groups to the ready queues, then run every full
         micro-batch (every non-empty one with ``force``, at the step's end)."""
         for node, rows in baselines.pop_complete_groups(self._pending, self.cfg.sampling.n_samples, force):
-            self._ready[node].extend(rows)
+            self._ready[self._queue(node)].extend(rows)
         mbs = self.cfg.learner.micro_batch_size
-        for node in self.nodes:
-            while len(self._ready[node]) >= mbs or (force and self._ready[node]):
-                chunk, self._ready[node] = self._ready[node][:mbs], self._ready[node][mbs:]
-                self._micro_batch(node, chunk)
+        for key in sorted(self._ready):
+            while len(self._ready[key]) >= mbs or (force and self._ready[key]):
+                chunk, self._ready[key] = self._ready[key][:mbs], self._ready[key][mbs:]
+                self._micro_batch(chunk)
 
     # ------------------------------------------------------------ forward / backward
 
@@ -119,9 +124,14 @@ class LearnerRank:
             p.requires_grad_(True)
 
     def _logprobs(self, rows: Sequence[Row]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Learner logprobs [B, T] of the rows' response tokens (with graph) and the mask."""
+        """Learner logprobs [B, T] of the rows' response tokens (with graph) and the mask;
+        each row under its own node's adapter."""
         x = model_inputs(rows)
-        logits = self.module(input_ids=x.ids.to(self.device), attention_mask=x.attn.to(self.device)).logits
+        nodes = [r.node for r in rows]
+        self._activate(nodes[0])
+        routed = model.rows_to_adapters(self.module, nodes) if len(set(nodes)) > 1 else contextlib.nullcontext()
+        with routed:
+            logits = self.module(input_ids=x.ids.to(self.device), attention_mask=x.attn.to(self.device)).logits
         picked = logits.gather(1, x.pos.to(self.device).unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
         s = self.cfg.sampling
         lp = algos.token_logprobs(picked, x.tok.to(self.device), s.temperature, s.top_p)
@@ -129,33 +139,43 @@ class LearnerRank:
         # where, not multiply: a padded position's -inf (outside top-p) times 0 would be NaN
         return torch.where(mask, lp, torch.zeros_like(lp)), mask
 
-    def _micro_batch(self, node: str, rows: list[Row]) -> None:
+    def _micro_batch(self, rows: list[Row]) -> None:
+        """Forward/backward of rows (of one node, or of several when micro-batches mix):
+        their terms' gradients into G_known and G_one, their statistics per node."""
         # An empty response has no token to credit, but its reward is one of the node's
         # outcomes: it counts in batch-mean and EMA baselines as it does in leave-one-out.
-        self.sums.count_rewards(node, [r for r in rows if not r.response])
+        for node, empty in _by_node([r for r in rows if not r.response]):
+            self.sums.count_rewards(node, empty)
         rows = [r for r in rows if r.response]
         if not rows:
             return
-        self._activate(node)
         lp, mask = self._logprobs(rows)
-        lc = self.cfg.learner
+        lc, dev = self.cfg.learner, self.device
         beh = recorded_logprobs(rows, lp)
-        stale = torch.tensor([r.version != self.version for r in rows], device=self.device)
-        self._pick_stale_checks(node, [r for r in rows if r.version != self.version])
+        stale = torch.tensor([r.version != self.version for r in rows], device=dev)
+        self._pick_stale_checks([r for r in rows if r.version != self.version])
         w = algos.importance_weights(lp, beh, stale, lc.importance_cap) * mask
         coef = algos.token_coefficients(mask, lc.loss_norm)
-        adv = torch.tensor([r.adv_known for r in rows], device=self.device)
-        terms = (algos.reinforce_terms(lp, adv, w, coef), algos.reinforce_terms(lp, torch.ones_like(adv), w, coef))
-        need_one = baselines.needs_step_constant(lc.baseline, self.ema, node)
-        self.sums.add_grads(node, terms[0], retain=need_one)
-        if need_one:
-            self.sums.add_grads(node, terms[1], unit=True)
-        self.sums.count(node, rows, lp, beh, mask, stale, w, terms, lc.loss_norm)
+        adv = torch.tensor([r.adv_known for r in rows], device=dev)
+        needs = {n: baselines.needs_step_constant(lc.baseline, self.ema, n) for n in {r.node for r in rows}}
+        unit = torch.tensor([float(needs[r.node]) for r in rows], device=dev)
+        nodes = [n for n in self.nodes if n in needs]
+        self.sums.add_grads(nodes, algos.reinforce_terms(lp, adv, w, coef), retain=unit.any().item())
+        if unit.any():
+            self.sums.add_grads([n for n in nodes if needs[n]], algos.reinforce_terms(lp, unit, w, coef), unit=True)
+        lp = lp.detach()
+        for node in nodes:
+            i = torch.tensor([j for j, r in enumerate(rows) if r.node == node], device=dev)
+            terms = (algos.reinforce_terms(lp[i], adv[i], w[i], coef[i]),
+                     algos.reinforce_terms(lp[i], torch.ones_like(adv[i]), w[i], coef[i]))
+            self.sums.count(node, [rows[j] for j in i.tolist()], lp[i], beh[i], mask[i], stale[i], w[i], terms,
+                            lc.loss_norm)
 
-    def _pick_stale_checks(self, node: str, stale_rows: list[Row]) -> None:
-        room = self.cfg.learner.stale_check_rows - len(self._stale_checks[node])
-        known = [r for r in stale_rows if r.version in self.history]
-        self._stale_checks[node].extend(known[:max(room, 0)])
+    def _pick_stale_checks(self, stale_rows: list[Row]) -> None:
+        for node, rows in _by_node(stale_rows):
+            room = self.cfg.learner.stale_check_rows - len(self._stale_checks[node])
+            known = [r for r in rows if r.version in self.history]
+            self._stale_checks[node].extend(known[:max(room, 0)])
 
     @torch.no_grad()
     def _score_stale_checks(self) -> None:
@@ -168,7 +188,6 @@ class LearnerRank:
                 if not subset:
                     continue
                 with self.history.swapped_in(version):
-                    self._activate(node)
                     lp, mask = self._logprobs(subset)
                 self.sums.count_stale_check(node, lp, recorded_logprobs(subset, lp), mask)
 
@@ -263,7 +282,6 @@ class LearnerRank:
             if not r.response:
                 out.append([])
                 continue
-            self._activate(r.node)
             lp, _ = self._logprobs([r])
             out.append(lp[0, :len(r.response)].float().cpu().tolist())
         return out
@@ -296,3 +314,10 @@ class LearnerRank:
         self.ema = {k: float(v) for k, v in learner["ema"].items()}
         self.history.remember(self.version, forget_older=True)
         self._reset_step()
+
+
+def _by_node(rows: Sequence[Row]) -> list[tuple[str, list[Row]]]:
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        groups[r.node].append(r)
+    return list(groups.items())

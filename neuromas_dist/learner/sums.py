@@ -27,19 +27,19 @@ class StepSums:
         self.stats = stats.empty(self.nodes)
         self.bad = False  # a non-finite gradient on this rank
 
-    def add_grads(self, node: str, loss: torch.Tensor, unit: bool = False, retain: bool = False) -> None:
-        """Add d loss / d (node's parameters) to G_known (G_one with ``unit``)."""
+    def add_grads(self, nodes: Sequence[str], loss: torch.Tensor, unit: bool = False, retain: bool = False) -> None:
+        """Add d loss / d (the nodes' parameters) to G_known (G_one with ``unit``)."""
         if unit and self.g_one is None:
             self.g_one = [torch.zeros_like(g) for g in self.g_known]
         into = self.g_one if unit else self.g_known
-        grads = torch.autograd.grad(loss, list(self.params[node]), retain_graph=retain, allow_unused=True)
-        start = self._offset[node]
-        for j, g in enumerate(grads):
+        slots = [self._offset[n] + j for n in nodes for j in range(len(self.params[n]))]
+        params = [p for n in nodes for p in self.params[n]]
+        for slot, g in zip(slots, torch.autograd.grad(loss, params, retain_graph=retain, allow_unused=True)):
             if g is None:
                 continue
             if not torch.isfinite(g).all():
                 self.bad = True
-            into[start + j].add_(g.float())
+            into[slot].add_(g.float())
 
     def gradient(self, consts: Mapping[str, float]) -> Iterator[torch.Tensor]:
         """``G_known - c_node * G_one`` per parameter, in node order."""

@@ -6,7 +6,8 @@ whole step's rewards with `algos`, and one `reinforce_loss` over every row of ev
 The learner streams the same rows in several batches, accumulates through its surrogate
 (``G_known - c * G_one``, scaled by ``world_size / D``) and calls ``engine.backward``;
 what lands in ``p.grad`` when ``engine.step`` runs (after DeepSpeed's all-reduce) is
-compared per LoRA tensor, for every baseline and loss norm, at world size 1 and 2.
+compared per LoRA tensor, for every baseline and loss norm, with micro-batches of one node
+or of mixed nodes, at world size 1 and 2.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from neuromas_dist.learner import algos
 
 BASELINES = ("loo", "batch_mean", "ema")
 NORMS = ("token", "sequence")
+MODES = ("per_node", "mixed")  # learner.micro_batches
 CASES = [(b, n) for b in BASELINES for n in NORMS]
 RTOL = 1e-5
 
 
-def case_config(baseline: str, norm: str, world_size: int = 1):
-    return small_config(baseline=baseline, loss_norm=norm, micro_batch_size=3, num_ranks=world_size)
+def case_config(baseline: str, norm: str, world_size: int = 1, mode: str = "per_node"):
+    # 3 rows per pass: streamed batches end mid-question and mixed passes straddle nodes
+    return small_config(baseline=baseline, loss_norm=norm, micro_batch_size=3, num_ranks=world_size,
+                        micro_batches=mode)
 
 
 def step_batches(vocab: int, seed: int):
@@ -157,10 +161,19 @@ def check_steps(steps: list[dict], model_dir: str, cfg, vocab: int) -> None:
         assert_same_grads(got["grads"], reference_grads(model, batch, cfg, got["ema"]))
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("baseline,norm", CASES)
-def test_learner_gradient_equals_autograd_at_world_size_1(make_rank, tiny_model_dir, vocab, baseline, norm):
-    cfg = case_config(baseline, norm)
+def test_learner_gradient_equals_autograd_at_world_size_1(make_rank, tiny_model_dir, vocab, baseline, norm, mode,
+                                                          monkeypatch):
+    from neuromas_dist.learner import model
+
+    routed = []
+    route = model.rows_to_adapters
+    monkeypatch.setattr(model, "rows_to_adapters", lambda m, names: routed.append(len(set(names))) or route(m, names))
+    cfg = case_config(baseline, norm, mode=mode)
     check_steps(run_steps(make_rank(cfg), vocab), str(tiny_model_dir), cfg, vocab)
+    # mixed passes really held several nodes' rows; per-node passes never did
+    assert (max(routed, default=1) > 1) == (mode == "mixed")
 
 
 # ----------------------------------------------------------------- world size 2
@@ -173,8 +186,9 @@ def _rank_process(rank_id: int, port: int, model_dir: str, vocab: int, out: str)
     from neuromas_dist.learner.rank import LearnerRank
 
     results = {}
-    for baseline, norm in CASES:
-        rank = LearnerRank(case_config(baseline, norm, world_size=2), model_dir, NODES, rank=rank_id, world_size=2)
+    for i, (baseline, norm) in enumerate(CASES):
+        cfg = case_config(baseline, norm, world_size=2, mode=MODES[i % 2])  # each mode on three cases
+        rank = LearnerRank(cfg, model_dir, NODES, rank=rank_id, world_size=2)
         rank.setup(master_port=port)
         results[(baseline, norm)] = run_steps(rank, vocab)
     torch.save(results, out)
