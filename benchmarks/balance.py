@@ -97,14 +97,12 @@ def _one_step_apart(trainer: Any, step: int) -> dict[str, float]:
     from neuromas_dist.trajectories.schema import concat
 
     rollout = trainer.launch(step)
-    handles, batches = [], []
-    for handle, batch in rollout.batches():
-        handles.append(handle)
-        batches.append(batch)
+    arrived = list(rollout.batches())
+    batches = [batch for _, batch in arrived]
     rollout_s = time.perf_counter() - rollout.started
     t0 = time.perf_counter()
-    for handle in handles:  # the learner starts only now: nothing overlaps
-        trainer.learner.accumulate(handle)
+    for ref, batch in arrived:  # the learner starts only now: nothing overlaps
+        trainer.learner.accumulate(batch, ref)
     learned = trainer.learner.gather(trainer.learner.finish_step_async())
     learn_s = time.perf_counter() - t0
     sync = trainer.broadcast()

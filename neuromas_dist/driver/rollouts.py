@@ -153,8 +153,8 @@ class StepRollout:
         self.streams.append(_Stream(i, gen, work, self.pool.cfg.faults.rollout_deadline_s, incarnation))
 
     def batches(self) -> Iterator[tuple[Any, pa.RecordBatch]]:
-        """(what to hand the learner, the batch) for every batch of new samples, in the order
-        they finish; the first item is the batch's ObjectRef unless rows had to be dropped."""
+        """(its ObjectRef, the batch) for every batch of new samples, in the order they
+        finish; the ObjectRef is None when rows had to be dropped (the batch is a new one)."""
         import ray
 
         while self.streams:
@@ -197,7 +197,7 @@ class StepRollout:
             return ref, batch
         self.faults["faults/duplicate_rows_dropped"] += fresh.count(False)
         kept = batch.filter(pa.array(fresh))
-        return (kept, kept) if kept.num_rows else None
+        return (None, kept) if kept.num_rows else None
 
     def _lost(self, work: list[tuple[Any, list[int]]]) -> list[tuple[Any, list[int]]]:
         out = []

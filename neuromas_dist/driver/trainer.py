@@ -222,8 +222,8 @@ class Trainer:
             self.in_flight.append(self.launch(step))
         rollout = self.in_flight.popleft()
         batches: list[pa.RecordBatch] = []
-        for handle, batch in rollout.batches():
-            self.learner.accumulate(handle)  # ranks start forward/backward on it now
+        for ref, batch in rollout.batches():
+            self.learner.accumulate(batch, ref)  # ranks start forward/backward on it now
             batches.append(batch)
         t_rollout = time.perf_counter() - rollout.started
         t_learn0 = time.perf_counter()

@@ -8,9 +8,11 @@ Usage from the driver::
     metrics = group.finish_step()                           # one joint update
     adapters = group.adapters()                             # version + 1, broadcast it
 
-Every rank receives every batch as the same object-store ref and keeps the questions it
-owns, so a rank starts forward/backward on the first batch. (The driver reads the batches
-too: for the step's metrics and the Parquet files of the run directory.)
+The driver splits every batch by question owner (``rows.owner_rank``) and hands each rank
+only its own rows, so a rank starts forward/backward on the first batch and never
+deserialises another rank's questions; with one rank the rollout worker's ObjectRef goes
+through untouched. (The driver reads the batches anyway: for the step's metrics and the
+Parquet files of the run directory.)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from neuromas_dist.adapters.peft_io import AdapterSet
 from neuromas_dist.config import Config
 from neuromas_dist.learner import checkpoint as ckpt
 from neuromas_dist.learner.rank import LearnerRank
+from neuromas_dist.learner.rows import split_by_owner
 
 
 class LearnerGroup:
@@ -67,13 +70,21 @@ class LearnerGroup:
 
     # ------------------------------------------------------------ training
 
-    def accumulate(self, batch: Any) -> None:
-        """Hand one trajectory batch (RecordBatch or ObjectRef) to every rank; returns at once."""
+    def accumulate(self, batch: Any, ref: Any = None) -> None:
+        """Hand one trajectory batch to the ranks, each only the questions it owns; returns
+        at once. ``batch``: a RecordBatch or its ObjectRef; ``ref``: the ObjectRef of
+        ``batch`` if there is one (a single rank then takes it as it is, no copy)."""
         import ray
 
-        ref = batch if isinstance(batch, ray.ObjectRef) else ray.put(batch)
-        for rank in self.ranks:
-            rank.accumulate.remote(ref)  # actor calls run in order, before finish_step
+        if isinstance(batch, ray.ObjectRef):
+            batch, ref = (None, batch) if self.world_size == 1 else (ray.get(batch), batch)
+        if self.world_size == 1:
+            pieces = [ref if ref is not None else ray.put(batch)]
+        else:
+            pieces = [ray.put(piece) if piece.num_rows else None for piece in split_by_owner(batch, self.world_size)]
+        for rank, piece in zip(self.ranks, pieces):
+            if piece is not None:
+                rank.accumulate.remote(piece)  # actor calls run in order, before finish_step
 
     def finish_step(self) -> dict[str, float]:
         """Apply the step on all ranks; rank 0's metrics. Raises LogprobGapError on a large gap."""

@@ -9,6 +9,8 @@ from typing import Any, Sequence
 
 import torch
 
+from neuromas_dist.trajectories.schema import check_batch
+
 
 @dataclass
 class Row:
@@ -28,8 +30,20 @@ def owner_rank(question_id: str, world_size: int) -> int:
     return zlib.crc32(question_id.encode()) % world_size
 
 
+def split_by_owner(batch: Any, world_size: int) -> list[Any]:
+    """One piece of a trajectory batch per rank: the rows of the questions it owns."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    owners = pa.array([owner_rank(q, world_size) for q in batch.column("question_id").to_pylist()])
+    return [batch.filter(pc.equal(owners, r)) for r in range(world_size)]
+
+
 def rows_from_batch(batch: Any, rank: int, world_size: int) -> list[Row]:
-    """Rows of a trajectory RecordBatch/Table that belong to this rank (whole questions)."""
+    """Rows of a trajectory RecordBatch/Table that belong to this rank (whole questions).
+    The batch is checked against the contract first: a malformed one is one SchemaError
+    naming the column."""
+    check_batch(batch)
     cols = {name: batch.column(name).to_pylist() for name in
             ("node", "question_id", "sample_index", "prompt_ids", "response_ids", "logprobs",
              "adapter_version", "reward")}

@@ -92,7 +92,7 @@ def to_record_batch(rows: Iterable[TrajectoryRow]) -> pa.RecordBatch:
 def check_batch(batch: pa.RecordBatch | pa.Table) -> None:
     """Raise SchemaError unless ``batch`` has the contract schema and per-row lengths agree."""
     if not batch.schema.equals(TRAJECTORY_SCHEMA, check_metadata=False):
-        raise SchemaError(f"schema mismatch: got {batch.schema}, want {TRAJECTORY_SCHEMA}")
+        raise SchemaError(f"trajectory batch: {_first_difference(batch.schema)}")
     resp = batch.column("response_ids")
     lps = batch.column("logprobs")
     resp_len = pc.list_value_length(resp).to_pylist()
@@ -100,6 +100,20 @@ def check_batch(batch: pa.RecordBatch | pa.Table) -> None:
     for i, (a, b) in enumerate(zip(resp_len, lp_len)):
         if a != b:
             raise SchemaError(f"row {i}: {a} response tokens but {b} logprobs")
+
+
+def _first_difference(schema: pa.Schema) -> str:
+    """The first column that breaks the contract, in one phrase."""
+    for want in TRAJECTORY_SCHEMA:
+        if want.name not in schema.names:
+            return f"column {want.name!r} is missing"
+        got = schema.field(want.name)
+        if not got.type.equals(want.type):
+            return f"column {want.name!r} is {got.type}, the contract says {want.type}"
+        if got.nullable and not want.nullable:
+            return f"column {want.name!r} is nullable, the contract says not null"
+    extra = [n for n in schema.names if n not in TRAJECTORY_SCHEMA.names]
+    return f"unexpected column {extra[0]!r}" if extra else "columns out of the contract's order"
 
 
 def concat(batches: Sequence[pa.RecordBatch]) -> pa.Table:

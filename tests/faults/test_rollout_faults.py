@@ -55,7 +55,7 @@ def run_step(pool, step, examples, fault):
     rollout = StepRollout(pool, step, examples, N_SAMPLES, cursor={})
     batches = []
     for i, (handle, batch) in enumerate(rollout.batches()):
-        assert handle is batch or handle.__class__.__name__ == "ObjectRef"
+        assert handle is None or handle.__class__.__name__ == "ObjectRef"
         batches.append(batch)
         fault(i)
     return batches, rollout.faults

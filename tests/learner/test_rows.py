@@ -1,0 +1,43 @@
+"""Rows as the learner reads them: routed to their owner rank, padded for one forward pass,
+and a batch that breaks the trajectory contract refused with one line naming the column."""
+
+from __future__ import annotations
+
+import pytest
+
+from learner_helpers import make_batch
+from neuromas_dist.learner.rows import Row, model_inputs, owner_rank, rows_from_batch, split_by_owner
+from neuromas_dist.trajectories.schema import SchemaError
+
+
+def test_each_rank_gets_exactly_its_questions_once():
+    batch = make_batch(9, 2)
+    pieces = split_by_owner(batch, 3)
+    seen = []
+    for rank, piece in enumerate(pieces):
+        questions = set(piece.column("question_id").to_pylist())
+        assert all(owner_rank(q, 3) == rank for q in questions)
+        seen += piece.column("sample_id").to_pylist()
+    assert sorted(seen) == sorted(batch.column("sample_id").to_pylist())
+    assert sum(p.num_rows > 0 for p in pieces) >= 2  # the questions do spread over ranks
+
+
+def test_inputs_are_right_padded_with_each_tokens_predicting_position():
+    rows = [Row("A", "q", 0, [5, 6, 7], [8, 9], [0.0, 0.0], 0, 1.0), Row("A", "q", 1, [5], [4, 3, 2], [0.0] * 3, 0, 0.0)]
+    x = model_inputs(rows)
+    assert x.ids.tolist() == [[5, 6, 7, 8, 9], [5, 4, 3, 2, 0]]
+    assert x.attn.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]
+    # the logit at position p predicts token p + 1: response token j of a P-token prompt at P - 1 + j
+    assert x.pos.tolist() == [[2, 3, 0], [0, 1, 2]] and x.tok.tolist() == [[8, 9, 0], [4, 3, 2]]
+    assert x.mask.tolist() == [[True, True, False], [True, True, True]]
+
+
+def test_a_batch_without_a_contract_column_is_one_line_naming_it():
+    batch = make_batch(2, 2)
+    broken = batch.drop_columns(["reward"])
+    with pytest.raises(SchemaError, match=r"^trajectory batch: column 'reward' is missing$"):
+        rows_from_batch(broken, 0, 1)
+    retyped = batch.set_column(batch.schema.get_field_index("reward"), "reward",
+                               batch.column("reward").cast("float64"))
+    with pytest.raises(SchemaError, match=r"column 'reward' is double, the contract says float"):
+        rows_from_batch(retyped, 0, 1)
