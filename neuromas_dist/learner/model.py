@@ -10,7 +10,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -138,6 +138,31 @@ def build(cfg: Config, model_dir: str, nodes: Sequence[str],
     module = engine.module
     module.train()
     return Built(engine, optimizer, module, params, all_params, next(module.parameters()).device)
+
+
+def node_tensors(module: torch.nn.Module, nodes: Sequence[str]) -> dict[str, dict[str, torch.Tensor]]:
+    """node -> its LoRA tensors under PEFT's keys, as CPU copies."""
+    import peft
+
+    out = {}
+    for node in nodes:
+        state = peft.get_peft_model_state_dict(module, adapter_name=node)
+        out[node] = {k: v.detach().to("cpu").clone() for k, v in state.items()}
+    return out
+
+
+def set_node_tensors(module: torch.nn.Module, nodes: Sequence[str],
+                     tensors: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+    """Copy the given nodes' tensors in; a node or key this model lacks is an error."""
+    import peft
+
+    for node, state in tensors.items():
+        if node not in nodes:
+            raise ValueError(f"adapter for node {node!r}: this learner holds {list(nodes)}")
+        result = peft.set_peft_model_state_dict(module, dict(state), adapter_name=node)
+        missing = [k for k in getattr(result, "unexpected_keys", []) if f".{node}." in k or "lora_" in k]
+        if missing:
+            raise ValueError(f"node {node}: adapter keys not in the model: {missing[:3]}")
 
 
 @contextmanager

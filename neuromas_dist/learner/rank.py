@@ -33,9 +33,9 @@ import torch
 from neuromas_dist.adapters.peft_io import AdapterSet, peft_config_dict
 from neuromas_dist.config import Config
 from neuromas_dist.learner import algos, baselines, checkpoint, model, stats
-from neuromas_dist.learner.rows import Row, model_inputs, recorded_logprobs, rows_from_batch
+from neuromas_dist.learner.rows import Row, by_node, model_inputs, recorded_logprobs, rows_from_batch
 from neuromas_dist.learner.stats import LogprobGapError  # noqa: F401 - the learner's public error
-from neuromas_dist.learner.sums import StepSums, VersionHistory
+from neuromas_dist.learner.sums import StaleChecks, StepSums, VersionHistory
 
 
 class LearnerRank:
@@ -79,7 +79,7 @@ class LearnerRank:
         self._ready: dict[str, list[Row]] = defaultdict(list)
         self.sums = StepSums(self.params, self.nodes)
         self._busy_s = 0.0
-        self._stale_checks: dict[str, list[Row]] = defaultdict(list)
+        self._stale = StaleChecks(self.cfg.learner.stale_check_rows, self.history)
 
     def accumulate(self, batch: Any) -> int:
         """Take one trajectory batch (or ObjectRef resolved by Ray); returns rows kept by this rank."""
@@ -144,7 +144,7 @@ class LearnerRank:
         their terms' gradients into G_known and G_one, their statistics per node."""
         # An empty response has no token to credit, but its reward is one of the node's
         # outcomes: it counts in batch-mean and EMA baselines as it does in leave-one-out.
-        for node, empty in _by_node([r for r in rows if not r.response]):
+        for node, empty in by_node([r for r in rows if not r.response]):
             self.sums.count_rewards(node, empty)
         rows = [r for r in rows if r.response]
         if not rows:
@@ -153,7 +153,7 @@ class LearnerRank:
         lc, dev = self.cfg.learner, self.device
         beh = recorded_logprobs(rows, lp)
         stale = torch.tensor([r.version != self.version for r in rows], device=dev)
-        self._pick_stale_checks([r for r in rows if r.version != self.version])
+        self._stale.pick([r for r in rows if r.version != self.version])
         w = algos.importance_weights(lp, beh, stale, lc.importance_cap) * mask
         coef = algos.token_coefficients(mask, lc.loss_norm)
         adv = torch.tensor([r.adv_known for r in rows], device=dev)
@@ -171,26 +171,6 @@ class LearnerRank:
             self.sums.count(node, [rows[j] for j in i.tolist()], lp[i], beh[i], mask[i], stale[i], w[i], terms,
                             lc.loss_norm)
 
-    def _pick_stale_checks(self, stale_rows: list[Row]) -> None:
-        for node, rows in _by_node(stale_rows):
-            room = self.cfg.learner.stale_check_rows - len(self._stale_checks[node])
-            known = [r for r in rows if r.version in self.history]
-            self._stale_checks[node].extend(known[:max(room, 0)])
-
-    @torch.no_grad()
-    def _score_stale_checks(self) -> None:
-        """Re-score the picked stale rows under the adapters of the version that sampled
-        them: with those weights swapped in, the gap is as small as an on-policy row's
-        unless the rollout served something else (a wrong or zero adapter)."""
-        for node, rows in self._stale_checks.items():
-            for version in sorted({r.version for r in rows}):
-                subset = [r for r in rows if r.version == version and r.response]
-                if not subset:
-                    continue
-                with self.history.swapped_in(version):
-                    lp, mask = self._logprobs(subset)
-                self.sums.count_stale_check(node, lp, recorded_logprobs(subset, lp), mask)
-
     # ------------------------------------------------------------ the step
 
     def finish_step(self) -> dict[str, float]:
@@ -199,7 +179,7 @@ class LearnerRank:
         lc = self.cfg.learner
         try:
             self._run_micro_batches(force=True)
-            self._score_stale_checks()
+            self._stale.score(self._logprobs, self.sums)
             totals, bad = stats.all_reduce(self.sums.stats, self.nodes, self.sums.bad, self.device, self.world_size)
             consts = baselines.step_constants(totals, lc.baseline, self.ema)
             stats.check_gap(totals, lc.max_logprob_gap, self.version)
@@ -243,13 +223,8 @@ class LearnerRank:
 
     def export(self) -> AdapterSet:
         """Every node's LoRA tensors (PEFT keys, CPU) at the current version."""
-        import peft
-
-        tensors = {}
-        for node in self.nodes:
-            state = peft.get_peft_model_state_dict(self.module, adapter_name=node)
-            tensors[node] = {k: v.detach().to("cpu").clone() for k, v in state.items()}
-        return AdapterSet(self.version, tensors, peft_config_dict(self.cfg.lora, self.model_dir))
+        return AdapterSet(self.version, model.node_tensors(self.module, self.nodes),
+                          peft_config_dict(self.cfg.lora, self.model_dir))
 
     def load_adapters(self, adapters: AdapterSet | Mapping[str, Mapping[str, torch.Tensor]]) -> list[str]:
         """Copy in the given nodes' tensors (growth, resume); other nodes keep theirs. Returns nodes loaded."""
@@ -260,16 +235,7 @@ class LearnerRank:
 
     def _copy_in(self, tensors: Mapping[str, Mapping[str, torch.Tensor]],
                  into: torch.nn.Module | None = None) -> None:
-        import peft
-
-        into = into if into is not None else self.module
-        for node, state in tensors.items():
-            if node not in self.nodes:
-                raise ValueError(f"adapter for node {node!r}: this learner holds {self.nodes}")
-            result = peft.set_peft_model_state_dict(into, dict(state), adapter_name=node)
-            missing = [k for k in getattr(result, "unexpected_keys", []) if f".{node}." in k or "lora_" in k]
-            if missing:
-                raise ValueError(f"node {node}: adapter keys not in the model: {missing[:3]}")
+        model.set_node_tensors(into if into is not None else self.module, self.nodes, tensors)
         # ZeRO (and bf16) keep fp32 master copies: refresh them or the next step undoes the load.
         if self.engine is not None and hasattr(self.engine.optimizer, "refresh_fp32_params"):
             self.engine.optimizer.refresh_fp32_params()
@@ -315,9 +281,3 @@ class LearnerRank:
         self.history.remember(self.version, forget_older=True)
         self._reset_step()
 
-
-def _by_node(rows: Sequence[Row]) -> list[tuple[str, list[Row]]]:
-    groups: dict[str, list[Row]] = defaultdict(list)
-    for r in rows:
-        groups[r.node].append(r)
-    return list(groups.items())

@@ -4,6 +4,7 @@ tensors one forward pass over several rows needs."""
 from __future__ import annotations
 
 import zlib
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -94,3 +95,11 @@ def recorded_logprobs(rows: Sequence[Row], like: torch.Tensor) -> torch.Tensor:
     for i, r in enumerate(rows):
         out[i, :len(r.logprobs)] = torch.tensor(r.logprobs, dtype=torch.float32)
     return out
+
+
+def by_node(rows: Sequence[Row]) -> list[tuple[str, list[Row]]]:
+    """(node, its rows) in order of first appearance."""
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        groups[r.node].append(r)
+    return list(groups.items())

@@ -3,13 +3,14 @@ the per-node statistics the step's all-reduce adds up (see rank.py for why buffe
 
 from __future__ import annotations
 
+from collections import defaultdict
 from contextlib import contextmanager
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
 from neuromas_dist.learner import algos, stats
-from neuromas_dist.learner.rows import Row
+from neuromas_dist.learner.rows import Row, by_node, recorded_logprobs
 
 
 class StepSums:
@@ -111,3 +112,32 @@ class VersionHistory:
         finally:
             for p, now in zip(self.params, current):
                 p.data.copy_(now)
+
+
+class StaleChecks:
+    """Up to ``per_node`` stale rows per node and step, picked while streaming and
+    re-scored at the step's end under the adapters of the version that sampled them: the
+    gap is then as small as an on-policy row's unless the rollout served something else
+    (a wrong or zero adapter)."""
+
+    def __init__(self, per_node: int, history: VersionHistory):
+        self.per_node, self.history = per_node, history
+        self.rows: dict[str, list[Row]] = defaultdict(list)
+
+    def pick(self, stale_rows: Sequence[Row]) -> None:
+        for node, rows in by_node(stale_rows):
+            room = self.per_node - len(self.rows[node])
+            known = [r for r in rows if r.version in self.history]
+            self.rows[node].extend(known[:max(room, 0)])
+
+    @torch.no_grad()
+    def score(self, logprobs: Callable[[Sequence[Row]], tuple[torch.Tensor, torch.Tensor]], sums: StepSums) -> None:
+        """``logprobs``: the rank's forward (rows -> learner logprobs, mask)."""
+        for node, rows in self.rows.items():
+            for version in sorted({r.version for r in rows}):
+                subset = [r for r in rows if r.version == version and r.response]
+                if not subset:
+                    continue
+                with self.history.swapped_in(version):
+                    lp, mask = logprobs(subset)
+                sums.count_stale_check(node, lp, recorded_logprobs(subset, lp), mask)
