@@ -165,20 +165,52 @@ def set_node_tensors(module: torch.nn.Module, nodes: Sequence[str],
             raise ValueError(f"node {node}: adapter keys not in the model: {missing[:3]}")
 
 
+def node_spans(names: Sequence[str]) -> list[tuple[str, int, int]]:
+    """(node, first row, end) of each run of equal names; rows must be grouped by node."""
+    spans: list[tuple[str, int, int]] = []
+    for i, name in enumerate(names):
+        if spans and spans[-1][0] == name:
+            spans[-1] = (name, spans[-1][1], i + 1)
+        else:
+            spans.append((name, i, i + 1))
+    if len({n for n, _, _ in spans}) != len(spans):
+        raise ValueError("rows_to_adapters needs the rows grouped by node")
+    return spans
+
+
 @contextmanager
 def rows_to_adapters(module: torch.nn.Module, names: Sequence[str]) -> Iterator[None]:
-    """Run each row of the next forward through the adapter named for it. PEFT's LoRA
-    layers do the routing (``adapter_names``: a node's rows gathered, its LoRA output added
-    back); PEFT exposes it at the model level for inference only, but for plain LoRA the
-    path is differentiable, and tests/learner/test_update_equals_autograd.py checks the
-    gradient against per-node passes and plain autograd."""
+    """Run each row of the next forward through the adapter named for it; the rows come
+    grouped by node. Every LoRA layer computes its base output for all rows at once (PEFT's
+    ``adapter_names`` with the base model's name, ``__base__``, for every row), then adds
+    each node's LoRA term computed on that node's contiguous block of rows.
+    tests/learner/test_update_equals_autograd.py checks the gradient against per-node
+    passes and plain autograd."""
     from peft.tuners.lora import LoraLayer
 
-    def inject(_module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        return args, {**kwargs, "adapter_names": list(names)}
+    spans = node_spans(names)
+    sizes = [b - a for _, a, b in spans]
+    base = ["__base__"] * len(names)
 
-    handles = [m.register_forward_pre_hook(inject, with_kwargs=True) for m in module.modules()
-               if isinstance(m, LoraLayer)]
+    def base_only(_layer: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        return args, {**kwargs, "adapter_names": base}
+
+    def add_lora(layer: Any, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        # split + cat, out of place: backward gets one full-size gradient for x, where
+        # slicing or indexing per node would allocate one per node
+        deltas = []
+        for (node, _, _), x in zip(spans, torch.split(args[0], sizes)):
+            if node not in layer.lora_A:
+                deltas.append(torch.zeros(x.shape[:-1] + output.shape[-1:], dtype=output.dtype, device=x.device))
+                continue
+            lora_a = layer.lora_A[node]
+            delta = layer.lora_B[node](lora_a(layer.lora_dropout[node](x.to(lora_a.weight.dtype))))
+            deltas.append((delta * layer.scaling[node]).to(output.dtype))
+        return output + torch.cat(deltas)
+
+    layers = [m for m in module.modules() if isinstance(m, LoraLayer)]
+    handles = [m.register_forward_pre_hook(base_only, with_kwargs=True) for m in layers]
+    handles += [m.register_forward_hook(add_lora) for m in layers]
     try:
         yield
     finally:

@@ -146,7 +146,7 @@ class LearnerRank:
         # outcomes: it counts in batch-mean and EMA baselines as it does in leave-one-out.
         for node, empty in by_node([r for r in rows if not r.response]):
             self.sums.count_rewards(node, empty)
-        rows = [r for r in rows if r.response]
+        rows = sorted((r for r in rows if r.response), key=lambda r: self.nodes.index(r.node))  # grouped by node
         if not rows:
             return
         lp, mask = self._logprobs(rows)
