@@ -49,6 +49,8 @@ def node_names(nodes: int) -> tuple[str, ...]:
 
 def make_batch(seed: int, vocab: int, questions: int, samples: int, prompt: int, response: int,
                nodes: tuple[str, ...]):
+    """Batch ``seed`` is the learners' step ``seed``: its rows carry that adapter version, so
+    they are on-policy (no importance weights or stale re-scoring, as in the plain loop)."""
     rng = random.Random(seed)
     rows = []
     for q in range(questions):
@@ -58,7 +60,7 @@ def make_batch(seed: int, vocab: int, questions: int, samples: int, prompt: int,
                 rows.append(TrajectoryRow(
                     0, f"q{q}#{k}", f"q{q}", k, node, int(node[1]), int(node[3]),
                     [rng.randrange(3, vocab) for _ in range(prompt)], [rng.randrange(3, vocab) for _ in range(response)],
-                    [0.0] * response, "length", False, True, 0, "", None, reward, 0, 0.0))
+                    [0.0] * response, "length", False, True, seed, "", None, reward, 0, 0.0))
     return to_record_batch(rows)
 
 

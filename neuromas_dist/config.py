@@ -39,7 +39,7 @@ class _Checked:
         section = "trainer.growth[]" if name == "GrowthStage" else name.removesuffix("Config").lower()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            for item in value if isinstance(value, tuple) else (value,):
+            for item in value if isinstance(value, (tuple, list)) else (value,):
                 if not dataclasses.is_dataclass(item):
                     _check_range(item, f"{section}.{f.name}", f.metadata)
 
@@ -109,8 +109,8 @@ class LearnerConfig(_Checked):
     importance_cap: float = _f(2.0, "truncate importance weights of stale samples at this value (0 = off)", lo=0.0)
     max_logprob_gap: float = _f(0.1, "fail the step when a node's mean |learner - rollout| logprob gap exceeds this", lo=0.0)
     micro_batch_size: int = _f(32, "rows per forward/backward pass", lo=1)
-    micro_batches: str = _f("per_node", "per_node: a pass holds one node's rows under its adapter; mixed: rows of all "
-                            "nodes in one pass, each routed to its node's adapter", choices=("per_node", "mixed"))
+    micro_batches: str = _f("per_node", "per_node: a pass holds one node's rows under its adapter; mixed: a pass takes "
+                            "rows of any nodes, each through its own node's adapter", choices=("per_node", "mixed"))
     stale_check_rows: int = _f(8, "stale rows per node and step re-scored under the adapter version that sampled them, "
                                "so the logprob-gap check also guards async mode (0 = off)", lo=0)
 

@@ -4,7 +4,7 @@ Usage from the driver::
 
     group = LearnerGroup(cfg, model_dir, nodes)             # starts num_ranks actors
     adapters = group.adapters()                             # version 0, for the rollout
-    for ref in trajectory_refs_as_they_come: group.accumulate(ref)
+    for batch, ref in trajectories_as_they_come: group.accumulate(batch, ref)
     metrics = group.finish_step()                           # one joint update
     adapters = group.adapters()                             # version + 1, broadcast it
 
@@ -53,6 +53,7 @@ class LearnerGroup:
                 num_cpus=res.learner_cpus, num_gpus=res.learner_gpus, scheduling_strategy=strategy,
                 runtime_env={"env_vars": env}, name=None,
             ).remote(cfg, str(model_dir), self.nodes, r, self.world_size, init_adapters))
+        self._accumulated: list[Any] = []  # this step's accumulate calls, checked in gather
         addr, port = ray.get(self.ranks[0].address.remote())
         ray.get([rank.setup.remote(addr, port) for rank in self.ranks])
 
@@ -71,9 +72,11 @@ class LearnerGroup:
     # ------------------------------------------------------------ training
 
     def accumulate(self, batch: Any, ref: Any = None) -> None:
-        """Hand one trajectory batch to the ranks, each only the questions it owns; returns
-        at once. ``batch``: a RecordBatch or its ObjectRef; ``ref``: the ObjectRef of
-        ``batch`` if there is one (a single rank then takes it as it is, no copy)."""
+        """Hand one trajectory batch to the ranks, each only the questions it owns, without
+        waiting for them. ``batch``: a RecordBatch or its ObjectRef (with several ranks an
+        ObjectRef is fetched here to be split); ``ref``: the ObjectRef of ``batch`` if there
+        is one (a single rank then takes it as it is, no copy). A rank's error (a batch that
+        breaks the contract) surfaces in the step's :meth:`gather`."""
         import ray
 
         if isinstance(batch, ray.ObjectRef):
@@ -83,8 +86,8 @@ class LearnerGroup:
         else:
             pieces = [ray.put(piece) if piece.num_rows else None for piece in split_by_owner(batch, self.world_size)]
         for rank, piece in zip(self.ranks, pieces):
-            if piece is not None:
-                rank.accumulate.remote(piece)  # actor calls run in order, before finish_step
+            if piece is not None:  # actor calls run in order, before finish_step
+                self._accumulated.append(rank.accumulate.remote(piece))
 
     def finish_step(self) -> dict[str, float]:
         """Apply the step on all ranks; rank 0's metrics. Raises LogprobGapError on a large gap."""
@@ -98,13 +101,13 @@ class LearnerGroup:
         return [rank.finish_step.remote() for rank in self.ranks]
 
     def gather(self, refs: list[Any]) -> dict[str, float]:
-        """Rank 0's result of ``finish_step_async``. Waits on every rank, failing as soon as
-        any fails: a dead rank leaves the others blocked in a collective, so waiting on
-        rank 0 first would wait for ever."""
+        """Rank 0's result of ``finish_step_async``. Waits on every rank (and on the step's
+        accumulate calls), failing as soon as any fails: a dead rank leaves the others
+        blocked in a collective, so waiting on rank 0 first would wait for ever."""
         import ray
         from ray.exceptions import RayActorError, RayTaskError
 
-        pending = list(refs)
+        pending, self._accumulated = list(refs) + self._accumulated, []
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             try:

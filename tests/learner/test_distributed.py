@@ -1,4 +1,5 @@
-"""World size 2 (two Ray actors, DeepSpeed over gloo) gives the same update as world size 1."""
+"""World size 2 (two Ray actors, DeepSpeed over gloo) gives the same update as world size 1;
+a batch a rank refuses is the step's error."""
 
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ def test_world_size_2_matches_world_size_1(ray_local, make_rank, tiny_model_dir,
             group.accumulate(ray.put(piece))
         m2 = group.finish_step()
         per_rank = ray.get([r.export.remote() for r in group.ranks])
+        if zero_stage == 0:  # a batch a rank refuses fails the step, naming the column
+            group.accumulate(batch.drop_columns(["reward"]))
+            with pytest.raises(Exception, match="column 'reward' is missing"):
+                group.finish_step()
     finally:
         group.shutdown()
     single.accumulate(batch)
