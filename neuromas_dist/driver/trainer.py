@@ -228,10 +228,12 @@ class Trainer:
         t_rollout = time.perf_counter() - rollout.started
         t_learn0 = time.perf_counter()
         finish = self.learner.finish_step_async()
+        # From here the learner may be past the last logged step, a failed gather included
+        # (ranks that took their rows apply the update even when another refused a batch).
+        self.unlogged_update = True  # until run._step logs the step
         while len(self.in_flight) < ahead and self._same_stage(step, step + 1 + len(self.in_flight)):
             self.in_flight.append(self.launch(step + 1 + len(self.in_flight)))  # overlaps the update
         learner_metrics = self.learner.gather(finish)
-        self.unlogged_update = True  # the learner is past the last logged step until run._step logs it
         t_learn = time.perf_counter() - t_learn0
         try:
             sync = self.broadcast()
