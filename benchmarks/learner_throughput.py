@@ -17,10 +17,12 @@ and backward. Writes benchmarks/results/learner_throughput.json.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import dataclasses
 import json
 import os
 import platform
+import pstats
 import random
 import statistics
 import time
@@ -145,11 +147,20 @@ def measure(nodes: int, args: argparse.Namespace, model_dir: str, vocab: int) ->
         learners[f"deepspeed_{mode}"] = lambda b, rank=rank: deepspeed_step(rank, b)
     learners["plain_peft"] = PlainLoop(bench_config(args.micro_batch), model_dir, names).step
     times: dict[str, list[float]] = {name: [] for name in learners}
+    profiles = {name: cProfile.Profile() for name in learners} if args.profile else {}
     for i, batch in enumerate(batches):
         for name, step in learners.items():
+            prof = profiles.get(name) if i else None  # batch 0 warms up allocators and first-call paths
+            if prof:
+                prof.enable()
             t = step(batch)
-            if i:  # batch 0 warms up allocators and first-call paths
+            if prof:
+                prof.disable()
+            if i:
                 times[name].append(t)
+    for name, prof in profiles.items():
+        print(f"== {nodes} nodes, {name}: {sum(times[name]):.3f} s over {len(times[name])} steps")
+        pstats.Stats(prof).sort_stats("tottime").print_stats(4)
     tokens = batches[0].num_rows * (args.prompt + args.response)
     tps = {name: tokens / statistics.median(t) for name, t in times.items()}
     return {"nodes": nodes, "widths": list(WIDTHS[nodes]), "rows_per_step": batches[0].num_rows,
@@ -171,6 +182,7 @@ def main() -> None:
     ap.add_argument("--response", type=int, default=24)
     ap.add_argument("--micro-batch", type=int, default=32)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "learner_throughput.json"))
+    ap.add_argument("--profile", action="store_true", help="also print each learner's top cProfile entries")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model_dir = args.model or str(_tiny())
