@@ -109,7 +109,7 @@ class LearnerRank:
         for node, rows in baselines.pop_complete_groups(self._pending, self.cfg.sampling.n_samples, force):
             self._ready[self._queue(node)].extend(rows)
         mbs = self.cfg.learner.micro_batch_size
-        for key in [""] if self.cfg.learner.micro_batches == "mixed" else self.nodes:
+        for key in dict.fromkeys(self._queue(n) for n in self.nodes):  # topology order
             while len(self._ready[key]) >= mbs or (force and self._ready[key]):
                 chunk, self._ready[key] = self._ready[key][:mbs], self._ready[key][mbs:]
                 self._micro_batch(chunk)

@@ -132,12 +132,11 @@ class StaleChecks:
 
     @torch.no_grad()
     def score(self, logprobs: Callable[[Sequence[Row]], tuple[torch.Tensor, torch.Tensor]], sums: StepSums) -> None:
-        """``logprobs``: the rank's forward (rows -> learner logprobs, mask)."""
-        for node, rows in self.rows.items():
-            for version in sorted({r.version for r in rows}):
-                subset = [r for r in rows if r.version == version and r.response]
-                if not subset:
-                    continue
-                with self.history.swapped_in(version):
+        """``logprobs``: the rank's forward (rows -> learner logprobs, mask). Each version's
+        weights are swapped in once for all nodes' rows of that version."""
+        picked = [r for rows in self.rows.values() for r in rows if r.response]
+        for version in sorted({r.version for r in picked}):
+            with self.history.swapped_in(version):
+                for node, subset in by_node([r for r in picked if r.version == version]):
                     lp, mask = logprobs(subset)
-                sums.count_stale_check(node, lp, recorded_logprobs(subset, lp), mask)
+                    sums.count_stale_check(node, lp, recorded_logprobs(subset, lp), mask)
