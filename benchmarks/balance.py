@@ -93,22 +93,22 @@ def phases_apart(steps: int, workers: int) -> dict[str, Any]:
 
 
 def _one_step_apart(trainer: Any, step: int) -> dict[str, float]:
-    from neuromas_dist.driver.step_metrics import rollout_metrics
-    from neuromas_dist.trajectories.schema import concat
+    from neuromas_dist.trajectories.summary import StepTally
 
     rollout = trainer.launch(step)
     arrived = list(rollout.batches())
-    batches = [batch for _, batch in arrived]
     rollout_s = time.perf_counter() - rollout.started
+    tally = StepTally()
     t0 = time.perf_counter()
-    for ref, batch in arrived:  # the learner starts only now: nothing overlaps
-        trainer.learner.accumulate(batch, ref)
+    for arrival in arrived:  # the learner starts only now: nothing overlaps
+        trainer.learner.accumulate(arrival.pieces)
+        tally.add(arrival.summary)
     learned = trainer.learner.gather(trainer.learner.finish_step_async())
     learn_s = time.perf_counter() - t0
     sync = trainer.broadcast()
     trainer.step = step
     return {"rollout_s": rollout_s, "learn_s": learn_s, "sync_s": sync["timing_s/sync"],
-            "response_tokens": rollout_metrics(concat(batches), trainer.topology.sink)["rollout/response_tokens"],
+            "response_tokens": tally.metrics(trainer.topology.sink)["rollout/response_tokens"],
             "learner_tokens": learned["learner/tokens"], "adapter_bytes": sync["adapters/bytes"]}
 
 

@@ -12,6 +12,11 @@ mixed ones hold rows of every node, each routed to its own adapter (``mixed``). 
 alternate between the learners so load from other processes hits all alike; the median
 step time is reported. Tokens counted are prompt + response tokens run through forward
 and backward. Writes benchmarks/results/learner_throughput.json.
+
+``--pass-rows 8,32`` adds per-node learners whose micro-batches hold that many rows: the
+ratio of their tokens/s (largest over smallest) is the most that merging passes of the
+small size into passes of the large size can buy, with no routing cost at all, which is
+the ceiling for mixed micro-batches.
 """
 
 from __future__ import annotations
@@ -146,6 +151,11 @@ def measure(nodes: int, args: argparse.Namespace, model_dir: str, vocab: int) ->
         rank.setup()
         learners[f"deepspeed_{mode}"] = lambda b, rank=rank: deepspeed_step(rank, b)
     learners["plain_peft"] = PlainLoop(bench_config(args.micro_batch), model_dir, names).step
+    pass_rows = [int(n) for n in args.pass_rows.split(",") if n]
+    for n in pass_rows:
+        rank = LearnerRank(bench_config(n), model_dir, names)
+        rank.setup()
+        learners[f"deepspeed_per_node_{n}_rows"] = lambda b, rank=rank: deepspeed_step(rank, b)
     times: dict[str, list[float]] = {name: [] for name in learners}
     profiles = {name: cProfile.Profile() for name in learners} if args.profile else {}
     for i, batch in enumerate(batches):
@@ -163,11 +173,16 @@ def measure(nodes: int, args: argparse.Namespace, model_dir: str, vocab: int) ->
         pstats.Stats(prof).sort_stats("tottime").print_stats(4)
     tokens = batches[0].num_rows * (args.prompt + args.response)
     tps = {name: tokens / statistics.median(t) for name, t in times.items()}
-    return {"nodes": nodes, "widths": list(WIDTHS[nodes]), "rows_per_step": batches[0].num_rows,
-            "tokens_per_step": tokens, "tokens_per_s": {k: round(v, 1) for k, v in tps.items()},
-            "mixed_over_per_node": round(tps["deepspeed_mixed"] / tps["deepspeed_per_node"], 3),
-            "deepspeed_over_plain": round(tps["deepspeed_per_node"] / tps["plain_peft"], 3),
-            "step_s": {k: [round(t, 3) for t in v] for k, v in times.items()}}
+    out = {"nodes": nodes, "widths": list(WIDTHS[nodes]), "rows_per_step": batches[0].num_rows,
+           "tokens_per_step": tokens, "tokens_per_s": {k: round(v, 1) for k, v in tps.items()},
+           "mixed_over_per_node": round(tps["deepspeed_mixed"] / tps["deepspeed_per_node"], 3),
+           "deepspeed_over_plain": round(tps["deepspeed_per_node"] / tps["plain_peft"], 3),
+           "step_s": {k: [round(t, 3) for t in v] for k, v in times.items()}}
+    if len(pass_rows) > 1:
+        small, large = min(pass_rows), max(pass_rows)
+        out["pass_merge_ceiling"] = round(tps[f"deepspeed_per_node_{large}_rows"]
+                                          / tps[f"deepspeed_per_node_{small}_rows"], 3)
+    return out
 
 
 def main() -> None:
@@ -183,6 +198,7 @@ def main() -> None:
     ap.add_argument("--micro-batch", type=int, default=32)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "learner_throughput.json"))
     ap.add_argument("--profile", action="store_true", help="also print each learner's top cProfile entries")
+    ap.add_argument("--pass-rows", default="", help="also per-node learners with these micro-batch sizes, e.g. 8,32")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model_dir = args.model or str(_tiny())
@@ -196,7 +212,8 @@ def main() -> None:
                            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}}
     for g in result["graphs"]:
         print(f"{g['nodes']} nodes: " + "   ".join(f"{k} {v:,.0f} tokens/s" for k, v in g["tokens_per_s"].items())
-              + f"   mixed/per-node {g['mixed_over_per_node']:.3f}")
+              + f"   mixed/per-node {g['mixed_over_per_node']:.3f}"
+              + (f"   pass-merge ceiling {g['pass_merge_ceiling']:.3f}" if "pass_merge_ceiling" in g else ""))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

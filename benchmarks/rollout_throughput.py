@@ -57,8 +57,8 @@ async def timed_rollout(worker: Any, scheduling: str, step: int, examples: list,
     worker.cfg = _with_scheduling(worker.cfg, scheduling)
     await worker.engine.reset_prefix_cache()  # runs replay the same prompts: no warm cache for any
     t0 = time.perf_counter()
-    batches = [b async for b in worker.rollout(step, examples, samples)]
-    return time.perf_counter() - t0, pa.Table.from_batches(batches).to_pylist()
+    items = [b async for b in worker.rollout(step, examples, samples)]  # one learner rank: piece, summary, ...
+    return time.perf_counter() - t0, pa.Table.from_batches(items[0::2]).to_pylist()
 
 
 def _with_scheduling(cfg: Any, scheduling: str) -> Any:

@@ -71,13 +71,19 @@ def summarize_node(rows: Sequence[Mapping[str, Any]], k: int = 5) -> dict[str, A
 def carry_fractions(rows: Iterable[Mapping[str, str]]) -> dict[str, dict[str, float]]:
     """Per kind ("x", "y", "answer"): fraction of rows whose text carries it correctly and
     fraction that states it at all. Rows need ``text``, ``question``, ``gold_answer``."""
+    n, carried, stated = carry_counts(rows)
+    return {k: {"carries": carried[k] / n, "states": stated[k] / n} for k in sorted(carried)} if n else {}
+
+
+def carry_counts(rows: Iterable[Mapping[str, str]]) -> tuple[int, Counter, Counter]:
+    """(rows, how many carry each kind, how many state it): the sums behind
+    :func:`carry_fractions`, which add up across batches. Every kind seen is a key."""
     carried: Counter = Counter()
     stated: Counter = Counter()
-    kinds = {ANSWER}
     n = 0
     for row in rows:
         n += 1
-        kinds.update(subresults(row["question"]))
-        carried.update(k for k, v in carries(row["text"], row["question"], row["gold_answer"]).items() if v)
-        stated.update(k for k, v in states(row["text"], row["question"]).items() if v)
-    return {k: {"carries": carried[k] / n, "states": stated[k] / n} for k in sorted(kinds)} if n else {}
+        # update() with 0 counts still adds the key: a kind nobody carried is a 0, not absent
+        carried.update({k: int(v) for k, v in carries(row["text"], row["question"], row["gold_answer"]).items()})
+        stated.update({k: int(v) for k, v in states(row["text"], row["question"]).items()})
+    return n, carried, stated

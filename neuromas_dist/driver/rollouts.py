@@ -11,18 +11,25 @@ sample) and which samples have arrived, keyed by ``sample_id``. A worker that fa
 is restarted and given exactly the samples that never arrived; rows of a sample that did
 arrive are kept, and a sample arriving twice is dropped the second time. So a step holds
 exactly one row per (question, sample, node) that ran, whatever died in between.
+
+The driver decides all this from each batch's ``BatchSummary`` (sample ids, per-node sums)
+and never fetches the rows: each learner rank's piece goes on to that rank as an
+ObjectRef. Only a batch that repeats samples is fetched, to drop the repeats.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import pyarrow as pa
 
 from neuromas_dist.config import Config
 from neuromas_dist.rollout.rows import sample_id
+from neuromas_dist.trajectories.schema import concat
+from neuromas_dist.trajectories.summary import BatchSummary, summarize
 
 
 class WorkersExhausted(RuntimeError):
@@ -122,11 +129,21 @@ class WorkerPool:
             return None
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """One batch of new samples: per learner rank, the ObjectRef of its piece (None when
+    the piece is empty), and the batch's summary."""
+
+    pieces: list[Any]
+    summary: BatchSummary
+
+
 class _Stream:
     def __init__(self, worker: int, gen: Any, work: list[tuple[Any, list[int]]], deadline_s: float,
                  incarnation: str):
         self.worker, self.gen, self.work, self.incarnation = worker, gen, work, incarnation
         self.deadline = time.monotonic() + deadline_s if deadline_s > 0 else float("inf")
+        self.held: list[Any] = []  # the current batch's pieces, until its summary arrives
 
 
 class StepRollout:
@@ -137,6 +154,7 @@ class StepRollout:
         from neuromas_dist.rollout.actors import split_examples
 
         self.pool, self.step, self.n, self.cursor = pool, step, n_samples, cursor
+        self.shards = pool.cfg.learner.num_ranks
         self.started = time.perf_counter()
         self.expected = {sample_id(ex.id, k) for ex in examples for k in range(n_samples)}
         self.received: set[str] = set()
@@ -149,12 +167,12 @@ class StepRollout:
     def _launch(self, i: int, work: list[tuple[Any, list[int]]]) -> None:
         incarnation = self.pool.incarnations[i]
         gen = self.pool.actors[i].rollout.options(num_returns="streaming").remote(
-            self.step, [ex for ex, _ in work], self.n, [ks for _, ks in work], incarnation=incarnation)
+            self.step, [ex for ex, _ in work], self.n, [ks for _, ks in work], incarnation=incarnation,
+            shards=self.shards)
         self.streams.append(_Stream(i, gen, work, self.pool.cfg.faults.rollout_deadline_s, incarnation))
 
-    def batches(self) -> Iterator[tuple[Any, pa.RecordBatch]]:
-        """(its ObjectRef, the batch) for every batch of new samples, in the order they
-        finish; the ObjectRef is None when rows had to be dropped (the batch is a new one)."""
+    def batches(self) -> Iterator[Arrival]:
+        """Every batch of new samples, in the order they finish."""
         import ray
 
         while self.streams:
@@ -175,13 +193,17 @@ class StepRollout:
         if missing:  # a bug, not a fault: every failure above re-runs what its worker lost
             raise RuntimeError(f"step {self.step}: {len(missing)} samples never arrived, e.g. {sorted(missing)[:3]}")
 
-    def _next(self, stream: _Stream) -> tuple[Any, pa.RecordBatch] | None:
+    def _next(self, stream: _Stream) -> Arrival | None:
+        """Take the stream's next object: a piece is held until its batch's summary comes."""
         import ray
         from ray.exceptions import RayError
 
         try:
             ref = next(stream.gen)
-            batch = ray.get(ref)
+            if len(stream.held) < self.shards:
+                stream.held.append(ref)
+                return None
+            summary = ray.get(ref)
         except StopIteration:
             self.streams.remove(stream)
             if self._lost(stream.work):  # ended without error yet short: redo what is missing
@@ -190,14 +212,27 @@ class StepRollout:
         except RayError as exc:
             self._fail(stream, short_error(exc))
             return None
-        keys = batch.column("sample_id").to_pylist()
-        fresh = [k not in self.received for k in keys]
-        self.received.update(keys)
-        if all(fresh):
-            return ref, batch
-        self.faults["faults/duplicate_rows_dropped"] += fresh.count(False)
-        kept = batch.filter(pa.array(fresh))
-        return (None, kept) if kept.num_rows else None
+        pieces, stream.held = stream.held, []
+        repeats = {k for k in summary.sample_ids if k in self.received}
+        self.received.update(summary.sample_ids)
+        if not repeats:
+            return Arrival([p if n else None for p, n in zip(pieces, summary.piece_rows)], summary)
+        return self._without(pieces, repeats)
+
+    def _without(self, pieces: list[Any], repeats: set[str]) -> Arrival | None:
+        """The batch minus samples that already arrived (a rerun raced its first run): the
+        one case where the driver reads the rows."""
+        import ray
+        import pyarrow.compute as pc
+
+        kept = []
+        for piece in ray.get(pieces):
+            kept.append(piece.filter(pc.invert(pc.is_in(piece.column("sample_id"), value_set=pa.array(sorted(repeats))))))
+            self.faults["faults/duplicate_rows_dropped"] += piece.num_rows - kept[-1].num_rows
+        summary = summarize(concat(kept), kept)
+        if not summary.sample_ids:
+            return None
+        return Arrival([ray.put(p) if p.num_rows else None for p in kept], summary)
 
     def _lost(self, work: list[tuple[Any, list[int]]]) -> list[tuple[Any, list[int]]]:
         out = []

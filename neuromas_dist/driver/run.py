@@ -5,7 +5,7 @@ Run directory::
     config.yaml            resolved config (``--resume`` reads it back)
     metrics.jsonl          one row per step, slash-named metrics
     tensorboard/           the same scalars as TensorBoard events
-    trajectories/          step_000001.parquet ... (the trajectory Arrow schema)
+    trajectories/          step_000001_r0.parquet ... (the trajectory Arrow schema; one file per learner rank)
     checkpoints/step_N/    learner state + data cursor + topology
     adapters/<node>/       final adapters, PEFT layout (PeftModel / vllm serve --lora-modules)
     adapters_start/<node>/ a grown run's adapters at step 0, as the learner held them

@@ -5,7 +5,9 @@ Sync mode is on-policy: step k's rollouts use the adapters of step k-1. Async mo
 ``max_staleness`` rollouts in flight ahead of the learner, so step k+1's sampling
 overlaps step k's update; the learner importance-weights rows whose adapter version
 lags. In both modes trajectories reach the learner batch by batch as samples finish,
-so forward/backward starts before the last sample of a step is back.
+so forward/backward starts before the last sample of a step is back. The rows go from
+the workers to the learner ranks that train them (which also write them to
+``trajectories/``); the driver sees each batch's summary only.
 """
 
 from __future__ import annotations
@@ -15,19 +17,16 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
-import pyarrow as pa
-
 from neuromas_dist.adapters.peft_io import AdapterSet, read_adapter_set, write_adapter_set
 from neuromas_dist.config import Config
 from neuromas_dist.driver.metrics import MetricsLogger
 from neuromas_dist.driver.placement import Placement
 from neuromas_dist.driver.rollouts import StepRollout, WorkerPool, WorkersExhausted, short_error
 from neuromas_dist.driver.sampler import QuestionSampler
-from neuromas_dist.driver.step_metrics import rollout_metrics
 from neuromas_dist.graph.growth import GrowthGate, describe_growth, growth_mapping
 from neuromas_dist.graph.topology import Topology
-from neuromas_dist.trajectories.parquet import write_step
-from neuromas_dist.trajectories.schema import concat
+from neuromas_dist.trajectories.parquet import remove_after
+from neuromas_dist.trajectories.summary import StepTally
 
 
 class LearnerLost(RuntimeError):
@@ -66,11 +65,9 @@ class Trainer:
         return Topology.of_config(self.widths, self.cfg.topology.edges)
 
     def start(self, init_adapters: AdapterSet | None = None) -> None:
-        from neuromas_dist.learner.learner import LearnerGroup
         from neuromas_dist.rollout.actors import start_workers
 
-        self.learner = LearnerGroup(self.cfg, self.model_dir, self.topology.names, init_adapters=init_adapters,
-                                    placement_group=self.placement.group)
+        self.learner = self._learner_group(init_adapters)
         import ray
 
         workers = start_workers(self.cfg, model_dir=self.model_dir, task=self.data.task,
@@ -79,6 +76,13 @@ class Trainer:
         self.pool = WorkerPool(self.cfg, workers, self.say)
         self._set_topology(list(self.cfg.topology.edges))
         self.broadcast()
+
+    def _learner_group(self, init_adapters: AdapterSet | None = None) -> Any:
+        """The learner for the current topology (at start, after a lost rank, after growth)."""
+        from neuromas_dist.learner.learner import LearnerGroup
+
+        return LearnerGroup(self.cfg, self.model_dir, self.topology.names, init_adapters=init_adapters,
+                            placement_group=self.placement.group, traj_dir=self.traj_dir)
 
     def _set_topology(self, edges: list[str]) -> None:
         self.pool.set_topology(self.widths, edges, self.gate)
@@ -113,8 +117,6 @@ class Trainer:
         """A learner rank died: rebuild the learner group from the last checkpoint and go
         back to its step (the caller replays the steps after it). Rollouts in flight are
         dropped: they were sampled for steps that will be sampled again."""
-        from neuromas_dist.learner.learner import LearnerGroup
-
         ckpt = latest_checkpoint(self.run_dir)
         if ckpt is None:
             raise LearnerLost(f"{why}; no checkpoint to rebuild the learner from (trainer.checkpoint_every)")
@@ -124,8 +126,7 @@ class Trainer:
         self.in_flight.clear()
         self.learner.shutdown()
         saved = self._graph_from(ckpt)
-        self.learner = LearnerGroup(self.cfg, self.model_dir, self.topology.names,
-                                    placement_group=self.placement.group)
+        self.learner = self._learner_group()
         self._set_topology(list(self.cfg.topology.edges))
         self._restore(ckpt, saved)
         return ckpt
@@ -159,9 +160,7 @@ class Trainer:
         from neuromas_dist.analysis.run_eval import step_of_pass
 
         if self.traj_dir is not None:
-            for path in self.traj_dir.glob("step_*.parquet"):
-                if int(path.stem.split("_")[1]) > step:
-                    path.unlink()
+            remove_after(self.traj_dir, step)
         for path in (self.run_dir / "eval" / "trajectories").glob("step_*"):
             if step_of_pass(path.name) > step:
                 path.unlink()
@@ -184,16 +183,12 @@ class Trainer:
         The learner is rebuilt for the new node set (its optimizer state restarts: the
         new graph is a new optimisation problem); the rollout engines stay up.
         """
-        import ray
-        from neuromas_dist.learner.learner import LearnerGroup
-
         small_topo, current = self.topology, self.learner.adapters()
         self.widths = tuple(widths)
         # A fresh version: the workers only install versions newer than the one they hold.
         mapped = self._mapped(current, small_topo, self.topology)._replace(version=current.version + 1)
         self.learner.shutdown()
-        self.learner = LearnerGroup(self.cfg, self.model_dir, self.topology.names, init_adapters=mapped,
-                                    placement_group=self.placement.group)
+        self.learner = self._learner_group(mapped)
         self.gate = self._gate(small_topo, self.step)  # grow() runs before step at_step: self.step = at_step - 1
         self._set_topology([])
         self.broadcast()
@@ -221,10 +216,10 @@ class Trainer:
         if not self.in_flight:
             self.in_flight.append(self.launch(step))
         rollout = self.in_flight.popleft()
-        batches: list[pa.RecordBatch] = []
-        for ref, batch in rollout.batches():
-            self.learner.accumulate(batch, ref)  # ranks start forward/backward on it now
-            batches.append(batch)
+        tally = StepTally()
+        for arrival in rollout.batches():
+            self.learner.accumulate(arrival.pieces)  # ranks start forward/backward on it now
+            tally.add(arrival.summary)
         t_rollout = time.perf_counter() - rollout.started
         t_learn0 = time.perf_counter()
         finish = self.learner.finish_step_async()
@@ -242,15 +237,12 @@ class Trainer:
             self.deferred_failure, sync = exc, {}
         self.step = step
         self._cursor_after = self.in_flight[0].cursor if self.in_flight else self.sampler.state_dict()
-        if self.traj_dir is not None:
-            write_step(self.traj_dir, step, batches)
-        table = concat(batches)
         now = time.perf_counter()
         # An async step's rollout started during the step before, so timing_s/step overlaps
         # its neighbours; the interval between step ends is what a step costs the run.
         interval = now - (self._last_step_done or rollout.started)
         self._last_step_done = now
-        return {**rollout_metrics(table, self.topology.sink), **learner_metrics, **sync, **rollout.faults,
+        return {**tally.metrics(self.topology.sink), **learner_metrics, **sync, **rollout.faults,
                 "faults/worker_restarts_total": self.pool.restarts,
                 "faults/learner_restarts_total": self.learner_restarts,
                 "timing_s/rollout": t_rollout, "timing_s/learn_tail": t_learn,

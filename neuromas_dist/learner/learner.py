@@ -2,17 +2,16 @@
 
 Usage from the driver::
 
-    group = LearnerGroup(cfg, model_dir, nodes)             # starts num_ranks actors
+    group = LearnerGroup(cfg, model_dir, nodes, traj_dir=d) # starts num_ranks actors
     adapters = group.adapters()                             # version 0, for the rollout
-    for batch, ref in trajectories_as_they_come: group.accumulate(batch, ref)
+    for arrival in step_rollout.batches(): group.accumulate(arrival.pieces)
     metrics = group.finish_step()                           # one joint update
     adapters = group.adapters()                             # version + 1, broadcast it
 
-The driver splits every batch by question owner (``rows.owner_rank``) and hands each rank
-only its own rows, so a rank starts forward/backward on the first batch and never
-deserialises another rank's questions; with one rank the rollout worker's ObjectRef goes
-through untouched. (The driver reads the batches anyway: for the step's metrics and the
-Parquet files of the run directory.)
+Rollout workers split every batch by question owner (``trajectories.shards``); each rank
+gets the ObjectRef of its own piece, so it starts forward/backward on the first batch,
+never deserialises another rank's questions, and writes the rows it trains to the run's
+``trajectories/``. The driver never reads the rows: it works from the batches' summaries.
 """
 
 from __future__ import annotations
@@ -27,14 +26,14 @@ from neuromas_dist.adapters.peft_io import AdapterSet
 from neuromas_dist.config import Config
 from neuromas_dist.learner import checkpoint as ckpt
 from neuromas_dist.learner.rank import LearnerRank
-from neuromas_dist.learner.rows import split_by_owner
 
 
 class LearnerGroup:
     """``cfg.learner.num_ranks`` DeepSpeed ranks as Ray actors; results come from rank 0."""
 
     def __init__(self, cfg: Config, model_dir: str | os.PathLike, nodes: Sequence[str],
-                 init_adapters: AdapterSet | None = None, placement_group: Any = None):
+                 init_adapters: AdapterSet | None = None, placement_group: Any = None,
+                 traj_dir: str | os.PathLike | None = None):
         import ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -52,7 +51,8 @@ class LearnerGroup:
             self.ranks.append(actor_cls.options(
                 num_cpus=res.learner_cpus, num_gpus=res.learner_gpus, scheduling_strategy=strategy,
                 runtime_env={"env_vars": env}, name=None,
-            ).remote(cfg, str(model_dir), self.nodes, r, self.world_size, init_adapters))
+            ).remote(cfg, str(model_dir), self.nodes, r, self.world_size, init_adapters,
+                     None if traj_dir is None else str(traj_dir)))
         self._accumulated: list[Any] = []  # this step's accumulate calls, checked in gather
         addr, port = ray.get(self.ranks[0].address.remote())
         ray.get([rank.setup.remote(addr, port) for rank in self.ranks])
@@ -71,20 +71,13 @@ class LearnerGroup:
 
     # ------------------------------------------------------------ training
 
-    def accumulate(self, batch: Any, ref: Any = None) -> None:
-        """Hand one trajectory batch to the ranks, each only the questions it owns, without
-        waiting for them. ``batch``: a RecordBatch or its ObjectRef (with several ranks an
-        ObjectRef is fetched here to be split); ``ref``: the ObjectRef of ``batch`` if there
-        is one (a single rank then takes it as it is, no copy). A rank's error (a batch that
-        breaks the contract) surfaces in the step's :meth:`gather`."""
-        import ray
-
-        if isinstance(batch, ray.ObjectRef):
-            batch, ref = (None, batch) if self.world_size == 1 else (ray.get(batch), batch)
-        if self.world_size == 1:
-            pieces = [ref if ref is not None else ray.put(batch)]
-        else:
-            pieces = [ray.put(piece) if piece.num_rows else None for piece in split_by_owner(batch, self.world_size)]
+    def accumulate(self, pieces: Sequence[Any]) -> None:
+        """Hand one trajectory batch to the ranks without waiting for them: ``pieces`` holds,
+        per rank, its questions' rows (``trajectories.shards.split_by_owner``) as an ObjectRef
+        or a RecordBatch, or None when it has none. A rank's error (a batch that breaks the
+        contract) surfaces in the step's :meth:`gather`."""
+        if len(pieces) != self.world_size:
+            raise ValueError(f"{len(pieces)} trajectory pieces for {self.world_size} learner ranks")
         for rank, piece in zip(self.ranks, pieces):
             if piece is not None:  # actor calls run in order, before finish_step
                 self._accumulated.append(rank.accumulate.remote(piece))

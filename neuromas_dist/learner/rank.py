@@ -3,7 +3,7 @@
 How a step runs (why it is built this way):
 
 * Rows stream in with :meth:`LearnerRank.accumulate`. Each rank keeps the rows of the
-  questions it owns (``rows.owner_rank``), so a question's samples, and therefore every
+  questions it owns (``trajectories.shards``), so a question's samples, and therefore every
   sample's rows, stay on one rank and leave-one-out baselines are local.
 * Forward/backward starts on the first micro-batch, long before the last rollout
   arrives. Gradients go into the rank's own fp32 buffers (``sums.StepSums``) through
@@ -33,18 +33,21 @@ import torch
 from neuromas_dist.adapters.peft_io import AdapterSet, peft_config_dict
 from neuromas_dist.config import Config
 from neuromas_dist.learner import algos, baselines, checkpoint, model, stats
-from neuromas_dist.learner.rows import Row, by_node, model_inputs, recorded_logprobs, rows_from_batch
+from neuromas_dist.learner.rows import Row, by_node, model_inputs, own_batch, recorded_logprobs, rows_from_batch, rows_of
 from neuromas_dist.learner.stats import LogprobGapError  # noqa: F401 - the learner's public error
 from neuromas_dist.learner.sums import StaleChecks, StepSums, VersionHistory
+from neuromas_dist.trajectories.parquet import TrajectoryWriter
 
 
 class LearnerRank:
     """One data-parallel rank. Run it as a Ray actor (LearnerGroup) or in-process (world size 1)."""
 
     def __init__(self, cfg: Config, model_dir: str, nodes: Sequence[str], rank: int = 0, world_size: int = 1,
-                 init_adapters: AdapterSet | None = None):
+                 init_adapters: AdapterSet | None = None, traj_dir: str | None = None):
         self.cfg, self.model_dir, self.nodes = cfg, str(model_dir), list(nodes)
         self.rank, self.world_size = rank, world_size
+        # The rank writes the rows it trains: they are here already, nobody gathers them.
+        self._writer = TrajectoryWriter(traj_dir, rank) if traj_dir else None
         self._init_adapters = init_adapters
         self.engine = None
         self.version = 0 if init_adapters is None else int(init_adapters.version)
@@ -84,7 +87,10 @@ class LearnerRank:
     def accumulate(self, batch: Any) -> int:
         """Take one trajectory batch (or ObjectRef resolved by Ray); returns rows kept by this rank."""
         t0 = time.perf_counter()
-        rows = rows_from_batch(batch, self.rank, self.world_size)
+        own = own_batch(batch, self.rank, self.world_size)
+        if self._writer is not None and own.num_rows:
+            self._writer.write(own.column("step")[0].as_py(), own)
+        rows = rows_of(own)
         unknown = sorted({r.node for r in rows} - set(self.nodes))
         if unknown:
             raise ValueError(f"trajectory rows for nodes {unknown} this learner does not hold ({self.nodes})")
@@ -202,6 +208,8 @@ class LearnerRank:
             self.history.remember(self.version)
             return metrics
         finally:
+            if self._writer is not None:
+                self._writer.close()  # the step's rows are final, whether or not it updated
             self._reset_step()
 
     def _apply(self, totals: stats.Totals, consts: Mapping[str, float]) -> float:

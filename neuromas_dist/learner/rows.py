@@ -3,7 +3,6 @@ tensors one forward pass over several rows needs."""
 
 from __future__ import annotations
 
-import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -11,6 +10,7 @@ from typing import Any, Sequence
 import torch
 
 from neuromas_dist.trajectories.schema import check_batch
+from neuromas_dist.trajectories.shards import owned_mask
 
 
 @dataclass
@@ -26,36 +26,26 @@ class Row:
     adv_known: float = 0.0  # R - b for the part of the baseline known while streaming
 
 
-def owner_rank(question_id: str, world_size: int) -> int:
-    """The rank that trains a question: all its samples, so leave-one-out stays local."""
-    return zlib.crc32(question_id.encode()) % world_size
-
-
-def split_by_owner(batch: Any, world_size: int) -> list[Any]:
-    """One piece of a trajectory batch per rank: the rows of the questions it owns."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    owners = pa.array([owner_rank(q, world_size) for q in batch.column("question_id").to_pylist()])
-    return [batch.filter(pc.equal(owners, r)) for r in range(world_size)]
-
-
-def rows_from_batch(batch: Any, rank: int, world_size: int) -> list[Row]:
-    """Rows of a trajectory RecordBatch/Table that belong to this rank (whole questions).
-    The batch is checked against the contract first: a malformed one is one SchemaError
-    naming the column."""
+def own_batch(batch: Any, rank: int, world_size: int) -> Any:
+    """The rows of a trajectory RecordBatch/Table that belong to this rank (whole
+    questions; the rollout worker routed them already, this only guards). The batch is
+    checked against the contract first: a malformed one is one SchemaError naming the column."""
     check_batch(batch)
+    return batch if world_size == 1 else batch.filter(owned_mask(batch, rank, world_size))
+
+
+def rows_of(batch: Any) -> list[Row]:
+    """A checked trajectory batch as the learner's rows."""
     cols = {name: batch.column(name).to_pylist() for name in
             ("node", "question_id", "sample_index", "prompt_ids", "response_ids", "logprobs",
              "adapter_version", "reward")}
-    out = []
-    for i, qid in enumerate(cols["question_id"]):
-        if owner_rank(qid, world_size) != rank:
-            continue
-        out.append(Row(cols["node"][i], qid, cols["sample_index"][i], cols["prompt_ids"][i],
-                       cols["response_ids"][i], cols["logprobs"][i], cols["adapter_version"][i],
-                       float(cols["reward"][i])))
-    return out
+    return [Row(cols["node"][i], qid, cols["sample_index"][i], cols["prompt_ids"][i], cols["response_ids"][i],
+                cols["logprobs"][i], cols["adapter_version"][i], float(cols["reward"][i]))
+            for i, qid in enumerate(cols["question_id"])]
+
+
+def rows_from_batch(batch: Any, rank: int, world_size: int) -> list[Row]:
+    return rows_of(own_batch(batch, rank, world_size))
 
 
 @dataclass

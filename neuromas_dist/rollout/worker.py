@@ -30,6 +30,8 @@ from neuromas_dist.rollout.executor import GraphExecutor, SampleResult, SampleSp
 from neuromas_dist.rollout.lora_registry import LoraRegistry, Pin, Retired
 from neuromas_dist.rollout.rows import call_flags, sample_rows, score_text
 from neuromas_dist.trajectories.schema import to_record_batch
+from neuromas_dist.trajectories.shards import split_by_owner
+from neuromas_dist.trajectories.summary import BatchSummary, summarize
 
 _END = object()
 PLACEHOLDER_VERSION = -1  # the worker's own zero adapters, before any learner broadcast
@@ -214,13 +216,17 @@ class RolloutWorker:
                               s.max_new_tokens, self.cfg.trainer.seed)
 
     async def rollout(self, step: int, examples: Sequence[Any], n_samples: int | None = None,
-                      indices: Sequence[Sequence[int]] | None = None, incarnation: str | None = None
-                      ) -> AsyncIterator[pa.RecordBatch]:
+                      indices: Sequence[Sequence[int]] | None = None, incarnation: str | None = None,
+                      shards: int = 1) -> AsyncIterator[pa.RecordBatch | BatchSummary]:
         """Sample every example ``n_samples`` times (or, with ``indices``, only the listed
-        sample indices of each example: a restarted worker redoing what was lost); yield
-        record batches of whole samples as they finish. ``incarnation``: the process the
-        driver configured; a worker Ray restarted since holds its placeholder zero adapters
-        and the config's topology, so it refuses rather than sample silently from them."""
+        sample indices of each example: a restarted worker redoing what was lost). As
+        samples finish, yield each batch of whole samples as ``shards`` pieces (one per
+        learner rank, ``trajectories.shards``) and then its ``BatchSummary``: the summary
+        comes last, so once the driver holds it every piece already exists, and a worker
+        dying in between leaves its samples unreceived (rerun), never half-received.
+        ``incarnation``: the process the driver configured; a worker Ray restarted since
+        holds its placeholder zero adapters and the config's topology, so it refuses rather
+        than sample silently from them."""
         if incarnation is not None and incarnation != self.incarnation:
             raise StaleWorker(f"rollout worker {self.worker_id} was restarted since the driver last loaded it "
                               f"(adapter version {self.registry.current_version}); refusing to sample")
@@ -229,7 +235,10 @@ class RolloutWorker:
         ks = indices if indices is not None else [range(n)] * len(examples)
         specs = [SampleSpec(step, ex, k) for ex, kk in zip(examples, ks) for k in kk]
         async for batch in self._run(specs, self._policy(greedy=False), self.cfg.rollout.scheduling):
-            yield batch
+            pieces = split_by_owner(batch, shards)
+            for piece in pieces:
+                yield piece
+            yield summarize(batch, pieces)
 
     async def evaluate(self, examples: Sequence[Any], step: int = -1, samples: int = 0) -> dict[str, Any]:
         """Greedy pass over ``examples`` and, with ``samples`` > 0, that many sampled passes

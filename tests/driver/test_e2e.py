@@ -13,6 +13,7 @@ import torch
 
 from neuromas_dist.adapters.peft_io import read_adapter_set
 from neuromas_dist.config import load_config
+from neuromas_dist.trajectories.parquet import read_step
 from neuromas_dist.trajectories.schema import TRAJECTORY_SCHEMA
 
 from driver_helpers import SMALL, metrics
@@ -62,7 +63,7 @@ def test_sync_run_leaves_the_complete_run_directory(sync_run):
 
 def test_sync_run_trajectories_follow_the_schema(sync_run):
     for step in (1, 2):
-        table = pq.read_table(sync_run / "trajectories" / f"step_{step:06d}.parquet")
+        table = read_step(sync_run / "trajectories", step)
         assert table.schema.equals(TRAJECTORY_SCHEMA, check_metadata=False)
         assert set(table.column("step").to_pylist()) == {step}
         # 4 questions x 2 samples x 3 nodes; on-policy: sampled with the previous step's adapters.
@@ -73,7 +74,7 @@ def test_sync_run_trajectories_follow_the_schema(sync_run):
 def test_sync_run_rows_say_what_each_node_wrote(sync_run):
     """Each row carries its own node's text, the question and the gold answer; the
     sink's text is the row's answer_text, the other nodes' texts are their own."""
-    table = pq.read_table(sync_run / "trajectories" / "step_000002.parquet").to_pylist()
+    table = read_step(sync_run / "trajectories", 2).to_pylist()
     for row in table:
         assert row["question"].startswith("Let x = ") and row["gold_answer"].isdigit()
         if row["node"] == "L1N0":

@@ -118,11 +118,14 @@ def ray_cluster():
                            env=head_env, capture_output=True, text=True, timeout=180)
     assert start.returncode == 0, start.stdout + start.stderr
     try:
-        # the other nodes' raylets live under the head's temp dir: stop_processes_under finds them
-        for _ in range(2):
+        # Each other node gets its own temp dir, as its own disk: nodes sharing one session dir
+        # share the unpacked job working_dir too, and a node's runtime-env agent deletes it
+        # once that node stops using it, under the feet of the driver on the head (seen: the
+        # driver's next import failed). Inside the head's dir, so stop_processes_under finds them.
+        for i in range(2):
             node = subprocess.run(["ray", "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "2",
                                    "--resources", '{"rollout_node": 1}', "--dashboard-agent-listen-port",
-                                   str(free_port()), "--disable-usage-stats"],
+                                   str(free_port()), "--temp-dir", f"{temp_dir}/n{i}", "--disable-usage-stats"],
                                   env={**env(), "RAY_AUTH_MODE": "token"}, capture_output=True, text=True,
                                   timeout=180)
             assert node.returncode == 0, node.stdout + node.stderr

@@ -52,11 +52,13 @@ def run_step(pool, step, examples, fault):
     batches the learner would get and the step's fault counters."""
     from neuromas_dist.driver.rollouts import StepRollout
 
+    import ray
+
     rollout = StepRollout(pool, step, examples, N_SAMPLES, cursor={})
     batches = []
-    for i, (handle, batch) in enumerate(rollout.batches()):
-        assert handle is None or handle.__class__.__name__ == "ObjectRef"
-        batches.append(batch)
+    for i, arrival in enumerate(rollout.batches()):
+        (piece,) = arrival.pieces  # one learner rank: one piece per batch
+        batches.append(ray.get(piece))
         fault(i)
     return batches, rollout.faults
 

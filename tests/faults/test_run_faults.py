@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from fault_helpers import descendants, kill_tree, launch, steps_logged, wait_for
+from neuromas_dist.trajectories.parquet import read_step, step_files, step_of
 
 pytestmark = [pytest.mark.ray, pytest.mark.vllm, pytest.mark.faults]
 
@@ -36,12 +36,13 @@ def expected_questions(run_dir: Path) -> list[list[str]]:
 
 def assert_every_step_once(run_dir: Path) -> None:
     assert steps_logged(run_dir) == list(range(STEPS + 1))  # step 0 is the "before" evaluation
-    files = sorted((run_dir / "trajectories").glob("step_*.parquet"))
-    assert [f.name for f in files] == [f"step_{k:06d}.parquet" for k in range(1, STEPS + 1)]
-    for k, (path, want) in enumerate(zip(files, expected_questions(run_dir)), start=1):
-        table = pq.read_table(path, columns=["step", "sample_id", "question_id", "node"]).to_pylist()
+    root = run_dir / "trajectories"
+    assert sorted({step_of(f) for f in step_files(root)}) == list(range(1, STEPS + 1))
+    assert not list(root.glob(".*partial")), "a half-written step file was left behind"
+    for k, want in enumerate(expected_questions(run_dir), start=1):
+        table = read_step(root, k).select(["step", "sample_id", "question_id", "node"]).to_pylist()
         keys = [(r["sample_id"], r["node"]) for r in table]
-        assert len(keys) == len(set(keys)) == QUESTIONS * SAMPLES * NODES, path
+        assert len(keys) == len(set(keys)) == QUESTIONS * SAMPLES * NODES, k
         assert {r["step"] for r in table} == {k}
         assert sorted({r["question_id"] for r in table}) == want, f"step {k} drew other questions"
 

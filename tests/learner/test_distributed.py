@@ -1,21 +1,23 @@
 """World size 2 (two Ray actors, DeepSpeed over gloo) gives the same update as world size 1;
-a batch a rank refuses is the step's error."""
+each rank writes the rows it trained; a batch a rank refuses is the step's error."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 
 from learner_helpers import NODES, make_batch, small_config, with_logprobs
-from neuromas_dist.learner.rows import owner_rank
+from neuromas_dist.trajectories.parquet import read_step, step_files
+from neuromas_dist.trajectories.shards import owner_rank, split_by_owner
 
 pytestmark = pytest.mark.ray
 
 
 @pytest.mark.parametrize("zero_stage", [0, 2])
-def test_world_size_2_matches_world_size_1(ray_local, make_rank, tiny_model_dir, vocab, zero_stage):
+def test_world_size_2_matches_world_size_1(ray_local, make_rank, tiny_model_dir, vocab, zero_stage, tmp_path):
     from neuromas_dist.learner import LearnerGroup
 
     ray = ray_local
@@ -27,21 +29,28 @@ def test_world_size_2_matches_world_size_1(ray_local, make_rank, tiny_model_dir,
     batch = with_logprobs(batch, single.score(batch))
     assert {owner_rank(f"q{q}", 2) for q in range(6)} == {0, 1}  # both ranks get questions
 
-    group = LearnerGroup(cfg2, tiny_model_dir, NODES, init_adapters=init)
+    group = LearnerGroup(cfg2, tiny_model_dir, NODES, init_adapters=init, traj_dir=tmp_path)
     try:
-        # streamed as two object-store refs, the way rollout workers hand them over
-        for piece in (batch.slice(0, 17), batch.slice(17)):
-            group.accumulate(ray.put(piece))
+        # streamed in two batches, each as one object-store ref per rank, the way rollout workers hand them over
+        for part in (batch.slice(0, 17), batch.slice(17)):
+            group.accumulate([ray.put(piece) for piece in split_by_owner(part, 2)])
         m2 = group.finish_step()
         per_rank = ray.get([r.export.remote() for r in group.ranks])
         if zero_stage == 0:  # a batch a rank refuses fails the step, naming the column
-            group.accumulate(batch.drop_columns(["reward"]))
+            group.accumulate(split_by_owner(batch.drop_columns(["reward"]), 2))
             with pytest.raises(Exception, match="column 'reward' is missing"):
                 group.finish_step()
     finally:
         group.shutdown()
     single.accumulate(batch)
     m1 = single.finish_step()
+
+    step = batch.column("step")[0].as_py()
+    assert [p.name for p in step_files(tmp_path)] == [f"step_{step:06d}_r0.parquet", f"step_{step:06d}_r1.parquet"]
+    for rank, path in enumerate(step_files(tmp_path)):
+        assert {owner_rank(q, 2) for q in pq.read_table(path).column("question_id").to_pylist()} == {rank}
+    assert sorted(read_step(tmp_path, step).column("sample_id").to_pylist()) == \
+        sorted(batch.column("sample_id").to_pylist()), "every row written once, by the rank that trained it"
 
     assert m2["learner/loss"] == pytest.approx(m1["learner/loss"], rel=1e-5, abs=1e-7)
     assert m2["learner/grad_norm"] == pytest.approx(m1["learner/grad_norm"], rel=1e-4)

@@ -1,4 +1,4 @@
-"""Rows as the learner reads them: routed to their owner rank, padded for one forward pass,
+"""Rows as the learner reads them: only its own questions, padded for one forward pass,
 and a batch that breaks the trajectory contract refused with one line naming the column."""
 
 from __future__ import annotations
@@ -6,20 +6,9 @@ from __future__ import annotations
 import pytest
 
 from learner_helpers import make_batch
-from neuromas_dist.learner.rows import Row, model_inputs, owner_rank, rows_from_batch, split_by_owner
+from neuromas_dist.learner.rows import Row, model_inputs, rows_from_batch
+from neuromas_dist.trajectories.shards import owner_rank
 from neuromas_dist.trajectories.schema import SchemaError
-
-
-def test_each_rank_gets_exactly_its_questions_once():
-    batch = make_batch(9, 2)
-    pieces = split_by_owner(batch, 3)
-    seen = []
-    for rank, piece in enumerate(pieces):
-        questions = set(piece.column("question_id").to_pylist())
-        assert all(owner_rank(q, 3) == rank for q in questions)
-        seen += piece.column("sample_id").to_pylist()
-    assert sorted(seen) == sorted(batch.column("sample_id").to_pylist())
-    assert sum(p.num_rows > 0 for p in pieces) >= 2  # the questions do spread over ranks
 
 
 def test_inputs_are_right_padded_with_each_tokens_predicting_position():
@@ -30,6 +19,14 @@ def test_inputs_are_right_padded_with_each_tokens_predicting_position():
     # the logit at position p predicts token p + 1: response token j of a P-token prompt at P - 1 + j
     assert x.pos.tolist() == [[2, 3, 0], [0, 1, 2]] and x.tok.tolist() == [[8, 9, 0], [4, 3, 2]]
     assert x.mask.tolist() == [[True, True, False], [True, True, True]]
+
+
+def test_a_rank_keeps_only_its_own_questions():
+    batch = make_batch(9, 2)
+    for rank in range(3):
+        rows = rows_from_batch(batch, rank, 3)
+        assert rows and {owner_rank(r.question_id, 3) for r in rows} == {rank}
+    assert len(rows_from_batch(batch, 0, 1)) == batch.num_rows
 
 
 def test_a_batch_without_a_contract_column_is_one_line_naming_it():

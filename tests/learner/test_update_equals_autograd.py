@@ -198,7 +198,7 @@ def test_learner_gradient_equals_autograd_at_world_size_2(tiny_model_dir, vocab,
     """Two processes, one DeepSpeed rank each, every case in a row; each rank holds only
     the questions it owns, and after the all-reduce both hold the whole step's gradient."""
     from neuromas_dist.learner.model import free_port
-    from neuromas_dist.learner.rows import owner_rank
+    from neuromas_dist.trajectories.shards import owner_rank
 
     assert {owner_rank(f"q{q}", 2) for q in range(5)} == {0, 1}  # both ranks own questions
     ctx = multiprocessing.get_context("spawn")

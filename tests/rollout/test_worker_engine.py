@@ -15,6 +15,7 @@ from neuromas_dist.graph.prompts import render_node_prompt
 from neuromas_dist.graph.topology import Topology
 from neuromas_dist.rollout.adapters import random_b_adapter_set
 from neuromas_dist.trajectories.schema import check_batch, concat
+from neuromas_dist.trajectories.shards import owner_rank
 
 SEVEN = (2, 2, 2, 1)  # the session worker is sized for this graph (conftest.py)
 THREE = (2, 1)
@@ -29,11 +30,37 @@ def _use(actor, widths, adapters, version):
     _load(actor, adapters._replace(version=version))
 
 
-def _rollout(actor, step, examples, n=None):
-    batches = [ray.get(ref) for ref in actor.rollout.options(num_returns="streaming").remote(step, examples, n)]
-    for batch in batches:
-        check_batch(batch)
-    return batches, concat(batches).to_pylist()
+def _stream(gen, shards=1):
+    """A worker's rollout stream (per batch: one piece per learner rank, then the batch's
+    summary) -> its batches, each piece checked against the contract and its rank, each
+    summary against its pieces."""
+    items = [ray.get(ref) for ref in gen]
+    batches = []
+    for i in range(0, len(items), shards + 1):
+        *pieces, summary = items[i:i + shards + 1]
+        for rank, piece in enumerate(pieces):
+            check_batch(piece)
+            assert {owner_rank(q, shards) for q in piece.column("question_id").to_pylist()} <= {rank}
+        batch = concat(pieces)
+        assert sorted(summary.sample_ids) == sorted(set(batch.column("sample_id").to_pylist()))
+        assert summary.piece_rows == tuple(p.num_rows for p in pieces)
+        batches.append(batch)
+    return batches
+
+
+def _rollout(actor, step, examples, n=None, shards=1):
+    batches = _stream(actor.rollout.options(num_returns="streaming").remote(step, examples, n, shards=shards), shards)
+    return batches, [row for b in batches for row in b.to_pylist()]
+
+
+def test_a_rollout_is_split_for_the_learner_ranks(rollout_actor, base_adapters, next_version, examples):
+    """With 3 learner ranks each batch comes as 3 pieces, each holding only its rank's
+    questions (checked in _stream), and together every row once."""
+    _use(rollout_actor, THREE, base_adapters, next_version())
+    batches, rows = _rollout(rollout_actor, 6, examples[:6], 2, shards=3)
+    assert sorted((r["sample_id"], r["node"]) for r in rows) == \
+        sorted((f"{ex.id}#{k}", n) for ex in examples[:6] for k in range(2) for n in ("L0N0", "L0N1", "L1N0"))
+    assert len({owner_rank(r["question_id"], 3) for r in rows}) >= 2
 
 
 def _by_sample(rows):
@@ -149,9 +176,9 @@ def test_swap_during_a_rollout_never_mixes_versions(rollout_actor, base_adapters
         time.sleep(0.02)
     new = random_b_adapter_set(base_adapters, next_version(), scale=0.3, seed=3)
     _load(rollout_actor, new)
-    after = concat([ray.get(ref) for ref in rollout_actor.rollout.options(num_returns="streaming").remote(
-        8, examples[:2], 2)]).to_pylist()
-    rows = concat([ray.get(ref) for ref in gen]).to_pylist()
+    after = [r for b in _stream(rollout_actor.rollout.options(num_returns="streaming").remote(8, examples[:2], 2))
+             for r in b.to_pylist()]
+    rows = [r for b in _stream(gen) for r in b.to_pylist()]
     for calls in _by_sample(rows).values():
         assert len({r["adapter_version"] for r in calls.values()}) == 1
     assert {r["adapter_version"] for r in after} == {new.version}

@@ -1,31 +1,5 @@
-import math
-
 from neuromas_dist.driver.placement import bundles, rollout_bundle_index
-from neuromas_dist.driver.step_metrics import rollout_metrics
 from neuromas_dist.config import load_config
-from neuromas_dist.trajectories.schema import TrajectoryRow, concat, to_record_batch
-
-
-def _row(sample: str, node: str, reward: float, n_tokens: int, parsed, cut=False, version=3):
-    return TrajectoryRow(step=1, sample_id=sample, question_id=sample.split("#")[0], sample_index=0, node=node,
-                         layer=int(node[1]), node_index=int(node[3]), prompt_ids=[1, 2], response_ids=[5] * n_tokens,
-                         logprobs=[-0.5] * n_tokens, finish_reason="length" if cut else "stop", prompt_truncated=False,
-                         response_truncated=cut, adapter_version=version, answer_text="x", parsed_answer=parsed,
-                         reward=reward, worker_id=0, latency_s=0.1)
-
-
-def test_rollout_metrics_by_hand():
-    rows = [_row("q1#0", "L0N0", 1.0, 4, "3"), _row("q1#0", "L1N0", 1.0, 6, "3"),
-            _row("q2#0", "L0N0", 0.0, 2, None, cut=True, version=2), _row("q2#0", "L1N0", 0.0, 8, None)]
-    m = rollout_metrics(concat([to_record_batch(rows)]), sink="L1N0")
-    assert m["rollout/samples"] == 2
-    assert m["rollout/reward_mean"] == 0.5
-    assert m["rollout/unparsable_frac"] == 0.5
-    assert m["rollout/response_tokens"] == 20
-    assert m["rollout/cut_frac"] == 0.25
-    assert m["rollout/adapter_version_min"] == 2
-    assert m["node/L0N0/response_len_mean"] == 3.0 and m["node/L1N0/response_len_mean"] == 7.0
-    assert not any(isinstance(v, float) and math.isnan(v) for v in m.values())
 
 
 def test_placement_split_and_colocated():

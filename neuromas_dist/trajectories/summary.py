@@ -1,0 +1,115 @@
+"""What the driver learns of a trajectory batch without reading its rows.
+
+A rollout worker yields each batch as one piece per learner rank (``shards``) followed by
+its :class:`BatchSummary`: the sample ids it holds (the driver's exactly-once bookkeeping),
+the rows in each piece, and per-node sums. Sums, not means, so the driver adds the
+summaries of a step's batches up (:class:`StepTally`) and turns them into the step's
+rollout metrics; the rows themselves go from the worker's object store to the learner
+ranks, each rank fetching only its piece.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from neuromas_dist.analysis.node_text import carry_counts
+
+_CARRIES = "carries/"
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    sample_ids: tuple[str, ...]  # every sample with rows in the batch (a sample's rows never span batches)
+    piece_rows: tuple[int, ...]  # rows in each rank's piece, in rank order (0: nothing to send that rank)
+    sums: Mapping[str, Mapping[str, float]]  # node -> sum name -> value (see node_sums)
+    version_min: int | None  # oldest adapter version in the batch; None when it has no rows
+
+
+def summarize(batch: pa.RecordBatch | pa.Table, pieces: Sequence[Any] | None = None) -> BatchSummary:
+    """The summary of ``batch``; ``pieces``: its split by owner rank (default: one piece)."""
+    pieces = [batch] if pieces is None else pieces
+    table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+    ids = tuple(dict.fromkeys(table.column("sample_id").to_pylist()))
+    nodes = table.column("node")
+    sums = {node: node_sums(table.filter(pc.equal(nodes, node))) for node in dict.fromkeys(nodes.to_pylist())}
+    version = pc.min(table.column("adapter_version")).as_py() if table.num_rows else None
+    return BatchSummary(ids, tuple(p.num_rows for p in pieces), sums, version)
+
+
+def node_sums(rows: pa.Table) -> dict[str, float]:
+    """One node's rows -> sums that add up across batches. The reward is shared by every
+    node of a sample, so per-node lengths, surprisal and what the texts carry are what can
+    tell nodes apart."""
+    logprobs = pc.list_flatten(rows["logprobs"])
+    n, carried, _ = carry_counts(rows.select(["text", "question", "gold_answer"]).to_pylist())
+    return {"rows": float(n),
+            "tokens": float(pc.sum(pc.list_value_length(rows["response_ids"])).as_py() or 0),
+            "logprob_tokens": float(len(logprobs)),
+            "logprob_sum": float(pc.sum(logprobs.cast(pa.float64())).as_py() or 0.0),
+            "cut": float(pc.sum(rows["response_truncated"].cast(pa.int64())).as_py() or 0),
+            "prompt_truncated": float(pc.sum(rows["prompt_truncated"].cast(pa.int64())).as_py() or 0),
+            "reward": float(pc.sum(rows["reward"].cast(pa.float64())).as_py() or 0.0),
+            "unparsable": float(pc.sum(pc.is_null(rows["parsed_answer"]).cast(pa.int64())).as_py() or 0),
+            **{_CARRIES + kind: float(c) for kind, c in carried.items()}}
+
+
+class StepTally:
+    """The summaries of one step's batches, added up."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Counter] = defaultdict(Counter)
+        self.version_min: int | None = None
+
+    def add(self, summary: BatchSummary) -> None:
+        for node, sums in summary.sums.items():
+            self.sums[node].update(sums)
+        if summary.version_min is not None:
+            self.version_min = min(summary.version_min, self.version_min if self.version_min is not None
+                                   else summary.version_min)
+
+    def metrics(self, sink: str) -> dict[str, Any]:
+        """Sample-level metrics (from the sink's rows: one per sample) and per-node ones."""
+        rows = sum(s["rows"] for s in self.sums.values())
+        if rows == 0:
+            return {"rollout/samples": 0}
+        total = Counter()
+        for s in self.sums.values():
+            total.update(s)
+        sink_sums = self.sums.get(sink, Counter())
+        m: dict[str, Any] = {
+            "rollout/samples": int(sink_sums["rows"]),
+            "rollout/reward_mean": _ratio(sink_sums["reward"], sink_sums["rows"]),
+            "rollout/unparsable_frac": _ratio(sink_sums["unparsable"], sink_sums["rows"]),
+            "rollout/response_tokens": int(total["tokens"]),
+            "rollout/cut_frac": _ratio(total["cut"], rows),
+            "rollout/prompt_truncated_frac": _ratio(total["prompt_truncated"], rows),
+            "rollout/adapter_version_min": self.version_min,
+        }
+        for node in sorted(self.sums):
+            m.update(_node_metrics(node, self.sums[node]))
+        return m
+
+
+def _node_metrics(node: str, s: Mapping[str, float]) -> dict[str, float]:
+    m = {f"node/{node}/response_len_mean": _ratio(s["tokens"], s["rows"]),
+         # E[-log p(sampled token)] is the policy's per-token entropy, estimated by its samples.
+         f"node/{node}/entropy": -_ratio(s["logprob_sum"], s["logprob_tokens"])}
+    for key in sorted(k for k in s if k.startswith(_CARRIES)):
+        m[f"node/{node}/carries_{key.removeprefix(_CARRIES)}"] = _ratio(s[key], s["rows"])
+    return m
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def rollout_metrics(table: pa.Table, sink: str) -> dict[str, Any]:
+    """The rollout metrics of a whole step's rows at once (benchmarks, analysis)."""
+    tally = StepTally()
+    tally.add(summarize(table))
+    return tally.metrics(sink)

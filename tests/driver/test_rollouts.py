@@ -1,0 +1,83 @@
+"""How the driver assembles a step from the workers' streams without reading rows: pieces
+pass through per rank as ObjectRefs, summaries count samples, and a batch that repeats
+samples (a rerun racing its first run) is the one the driver reads, to drop the repeats.
+
+The worker here is a small Ray actor speaking the rollout workers' stream protocol
+(pieces, then the summary); the real worker's stream is tested in
+tests/rollout/test_worker_engine.py and end to end in tests/faults/."""
+
+from __future__ import annotations
+
+from collections import Counter, namedtuple
+
+import pytest
+
+from neuromas_dist.config import load_config
+from neuromas_dist.trajectories.schema import TrajectoryRow, concat, to_record_batch
+from neuromas_dist.trajectories.shards import owner_rank, split_by_owner
+from neuromas_dist.trajectories.summary import StepTally, summarize
+
+pytestmark = pytest.mark.ray
+
+Example = namedtuple("Example", "id")
+NODES = ("L0N0", "L1N0")
+
+
+def _rows(step, qid, k):
+    return [TrajectoryRow(step, f"{qid}#{k}", qid, k, node, int(node[1]), 0, [1], [2, 3], [-1.0, -2.0], "stop",
+                          False, False, 0, "", "1", 1.0, 0, 0.0) for node in NODES]
+
+
+class StreamingWorker:
+    """Every sample of its work in two batches; with ``repeat``, the second batch carries
+    the first sample again."""
+
+    def __init__(self, repeat: bool):
+        self.repeat = repeat
+
+    def process_ids(self):
+        return {"incarnation": "only"}
+
+    def rollout(self, step, examples, n, indices, incarnation=None, shards=1):
+        samples = [(ex.id, k) for ex, ks in zip(examples, indices) for k in ks]
+        half = len(samples) // 2
+        for part in (samples[:half], samples[half:] + samples[:1] * self.repeat):
+            batch = to_record_batch([r for q, k in part for r in _rows(step, q, k)])
+            pieces = split_by_owner(batch, shards)
+            for piece in pieces:  # not `yield from`: Ray drives the generator with send()
+                yield piece
+            yield summarize(batch, pieces)
+
+
+@pytest.mark.parametrize("repeat", [False, True])
+def test_a_step_holds_every_row_once_each_piece_for_its_rank(ray_local, repeat):
+    from neuromas_dist.driver.rollouts import StepRollout, WorkerPool
+
+    import sys
+
+    ray_local.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # a test module: not importable by workers
+    cfg = load_config(None, ["learner.num_ranks=2", "faults.restart_timeout_s=5"])
+    actor = ray_local.remote(StreamingWorker).remote(repeat)
+    pool = WorkerPool(cfg, [actor], print)
+    examples = [Example(f"q{i}") for i in range(6)]
+    rollout = StepRollout(pool, 4, examples, 3, cursor={})
+    arrivals = list(rollout.batches())
+
+    rows, tally = Counter(), StepTally()
+    for arrival in arrivals:
+        tally.add(arrival.summary)
+        assert len(arrival.pieces) == 2
+        for rank, ref in enumerate(arrival.pieces):
+            if ref is None:
+                continue
+            piece = ray_local.get(ref)
+            assert {owner_rank(q, 2) for q in piece.column("question_id").to_pylist()} == {rank}
+            rows.update(zip(piece.column("sample_id").to_pylist(), piece.column("node").to_pylist()))
+    assert set(rows) == {(f"q{i}#{k}", n) for i in range(6) for k in range(3) for n in NODES}
+    assert set(rows.values()) == {1}
+    assert rollout.faults["faults/duplicate_rows_dropped"] == (len(NODES) if repeat else 0)
+    # the summaries describe exactly the rows that went on, repeats excluded
+    whole = StepTally()
+    whole.add(summarize(concat([to_record_batch(_rows(4, f"q{i}", k)) for i in range(6) for k in range(3)])))
+    assert tally.metrics("L1N0") == whole.metrics("L1N0")
+    ray_local.kill(actor)

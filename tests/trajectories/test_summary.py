@@ -1,0 +1,65 @@
+"""Batch summaries: the sums a worker sends instead of rows add up to the step's metrics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from neuromas_dist.trajectories.schema import TrajectoryRow, concat, to_record_batch
+from neuromas_dist.trajectories.shards import split_by_owner
+from neuromas_dist.trajectories.summary import StepTally, summarize
+
+HIER = "Let x = (4 + 8) mod 10 and y = (3 * 3) mod 10. What is (x + y) mod 10?"
+
+
+def _row(sample: str, node: str, reward: float, n_tokens: int, parsed, cut=False, version=3, text=""):
+    return TrajectoryRow(step=1, sample_id=sample, question_id=sample.split("#")[0], sample_index=0, node=node,
+                         layer=int(node[1]), node_index=int(node[3]), prompt_ids=[1, 2], response_ids=[5] * n_tokens,
+                         logprobs=[-0.5] * n_tokens, finish_reason="length" if cut else "stop", prompt_truncated=False,
+                         response_truncated=cut, adapter_version=version, answer_text="x", parsed_answer=parsed,
+                         reward=reward, worker_id=0, latency_s=0.1, text=text, question=HIER, gold_answer="1")
+
+
+ROWS = [_row("q1#0", "L0N0", 1.0, 4, "1", text="x = (4 + 8) mod 10 = 2."), _row("q1#0", "L1N0", 1.0, 6, "1"),
+        _row("q2#0", "L0N0", 0.0, 2, None, cut=True, version=2, text="x = (4 + 8) mod 10 = 3."),
+        _row("q2#0", "L1N0", 0.0, 8, None, text="The answer is 1.")]
+
+
+def _metrics(*batches):
+    tally = StepTally()
+    for b in batches:
+        tally.add(summarize(b))
+    return tally.metrics("L1N0")
+
+
+def test_step_metrics_by_hand():
+    m = _metrics(to_record_batch(ROWS))
+    assert m["rollout/samples"] == 2
+    assert m["rollout/reward_mean"] == 0.5
+    assert m["rollout/unparsable_frac"] == 0.5
+    assert m["rollout/response_tokens"] == 20
+    assert m["rollout/cut_frac"] == 0.25
+    assert m["rollout/adapter_version_min"] == 2
+    assert m["node/L0N0/response_len_mean"] == 3.0 and m["node/L1N0/response_len_mean"] == 7.0
+    assert m["node/L0N0/entropy"] == 0.5
+    assert m["node/L0N0/carries_x"] == 0.5 and m["node/L0N0/carries_y"] == 0.0  # 2 is right, 3 is not
+    assert m["node/L1N0/carries_answer"] == 0.5 and m["node/L0N0/carries_answer"] == 0.0
+    assert not any(isinstance(v, float) and math.isnan(v) for v in m.values())
+
+
+def test_summaries_of_pieces_add_up_to_the_whole_step():
+    whole = _metrics(to_record_batch(ROWS))
+    assert _metrics(to_record_batch(ROWS[:1]), to_record_batch(ROWS[1:3]), to_record_batch(ROWS[3:])) == \
+        pytest.approx(whole, nan_ok=True)
+    assert _metrics() == {"rollout/samples": 0}
+
+
+def test_summary_names_samples_and_pieces():
+    batch = to_record_batch([_row(f"q{k}#{s}", n, 1.0, 2, "1") for k in range(6) for s in range(2)
+                             for n in ("L0N0", "L1N0")])
+    pieces = split_by_owner(batch, 3)
+    s = summarize(batch, pieces)
+    assert s.sample_ids == tuple(f"q{k}#{i}" for k in range(6) for i in range(2))
+    assert s.piece_rows == tuple(p.num_rows for p in pieces) and sum(s.piece_rows) == 24
+    assert summarize(concat(pieces[:1])).sample_ids == tuple(dict.fromkeys(pieces[0].column("sample_id").to_pylist()))
