@@ -165,19 +165,6 @@ def set_node_tensors(module: torch.nn.Module, nodes: Sequence[str],
             raise ValueError(f"node {node}: adapter keys not in the model: {missing[:3]}")
 
 
-def grouped_lora(layer: Any, nodes: Sequence[str], slots: torch.Tensor, m: int, x: torch.Tensor) -> torch.Tensor:
-    """Every node's LoRA term on its block of rows: blocks padded to ``m`` rows, two bmm."""
-    n = len(nodes)
-    a = torch.stack([layer.lora_A[k].weight for k in nodes])  # [N, r, in]
-    scale = torch.tensor([layer.scaling[k] for k in nodes], dtype=a.dtype, device=x.device).view(n, 1, 1)
-    b = torch.stack([layer.lora_B[k].weight for k in nodes]) * scale  # [N, out, r]
-    x = layer.lora_dropout[nodes[0]](x.to(a.dtype))
-    rest = x.shape[1:]
-    padded = x.new_zeros((n * m, *rest)).index_copy(0, slots.to(x.device), x).view(n, -1, rest[-1])
-    delta = torch.bmm(torch.bmm(padded, a.transpose(1, 2)), b.transpose(1, 2))
-    return delta.view(n * m, *rest[:-1], -1).index_select(0, slots.to(x.device))
-
-
 def node_spans(names: Sequence[str]) -> list[tuple[str, int, int]]:
     """(node, first row, end) of each run of equal names; rows must be grouped by node."""
     spans: list[tuple[str, int, int]] = []
@@ -196,20 +183,30 @@ def rows_to_adapters(module: torch.nn.Module, names: Sequence[str]) -> Iterator[
     """Run each row of the next forward through the adapter named for it; the rows come
     grouped by node. Every LoRA layer computes its base output for all rows at once (PEFT's
     ``adapter_names`` with the base model's name, ``__base__``, for every row), then adds
-    all nodes' LoRA terms in two batched matrix products (:func:`grouped_lora`)."""
+    each node's LoRA term computed on that node's contiguous block of rows.
+    tests/learner/test_update_equals_autograd.py checks the gradient against per-node
+    passes and plain autograd."""
     from peft.tuners.lora import LoraLayer
 
     spans = node_spans(names)
-    nodes = [n for n, _, _ in spans]
-    longest = max(b - a for _, a, b in spans)
-    slots = torch.cat([torch.arange(b - a) + k * longest for k, (_, a, b) in enumerate(spans)])
+    sizes = [b - a for _, a, b in spans]
     base = ["__base__"] * len(names)
 
     def base_only(_layer: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         return args, {**kwargs, "adapter_names": base}
 
     def add_lora(layer: Any, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        return output + grouped_lora(layer, nodes, slots, longest, args[0]).to(output.dtype)
+        # split + cat, out of place: backward gets one full-size gradient for x, where
+        # slicing or indexing per node would allocate one per node
+        deltas = []
+        for (node, _, _), x in zip(spans, torch.split(args[0], sizes)):
+            if node not in layer.lora_A:
+                deltas.append(torch.zeros(x.shape[:-1] + output.shape[-1:], dtype=output.dtype, device=x.device))
+                continue
+            lora_a = layer.lora_A[node]
+            delta = layer.lora_B[node](lora_a(layer.lora_dropout[node](x.to(lora_a.weight.dtype))))
+            deltas.append((delta * layer.scaling[node]).to(output.dtype))
+        return output + torch.cat(deltas)
 
     layers = [m for m in module.modules() if isinstance(m, LoraLayer)]
     handles = [m.register_forward_pre_hook(base_only, with_kwargs=True) for m in layers]
