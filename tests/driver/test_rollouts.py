@@ -63,10 +63,14 @@ def test_a_step_holds_every_row_once_each_piece_for_its_rank(ray_local, repeat):
     rollout = StepRollout(pool, 4, examples, 3, cursor={})
     arrivals = list(rollout.batches())
 
-    rows, tally = Counter(), StepTally()
+    rows, tally, rewritten = Counter(), StepTally(), 0
+    driver_task = ray_local.put(None).task_id()  # an object the driver makes names the driver's task
     for arrival in arrivals:
         tally.add(arrival.summary)
         assert len(arrival.pieces) == 2
+        made_by_driver = {ref.task_id() == driver_task for ref in arrival.pieces if ref is not None}
+        assert len(made_by_driver) == 1
+        rewritten += made_by_driver.pop()
         for rank, ref in enumerate(arrival.pieces):
             if ref is None:
                 continue
@@ -76,6 +80,8 @@ def test_a_step_holds_every_row_once_each_piece_for_its_rank(ray_local, repeat):
     assert set(rows) == {(f"q{i}#{k}", n) for i in range(6) for k in range(3) for n in NODES}
     assert set(rows.values()) == {1}
     assert rollout.faults["faults/duplicate_rows_dropped"] == (len(NODES) if repeat else 0)
+    # the worker's objects go on untouched; only the batch with the repeat was read and rewritten
+    assert rewritten == (1 if repeat else 0)
     # the summaries describe exactly the rows that went on, repeats excluded
     whole = StepTally()
     whole.add(summarize(concat([to_record_batch(_rows(4, f"q{i}", k)) for i in range(6) for k in range(3)])))
