@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import gc
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -165,6 +166,7 @@ def system_step(mode: str, steps: int, root: Path) -> dict[str, Any]:
     from benchmarks.chaos import launch
 
     run_dir = root / mode
+    shutil.rmtree(run_dir, ignore_errors=True)  # the launcher refuses a directory holding an earlier run
     proc = launch("--run-dir", str(run_dir), *overrides(steps), f"trainer.mode={mode}", log=root / f"{mode}.log")
     if proc.wait(timeout=3600) != 0:
         raise SystemExit(f"the {mode} run failed: see {root / f'{mode}.log'}")

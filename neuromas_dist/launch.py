@@ -48,7 +48,18 @@ def resolve_config(args: argparse.Namespace) -> Config:
         overrides.append(f"logging.run_dir={args.resume}")
     if args.run_dir:
         overrides.append(f"logging.run_dir={args.run_dir}")
-    return load_config(path, overrides)
+    cfg = load_config(path, overrides)
+    if not args.resume:
+        check_fresh_run_dir(cfg.logging.run_dir)
+    return cfg
+
+
+def check_fresh_run_dir(run_dir: str) -> None:
+    """A new run never writes into another run's directory: its metrics would be appended
+    to the old ones and its steps mixed with the old trajectories and checkpoints."""
+    if run_dir and (Path(run_dir) / "metrics.jsonl").exists():
+        raise ConfigError(f"run directory {run_dir} already holds a run (metrics.jsonl); "
+                          f"--resume {run_dir} continues it, or choose another --run-dir")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -122,6 +122,19 @@ def test_cli_missing_config_file_exit_2():
     assert "config file not found: configs/does_not_exist.yaml" in proc.stderr
 
 
+def test_cli_refuses_a_run_dir_that_holds_a_run(tmp_path):
+    """A second run into the same directory would append to its metrics: one line, exit 2,
+    nothing touched."""
+    (tmp_path / "metrics.jsonl").write_text('{"step": 0}\n')
+    proc = _launch("--run-dir", str(tmp_path))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert [ln for ln in proc.stderr.splitlines() if ln.strip()] == [
+        f"config error: run directory {tmp_path} already holds a run (metrics.jsonl); --resume {tmp_path} "
+        f"continues it, or choose another --run-dir"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
+    assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 0}\n'
+
+
 def test_cli_help_lists_every_key():
     proc = _launch("--help")
     assert proc.returncode == 0
