@@ -49,7 +49,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
     if args.run_dir:
         overrides.append(f"logging.run_dir={args.run_dir}")
     cfg = load_config(path, overrides)
-    if not args.resume:
+    if not args.resume and not args.plan:
         check_fresh_run_dir(cfg.logging.run_dir)
     return cfg
 

@@ -214,10 +214,15 @@ class StepRollout:
             return None
         pieces, stream.held = stream.held, []
         repeats = {k for k in summary.sample_ids if k in self.received}
+        arrival = Arrival([p if n else None for p, n in zip(pieces, summary.piece_rows)], summary)
+        if repeats:
+            try:
+                arrival = self._without(pieces, repeats)
+            except RayError as exc:  # its samples stay unreceived: the restart reruns them
+                self._fail(stream, short_error(exc))
+                return None
         self.received.update(summary.sample_ids)
-        if not repeats:
-            return Arrival([p if n else None for p, n in zip(pieces, summary.piece_rows)], summary)
-        return self._without(pieces, repeats)
+        return arrival
 
     def _without(self, pieces: list[Any], repeats: set[str]) -> Arrival | None:
         """The batch minus samples that already arrived (a rerun raced its first run): the
@@ -225,10 +230,11 @@ class StepRollout:
         import ray
         import pyarrow.compute as pc
 
-        kept = []
+        kept, dropped = [], 0
         for piece in ray.get(pieces):
             kept.append(piece.filter(pc.invert(pc.is_in(piece.column("sample_id"), value_set=pa.array(sorted(repeats))))))
-            self.faults["faults/duplicate_rows_dropped"] += piece.num_rows - kept[-1].num_rows
+            dropped += piece.num_rows - kept[-1].num_rows
+        self.faults["faults/duplicate_rows_dropped"] += dropped
         summary = summarize(concat(kept), kept)
         if not summary.sample_ids:
             return None

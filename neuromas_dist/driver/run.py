@@ -90,8 +90,12 @@ def run_training(cfg: Config, resume: bool = False) -> int:
             return 2
     say(f"run dir {run_dir} | model {model_dir} | topology {list(cfg.topology.widths)} | "
         f"{len(data.train)} train / {len(data.eval)} eval questions | {init_ray(cfg)['ray']}")
-    log = MetricsLogger(run_dir, cfg.logging.tensorboard, resume_step=_ckpt_step(ckpt))
+    # --resume with no checkpoint starts over: step -1 forgets every row and output of the attempt
+    after = -1 if resume and ckpt is None else _ckpt_step(ckpt)
+    log = MetricsLogger(run_dir, cfg.logging.tensorboard, resume_step=after)
     trainer = Trainer(cfg, run_dir, model_dir, data, log, say)
+    if after == -1:
+        trainer.forget_after(-1)
     stop = StopFlag()
     try:
         return _train(cfg, trainer, ckpt, stop)

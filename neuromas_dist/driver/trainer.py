@@ -82,7 +82,8 @@ class Trainer:
         from neuromas_dist.learner.learner import LearnerGroup
 
         return LearnerGroup(self.cfg, self.model_dir, self.topology.names, init_adapters=init_adapters,
-                            placement_group=self.placement.group, traj_dir=self.traj_dir)
+                            placement_group=self.placement.group,
+                            traj_dir=None if self.traj_dir is None else self.traj_dir.resolve())
 
     def _set_topology(self, edges: list[str]) -> None:
         self.pool.set_topology(self.widths, edges, self.gate)
@@ -209,6 +210,11 @@ class Trainer:
             return self._train_step()
         except RayActorError as exc:  # rollout workers' deaths are handled inside StepRollout
             raise LearnerLost(f"a learner rank died at step {self.step + 1}: {type(exc).__name__}") from exc
+        except Exception as exc:
+            if lost_object(exc):
+                raise LearnerLost(f"step {self.step + 1}: trajectories were lost before a learner rank read them "
+                                  f"({type(exc).__name__})") from exc
+            raise
 
     def _train_step(self) -> dict[str, Any]:
         step = self.step + 1
@@ -372,6 +378,16 @@ def _widths_of(nodes: Any) -> tuple[int, ...]:
         layer, index = parse_node_name(name)
         layers[layer] = max(layers.get(layer, 0), index + 1)
     return tuple(layers[i] for i in range(len(layers)))
+
+
+def lost_object(exc: BaseException) -> bool:
+    """Did a task fail because an object it needed was lost? A rollout node can die after
+    its batch's summary reached the driver but before a learner rank fetched the piece
+    (the driver does not copy rows). The step cannot be completed from the rows that
+    remain, so it is treated like a lost rank: back to the last checkpoint and replay."""
+    from ray.exceptions import ObjectLostError
+
+    return isinstance(exc, ObjectLostError) or isinstance(getattr(exc, "cause", None), ObjectLostError)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -88,12 +88,12 @@ class LearnerRank:
         """Take one trajectory batch (or ObjectRef resolved by Ray); returns rows kept by this rank."""
         t0 = time.perf_counter()
         own = own_batch(batch, self.rank, self.world_size)
-        if self._writer is not None and own.num_rows:
-            self._writer.write(own.column("step")[0].as_py(), own)
         rows = rows_of(own)
         unknown = sorted({r.node for r in rows} - set(self.nodes))
         if unknown:
             raise ValueError(f"trajectory rows for nodes {unknown} this learner does not hold ({self.nodes})")
+        if self._writer is not None and own.num_rows:
+            self._writer.write(own.column("step")[0].as_py(), own)
         lc = self.cfg.learner
         for row in rows:
             if lc.baseline == "loo":
@@ -183,6 +183,7 @@ class LearnerRank:
         """Flush, reduce, check, apply one joint update. Raises LogprobGapError on a large gap."""
         t0 = time.perf_counter()
         lc = self.cfg.learner
+        done = False
         try:
             self._run_micro_batches(force=True)
             self._stale.score(self._logprobs, self.sums)
@@ -206,10 +207,11 @@ class LearnerRank:
                                          busy, self.skipped_steps, self.version)
             self.version += 1
             self.history.remember(self.version)
+            done = True
             return metrics
         finally:
-            if self._writer is not None:
-                self._writer.close()  # the step's rows are final, whether or not it updated
+            if self._writer is not None:  # a failed step is not logged: its rows go too
+                self._writer.close() if done else self._writer.discard()
             self._reset_step()
 
     def _apply(self, totals: stats.Totals, consts: Mapping[str, float]) -> float:

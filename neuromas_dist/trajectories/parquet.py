@@ -83,6 +83,13 @@ class TrajectoryWriter:
     def close(self) -> list[Path]:
         return [self.close_step(step) for step in sorted(self._open)]
 
+    def discard(self) -> None:
+        """Drop every step still being written (its step failed): no file is left."""
+        for step, writer in list(self._open.items()):
+            writer.close()
+            self._partial(step).unlink(missing_ok=True)
+        self._open.clear()
+
     def _partial(self, step: int) -> Path:
         return self.root / f".{step_path(self.root, step, self.rank).name}.partial"
 

@@ -87,3 +87,21 @@ def test_a_step_holds_every_row_once_each_piece_for_its_rank(ray_local, repeat):
     whole.add(summarize(concat([to_record_batch(_rows(4, f"q{i}", k)) for i in range(6) for k in range(3)])))
     assert tally.metrics("L1N0") == whole.metrics("L1N0")
     ray_local.kill(actor)
+
+
+def test_a_piece_lost_with_its_node_is_a_lost_step_not_a_crash():
+    """The driver does not copy rows: a rollout node lost before a learner rank fetched its
+    piece fails the rank's task with an ObjectLostError (or one wrapping it). The trainer
+    reads that as a lost step and replays it from the checkpoint; other errors stay errors."""
+    from ray.exceptions import ObjectLostError, OwnerDiedError
+
+    from neuromas_dist.driver.trainer import lost_object
+
+    lost = ObjectLostError("ab" * 28, None, "")
+    assert lost_object(lost) and lost_object(OwnerDiedError("ab" * 28, None, ""))
+
+    class Wrapped(Exception):
+        cause = lost
+
+    assert lost_object(Wrapped())
+    assert not lost_object(ValueError("trajectory batch: column 'reward' is missing"))

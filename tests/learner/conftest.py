@@ -19,8 +19,8 @@ def make_rank(tiny_model_dir):
     """Factory: a set-up in-process LearnerRank (world size 1) for a config."""
     from neuromas_dist.learner.rank import LearnerRank
 
-    def make(cfg, nodes=NODES, init_adapters=None):
-        rank = LearnerRank(cfg, str(tiny_model_dir), nodes, init_adapters=init_adapters)
+    def make(cfg, nodes=NODES, init_adapters=None, traj_dir=None):
+        rank = LearnerRank(cfg, str(tiny_model_dir), nodes, init_adapters=init_adapters, traj_dir=traj_dir)
         rank.setup()
         return rank
 

@@ -71,8 +71,8 @@ def test_planted_nan_is_skipped_and_counted(rank, vocab):
     assert any(_changed(before, rank.export()).values())
 
 
-def test_logprob_gap_fails_loudly_naming_the_node(make_rank, vocab):
-    r = make_rank(small_config(max_logprob_gap=0.1))
+def test_logprob_gap_fails_loudly_naming_the_node(make_rank, vocab, tmp_path):
+    r = make_rank(small_config(max_logprob_gap=0.1), traj_dir=str(tmp_path))
     batch = _on_policy(r, make_batch(2, 2, vocab=vocab, seed=9))
     # L1N0's recorded logprobs are off by 1 nat, as if the rollout had used another adapter
     lps = [[x - 1.0 for x in lp] if row["node"] == "L1N0" else lp
@@ -83,6 +83,7 @@ def test_logprob_gap_fails_loudly_naming_the_node(make_rank, vocab):
         r.finish_step()
     assert "L0N0" not in str(err.value)
     assert not any(_changed(before, r.export()).values())
+    assert list(tmp_path.iterdir()) == [], "a failed step leaves no trajectory file, finished or partial"
 
 
 def test_stale_rows_of_a_version_no_longer_held_are_weighted_not_gap_checked(make_rank, vocab):
