@@ -16,20 +16,24 @@ def owner_rank(question_id: str, world_size: int) -> int:
     return zlib.crc32(question_id.encode()) % world_size
 
 
-def owned_mask(batch: Any, rank: int, world_size: int) -> Any:
-    """Boolean Arrow array: the rows of ``batch`` whose question ``rank`` owns."""
+def _owners(batch: Any, world_size: int) -> Any:
     import pyarrow as pa
 
-    return pa.array([owner_rank(q, world_size) == rank for q in batch.column("question_id").to_pylist()],
-                    type=pa.bool_())
+    return pa.array([owner_rank(q, world_size) for q in batch.column("question_id").to_pylist()], type=pa.int64())
+
+
+def owned_mask(batch: Any, rank: int, world_size: int) -> Any:
+    """Boolean Arrow array: the rows of ``batch`` whose question ``rank`` owns."""
+    import pyarrow.compute as pc
+
+    return pc.equal(_owners(batch, world_size), rank)
 
 
 def split_by_owner(batch: Any, world_size: int) -> list[Any]:
     """One piece of a trajectory batch per rank: the rows of the questions it owns."""
-    import pyarrow as pa
     import pyarrow.compute as pc
 
     if world_size == 1:
         return [batch]
-    owners = pa.array([owner_rank(q, world_size) for q in batch.column("question_id").to_pylist()])
+    owners = _owners(batch, world_size)
     return [batch.filter(pc.equal(owners, r)) for r in range(world_size)]

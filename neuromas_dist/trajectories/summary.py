@@ -107,9 +107,3 @@ def _node_metrics(node: str, s: Mapping[str, float]) -> dict[str, float]:
 def _ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
-
-def rollout_metrics(table: pa.Table, sink: str) -> dict[str, Any]:
-    """The rollout metrics of a whole step's rows at once (benchmarks, analysis)."""
-    tally = StepTally()
-    tally.add(summarize(table))
-    return tally.metrics(sink)
