@@ -11,8 +11,7 @@ import os
 
 import pytest
 
-# Set before anything imports torch/vLLM/DeepSpeed: these are read at import or start time.
-os.environ.setdefault("DS_ACCELERATOR", "cpu")  # no GPU here; DeepSpeed must not probe CUDA
+# Set before anything imports vLLM/DeepSpeed: these are read at import or start time.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB per engine: several engines share 24 GB
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub access: a test that reaches for it must fail fast
@@ -26,6 +25,13 @@ def _has_gpu() -> bool:
         return torch.cuda.is_available()
     except ImportError:
         return False
+
+
+# In-process learner ranks follow DeepSpeed's accelerator (learner.model.on_cuda): CUDA where
+# a GPU is visible, so the same tests check the GPU path there; pinned to the CPU elsewhere
+# so DeepSpeed does not go probing. Ray actors and spawned ranks set their own.
+if not _has_gpu():
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 def pytest_collection_modifyitems(config, items):

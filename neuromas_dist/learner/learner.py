@@ -42,7 +42,7 @@ class LearnerGroup:
         self._owns_pg = placement_group is None
         self._pg = placement_group if placement_group is not None else self._make_placement_group()
         res = cfg.resources
-        env = {"DS_ACCELERATOR": "cpu"} if res.learner_gpus == 0 else {}
+        env = {"DS_ACCELERATOR": "cuda" if res.learner_gpus > 0 else "cpu"}  # model.on_cuda() reads it
         actor_cls = ray.remote(LearnerRank)
         self.ranks = []
         for r in range(self.world_size):

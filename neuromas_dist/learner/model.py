@@ -20,8 +20,18 @@ from neuromas_dist.config import Config, resolve_dtype
 STALE_BUILD_LOCK_S = 900.0
 
 
+def on_cuda() -> bool:
+    """Whether this process's learner runs on CUDA. DeepSpeed fixes its accelerator once per
+    process (``DS_ACCELERATOR`` when set, else CUDA when visible); the model's device, its
+    dtype and the process group's backend all follow that one choice. Deciding them from
+    ``torch.cuda.is_available()`` alone built an NCCL group under DeepSpeed's CPU
+    accelerator on a GPU machine ("No backend type associated with device type cpu")."""
+    forced = os.environ.get("DS_ACCELERATOR")
+    return forced == "cuda" if forced else torch.cuda.is_available()
+
+
 def torch_dtype(cfg: Config) -> torch.dtype:
-    return getattr(torch, resolve_dtype(cfg.model.dtype, torch.cuda.is_available()))
+    return getattr(torch, resolve_dtype(cfg.model.dtype, on_cuda()))
 
 
 def free_port() -> int:
@@ -91,7 +101,7 @@ def ds_config(cfg: Config, bf16: bool) -> dict[str, Any]:
 def join_process_group(rank: int, world_size: int, master_addr: str, master_port: int | None) -> None:
     import deepspeed
 
-    gpu = torch.cuda.is_available()
+    gpu = on_cuda()
     os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port or free_port()),
                       RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK="0")
     if not gpu:
@@ -124,7 +134,7 @@ def build(cfg: Config, model_dir: str, nodes: Sequence[str],
     random.seed(cfg.trainer.seed)
     dtype = torch_dtype(cfg)
     model = build_peft_model(model_dir, nodes, cfg, dtype)
-    if torch.cuda.is_available():
+    if on_cuda():
         model = model.to("cuda")
     params = node_params(model, nodes)
     all_params = [p for n in nodes for p in params[n]]

@@ -15,13 +15,15 @@ NODES = ("L0N0", "L0N1", "L1N0")
 
 
 def small_config(**learner) -> Config:
-    """Rank 4 adapters on two modules keep a step well under a second on the tiny model."""
+    """Rank 4 adapters on two modules keep a step well under a second on the tiny model.
+    float32 on every device: these tests assert exactness (``dtype=auto`` is bf16 on a GPU;
+    the bf16 path has its own tests in test_gpu.py)."""
     cfg = Config()
     lora = dataclasses.replace(cfg.lora, rank=4, alpha=8.0, target_modules=("q_proj", "v_proj"))
     sampling = dataclasses.replace(cfg.sampling, n_samples=2, temperature=1.0)
     base = dict(lr=1e-2, micro_batch_size=4, max_logprob_gap=10.0, baseline="loo")
     base.update(learner)
-    return dataclasses.replace(cfg, lora=lora, sampling=sampling,
+    return dataclasses.replace(cfg, lora=lora, sampling=sampling, model=dataclasses.replace(cfg.model, dtype="float32"),
                                learner=dataclasses.replace(cfg.learner, **base))
 
 

@@ -59,16 +59,17 @@ def test_export_loads_in_peft_with_the_same_logprobs(make_rank, vocab, tiny_mode
     dirs = write_adapter_set(tmp_path / "peft", r.export())
     cfg = json.loads((dirs["L0N1"] / "adapter_config.json").read_text())
     assert cfg["base_model_name_or_path"] == str(tiny_model_dir) and cfg["r"] == 4
-    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+    # float32 on the rank's device: the comparison is of adapters, not of devices
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32).to(r.device)
     model = PeftModel.from_pretrained(base, str(dirs["L0N1"]), adapter_name="L0N1").eval()
     row = next(x for x in make_batch(1, 1, vocab=vocab, seed=23).to_pylist() if x["node"] == "L0N1")
-    ids = torch.tensor([row["prompt_ids"] + row["response_ids"]])
+    ids = torch.tensor([row["prompt_ids"] + row["response_ids"]], device=r.device)
+    tokens = torch.tensor([row["response_ids"]], device=r.device)
     with torch.no_grad():
         logits = model(input_ids=ids).logits[:, len(row["prompt_ids"]) - 1:-1]
-    lp = token_logprobs(logits, torch.tensor([row["response_ids"]]))[0]
+    lp = token_logprobs(logits, tokens)[0].cpu()
     ours = torch.tensor(r.score(to_batch([row]))[0])
     torch.testing.assert_close(lp, ours, rtol=0, atol=1e-5)
     with torch.no_grad(), model.disable_adapter():  # the adapter really changed the model
-        base_lp = token_logprobs(model(input_ids=ids).logits[:, len(row["prompt_ids"]) - 1:-1],
-                                 torch.tensor([row["response_ids"]]))[0]
+        base_lp = token_logprobs(model(input_ids=ids).logits[:, len(row["prompt_ids"]) - 1:-1], tokens)[0].cpu()
     assert (base_lp - ours).abs().max() > 1e-3

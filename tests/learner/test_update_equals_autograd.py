@@ -74,11 +74,13 @@ def on_policy(rank, batch):
 
 # ----------------------------------------------------------------- the reference
 
-def reference_model(model_dir: str, cfg, adapters):
+def reference_model(model_dir: str, cfg, adapters, device: torch.device | str = "cpu"):
+    """float32 on ``device``, the device of the rank it checks (float32 on CUDA is exact to
+    ~1e-6; a reference on another device would measure the devices, not the learner)."""
     import peft
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
     lc = cfg.lora
     pc = peft.LoraConfig(r=lc.rank, lora_alpha=lc.alpha, lora_dropout=0.0, target_modules=list(lc.target_modules))
     model = peft.get_peft_model(base, pc, adapter_name=NODES[0])
@@ -111,23 +113,24 @@ def reference_grads(model, batch, cfg, ema: dict[str, float]) -> dict[str, torch
     rows = batch.to_pylist()
     base = reference_baselines(rows, cfg.learner.baseline, ema)
     params = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    dev = next(model.parameters()).device
     lps = []
     for r in rows:
         if not r["response_ids"]:
-            lps.append(torch.zeros(0))
+            lps.append(torch.zeros(0, device=dev))
             continue
         model.set_adapter(r["node"])
         for p in params.values():
             p.requires_grad_(True)
-        ids = torch.tensor([r["prompt_ids"] + r["response_ids"]])
+        ids = torch.tensor([r["prompt_ids"] + r["response_ids"]], device=dev)
         p0, t = len(r["prompt_ids"]), len(r["response_ids"])
         logits = model(input_ids=ids).logits[0, p0 - 1:p0 - 1 + t]
-        lps.append(algos.token_logprobs(logits, torch.tensor(r["response_ids"]), cfg.sampling.temperature,
+        lps.append(algos.token_logprobs(logits, torch.tensor(r["response_ids"], device=dev), cfg.sampling.temperature,
                                         cfg.sampling.top_p))
     width = max(len(lp) for lp in lps)
-    lp = torch.stack([torch.cat([x, torch.zeros(width - len(x))]) for x in lps])
-    mask = torch.tensor([[j < len(x) for j in range(width)] for x in lps])
-    adv = torch.tensor([r["reward"] - b for r, b in zip(rows, base)])
+    lp = torch.stack([torch.cat([x, torch.zeros(width - len(x), device=dev)]) for x in lps])
+    mask = torch.tensor([[j < len(x) for j in range(width)] for x in lps], device=dev)
+    adv = torch.tensor([r["reward"] - b for r, b in zip(rows, base)], device=dev)
     loss = algos.reinforce_loss(lp, adv, mask, cfg.learner.loss_norm)
     grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
     return {n: (g if g is not None else torch.zeros_like(p)) for (n, p), g in zip(params.items(), grads)}
@@ -137,7 +140,7 @@ def assert_same_grads(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor
     assert set(got) == set(want)
     for name in want:
         scale = want[name].norm().item()
-        err = (got[name] - want[name]).norm().item()
+        err = (got[name].cpu() - want[name].cpu()).norm().item()
         assert err <= RTOL * max(scale, 1e-8), f"{name}: |got - want| = {err:.3g} vs |want| = {scale:.3g}"
     # every node was trained: the comparison is not vacuous
     assert all(any(want[n].abs().sum() > 0 for n in want if f".{node}." in n) for node in NODES)
@@ -155,9 +158,9 @@ def run_steps(rank, vocab: int) -> list[dict]:
     return out
 
 
-def check_steps(steps: list[dict], model_dir: str, cfg, vocab: int) -> None:
+def check_steps(steps: list[dict], model_dir: str, cfg, vocab: int, device: torch.device | str = "cpu") -> None:
     for got, batch in zip(steps, step_batches(vocab, seed=11)):
-        model = reference_model(model_dir, cfg, got["adapters"])
+        model = reference_model(model_dir, cfg, got["adapters"], device)
         assert_same_grads(got["grads"], reference_grads(model, batch, cfg, got["ema"]))
 
 
@@ -171,7 +174,8 @@ def test_learner_gradient_equals_autograd_at_world_size_1(make_rank, tiny_model_
     route = model.rows_to_adapters
     monkeypatch.setattr(model, "rows_to_adapters", lambda m, names: routed.append(len(set(names))) or route(m, names))
     cfg = case_config(baseline, norm, mode=mode)
-    check_steps(run_steps(make_rank(cfg), vocab), str(tiny_model_dir), cfg, vocab)
+    rank = make_rank(cfg)
+    check_steps(run_steps(rank, vocab), str(tiny_model_dir), cfg, vocab, rank.device)
     # mixed passes really held several nodes' rows; per-node passes never did
     assert (max(routed, default=1) > 1) == (mode == "mixed")
 
@@ -179,7 +183,8 @@ def test_learner_gradient_equals_autograd_at_world_size_1(make_rank, tiny_model_
 # ----------------------------------------------------------------- world size 2
 
 def _rank_process(rank_id: int, port: int, model_dir: str, vocab: int, out: str) -> None:
-    """One of two DeepSpeed ranks (gloo) running every case; saves what it captured to ``out``."""
+    """One of two DeepSpeed ranks (gloo, on the CPU on any machine: one GPU cannot hold two
+    NCCL ranks) running every case; saves what it captured to ``out``."""
     import os
 
     os.environ["DS_ACCELERATOR"] = "cpu"
