@@ -1,0 +1,171 @@
+"""What one rollout worker and one learner rank hold on their GPU, from the architecture alone.
+
+The model is instantiated on the meta device (no weights, no download) and read for the
+shapes that decide memory. The learner's activations are not a rule of thumb: they are what
+autograd keeps of the learner's own forward (``learner/rank.py``: frozen base in
+``model.dtype``, LoRA on the target modules, full-vocabulary logits gathered at the response
+positions, fp32 log-softmax), read off the saved tensors of transformers' decoder layers:
+
+* each RMSNorm keeps its input upcast to fp32 (4 h bytes a token); Qwen3's and Gemma3's
+  per-head q/k norms keep theirs (4 (q + kv));
+* SDPA keeps query, key, value and output, and a fp32 log-sum-exp per head. With a padding
+  mask transformers repeats GQA keys and values to every head first (masked CUDA SDPA has no
+  GQA), so a padded micro-batch keeps k and v at the query's width;
+* the gated MLP keeps the activation's input and both factors of the product (3 I);
+* a LoRA layer keeps its input (shared by q/k/v, and by gate/up) and its rank-r middle;
+  a frozen Linear keeps nothing of its input (autograd saves only what a needed gradient uses).
+
+The logits stage holds, per row, the full logits (``gather`` keeps them for its backward:
+``nb s V``) and, at the start of the backward, three fp32 ``[t, V]`` tensors (the saved
+log-softmax, its incoming gradient and its input's gradient): ``12 t V``. With top-p < 1 the
+nucleus filter's sort, softmax and cumsum peak higher in the forward: ``34 t V`` (measured
+on the CPU, fp32 and bf16 alike, by the test below).
+
+tests/driver/test_memory_model.py holds this to peak CUDA memory measured on an H200 (16.8 GiB
+at 8 x 768 tokens, 64.5 GiB at 32 x 768 for Qwen3-0.6B) and to allocator-level peaks it
+measures on the CPU for small architectures (``benchmarks/learner_memory.py``). Not modelled:
+the CUDA context and cuBLAS workspace (outside torch's allocator), the caching allocator's
+slack between allocated and reserved, and transient buffers of a single kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from neuromas_dist.config import Config, resolve_dtype
+
+GIB = 1024 ** 3
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+# Targets that read the same tensor: their LoRA layers keep one copy of it between them.
+SHARED_INPUT = {"q_proj": "attention", "k_proj": "attention", "v_proj": "attention",
+                "gate_proj": "mlp", "up_proj": "mlp"}
+
+
+class PlanError(ValueError):
+    """The config cannot run on the cluster it describes (or cannot be planned here)."""
+
+
+@dataclass(frozen=True)
+class Arch:
+    params: int  # base model parameters
+    lora_per_node: int  # one adapter at lora.rank
+    lora_per_slot: int  # one adapter at vLLM's max_lora_rank bucket
+    layers: int
+    hidden: int
+    kv_per_token: int  # K and V elements per token over all layers
+    vocab: int
+    heads: int
+    q_dim: int  # heads x head_dim
+    kv_dim: int  # kv_heads x head_dim
+    intermediate: int
+    norms: int  # hidden-size norms per decoder layer (2 in Qwen3/Llama, 4 in Gemma3)
+    qk_norm: bool  # per-head q/k norms (Qwen3, Gemma3)
+    lora_inputs: int  # features of the distinct inputs of one layer's LoRA targets
+    lora_modules: int  # LoRA targets per layer
+
+
+def model_arch(cfg: Config) -> Any:
+    """The transformers config of ``cfg``'s model, without weights or download."""
+    from transformers import AutoConfig
+
+    m = cfg.model
+    if m.arch_config:
+        from neuromas_dist.adapters.counting import arch_config
+
+        return arch_config(m.arch_config)
+    if m.name_or_path == "tiny":
+        from transformers import Qwen3Config
+
+        from neuromas_dist.models.tiny import MODEL_SHAPE, VOCAB_SIZE
+
+        return Qwen3Config(vocab_size=VOCAB_SIZE, **MODEL_SHAPE)  # the tokenizer's size at most
+    try:
+        return AutoConfig.from_pretrained(m.name_or_path, local_files_only=True, trust_remote_code=m.trust_remote_code)
+    except OSError:
+        raise PlanError(f"model.name_or_path={m.name_or_path}: not a local model and not in the Hugging Face cache; "
+                        f"set model.arch_config to its config.json to plan without a download") from None
+
+
+def measure(cfg: Config) -> Arch:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from neuromas_dist.rollout.engine import _lora_rank_bucket
+
+    conf = model_arch(cfg)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(conf)
+    targets = set(cfg.lora.target_modules)
+    linears = [(name, m) for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets]
+    per_rank = sum(m.in_features + m.out_features for _, m in linears)
+    text = conf.get_text_config() if hasattr(conf, "get_text_config") else conf
+    heads = text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    layer = [(name.split(".layers.0.", 1)[1], m) for name, m in model.named_modules() if ".layers.0." in name]
+    short = [(name.rsplit(".", 1)[-1], m) for name, m in layer]
+    inputs = {SHARED_INPUT.get(n, n): m.in_features for n, m in short if n in targets and isinstance(m, torch.nn.Linear)}
+    return Arch(params=sum(p.numel() for p in model.parameters()), lora_per_node=per_rank * cfg.lora.rank,
+                lora_per_slot=per_rank * _lora_rank_bucket(cfg.lora.rank), layers=text.num_hidden_layers,
+                hidden=text.hidden_size, kv_per_token=2 * text.num_hidden_layers * kv_heads * head_dim,
+                vocab=text.vocab_size, heads=heads, q_dim=heads * head_dim, kv_dim=kv_heads * head_dim,
+                intermediate=text.intermediate_size,
+                norms=sum("Norm" in type(m).__name__ and n not in ("q_norm", "k_norm") for n, m in short),
+                qk_norm=any(n == "q_norm" for n, _ in short), lora_inputs=sum(inputs.values()),
+                lora_modules=sum(n in targets and isinstance(m, torch.nn.Linear) for n, m in short))
+
+
+def layer_bytes_per_token(a: Arch, nb: int, lora_rank: int, padded: bool = True) -> int:
+    """What autograd keeps of one decoder layer for one token (see the module doc)."""
+    norms = 4 * a.hidden * a.norms + (4 * (a.q_dim + a.kv_dim) if a.qk_norm else 0)
+    kv = a.q_dim if padded else a.kv_dim
+    attention = nb * (2 * a.q_dim + 2 * kv) + 4 * a.heads
+    mlp = 3 * nb * a.intermediate
+    lora = nb * (a.lora_inputs + a.lora_modules * lora_rank)
+    return norms + attention + mlp + lora
+
+
+def logits_bytes_per_row(a: Arch, nb: int, seq: int, response: int, top_p: float) -> int:
+    """The logits stage's peak for one row of ``seq`` tokens, ``response`` of them trained."""
+    return nb * seq * a.vocab + (34 if top_p < 1.0 else 12) * response * a.vocab
+
+
+def rollout_memory(cfg: Config, a: Arch) -> dict[str, float]:
+    from neuromas_dist.rollout.engine import lora_slots, on_gpu
+
+    nb = DTYPE_BYTES[resolve_dtype(cfg.model.dtype, on_gpu(cfg))]
+    out = {"weights": a.params * nb, "lora_slots": lora_slots(cfg) * a.lora_per_slot * nb}
+    if cfg.resources.rollout_gpus > 0:
+        # vLLM's share is of the whole device: a colocated worker's fractional GPU does not shrink it
+        gpus = 1.0 if cfg.resources.colocate else cfg.resources.rollout_gpus
+        budget = cfg.rollout.gpu_memory_utilization * cfg.resources.gpu_memory_gb * GIB * gpus
+        out["kv_cache"] = max(budget - out["weights"] - out["lora_slots"], 0.0)
+    else:
+        out["kv_cache"] = cfg.rollout.kv_cache_gb * GIB
+    out["kv_tokens"] = out["kv_cache"] / (a.kv_per_token * nb)
+    return out
+
+
+def learner_memory(cfg: Config, a: Arch, padded: bool = True) -> dict[str, float]:
+    """A rank's peak, by part: weights, adapters (LoRA weights in ``model.dtype``), optimizer
+    (DeepSpeed's fp32 master copy for bf16, AdamW's two moments; partitioned over ranks from
+    ZeRO 1), gradients (the rank's fp32 step buffers, two for a baseline fixed at the step's
+    end, and DeepSpeed's, partitioned from ZeRO 2), activations and logits of one micro-batch
+    of rows of ``max_model_len`` tokens, ``max_new_tokens`` of them trained. ``padded``: rows
+    of different lengths (a padding mask), the usual case."""
+    from neuromas_dist.rollout.engine import max_nodes
+
+    lc = cfg.learner
+    nb, ranks = DTYPE_BYTES[resolve_dtype(cfg.model.dtype, cfg.resources.learner_gpus > 0)], lc.num_ranks
+    trainable = max_nodes(cfg) * a.lora_per_node
+    master = 4 if nb < 4 else 0
+    buffers = 2 if lc.baseline != "loo" else 1
+    b, s, t = lc.micro_batch_size, cfg.model.max_model_len, min(cfg.sampling.max_new_tokens, cfg.model.max_model_len)
+    return {"weights": a.params * nb, "adapters": trainable * nb,
+            "optimizer": trainable * (master + 8) / (ranks if lc.zero_stage >= 1 else 1),
+            "gradients": trainable * (4 * buffers + nb / (ranks if lc.zero_stage >= 2 else 1)),
+            "activations": b * s * a.layers * layer_bytes_per_token(a, nb, cfg.lora.rank, padded)
+            + (b * s * s if padded else 0),  # the boolean padding mask, shared by the layers
+            "logits": b * logits_bytes_per_row(a, nb, s, t, cfg.sampling.top_p)}
