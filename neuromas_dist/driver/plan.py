@@ -75,18 +75,19 @@ def make_plan(cfg: Config) -> tuple[str, dict[str, Any]]:
              f"for which the fit check sets aside {gb(CUDA_CONTEXT_BYTES)})",
              f"adapter sync: {adapter_bytes / 1e6:.1f} MB per version vs {full_bytes / 1e6:.1f} MB for a full-weight "
              f"sync ({full_bytes / adapter_bytes:.0f}x less)"]
-    _check_fit(cfg, roll, learn)
+    lines.append(_check_fit(cfg, roll, learn))
     return "\n".join(lines), numbers
 
 
-def _check_fit(cfg: Config, roll: dict[str, float], learn: dict[str, float]) -> None:
+def _check_fit(cfg: Config, roll: dict[str, float], learn: dict[str, float]) -> str:
+    """The fit line of the plan; raises PlanError (one line) when an actor does not fit."""
     r = cfg.resources
     if roll["kv_tokens"] < cfg.model.max_model_len:
         raise PlanError(f"a rollout worker's KV cache holds {roll['kv_tokens']:,.0f} tokens, less than one sequence of "
                         f"model.max_model_len={cfg.model.max_model_len}: vLLM would refuse to start "
                         f"(raise resources.rollout_gpus, rollout.gpu_memory_utilization or resources.gpu_memory_gb)")
     if r.learner_gpus <= 0:
-        return
+        return "fit: CPU run (resources.*_gpus = 0), nothing to check against a GPU"
     have = r.gpu_memory_gb * GIB * r.learner_gpus
     need = sum(learn.values()) + CUDA_CONTEXT_BYTES
     if r.colocate:  # vLLM takes its utilisation share of the GPU first
@@ -95,6 +96,9 @@ def _check_fit(cfg: Config, roll: dict[str, float], learn: dict[str, float]) -> 
         raise PlanError(f"a learner rank needs about {need / GIB:.1f} GiB but gets {have / GIB:.1f} GiB of a "
                         f"{r.gpu_memory_gb:g} GiB GPU (resources.gpu_memory_gb): lower learner.micro_batch_size or "
                         f"model.max_model_len, raise learner.zero_stage or learner.num_ranks")
+    share = "shared with vLLM" if r.colocate else f"{r.learner_gpus:g} GPU"
+    return (f"fit: a learner rank needs {need / GIB:.1f} GiB of the {have / GIB:.1f} GiB it gets ({share} of "
+            f"{r.gpu_memory_gb:g} GiB); fits")
 
 
 def print_plan(cfg: Config) -> int:
