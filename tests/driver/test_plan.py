@@ -72,3 +72,17 @@ def test_fewer_lora_slots_shrink_the_rollout_estimate_and_reach_vllm():
     slots = {name: make_plan(cfg)[1]["rollout"]["lora_slots"] for name, cfg in (("every", every), ("one", one))}
     assert slots["every"] == 3 * slots["one"] == 3 * a.lora_per_slot * 2
     assert engine_kwargs(every, "m")["max_loras"] == 3 and engine_kwargs(one, "m")["max_loras"] == 1
+
+
+def test_the_one_gpu_config_fits_one_80gb_card():
+    """What most users try first: rollout and learner colocated on one 80 GB card."""
+    from neuromas_dist.driver.placement import bundles
+
+    cfg = load_config(REPO / "configs" / "neuromas3_qwen3-0.6b_1gpu.yaml")
+    assert cfg.resources.colocate and cfg.resources.gpu_memory_gb == 80
+    assert [b.get("GPU") for b in bundles(cfg)] == [1.0]  # one bundle, one whole GPU
+    text, n = make_plan(cfg)
+    assert text.splitlines()[-1].startswith("fit: a learner rank needs") and text.endswith("fits")
+    vllm_share = cfg.rollout.gpu_memory_utilization * 80 * GIB
+    assert n["rollout"]["weights"] + n["rollout"]["lora_slots"] + n["rollout"]["kv_cache"] == pytest.approx(vllm_share)
+    assert sum(n["learner"].values()) < 80 * GIB - vllm_share
