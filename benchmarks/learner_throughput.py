@@ -33,9 +33,10 @@ import statistics
 import time
 from pathlib import Path
 
-os.environ.setdefault("DS_ACCELERATOR", "cpu")
-
 import torch  # noqa: E402
+
+if not torch.cuda.is_available():  # on a GPU DeepSpeed picks CUDA (benchmarks.gpu_check imports this)
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 from neuromas_dist.config import Config  # noqa: E402
 from neuromas_dist.learner import algos  # noqa: E402

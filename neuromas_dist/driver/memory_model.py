@@ -152,7 +152,8 @@ def learner_memory(cfg: Config, a: Arch, padded: bool = True) -> dict[str, float
     """A rank's peak, by part: weights, adapters (LoRA weights in ``model.dtype``), optimizer
     (DeepSpeed's fp32 master copy for bf16, AdamW's two moments; partitioned over ranks from
     ZeRO 1), gradients (the rank's fp32 step buffers, two for a baseline fixed at the step's
-    end, and DeepSpeed's, partitioned from ZeRO 2), activations and logits of one micro-batch
+    end, DeepSpeed's, partitioned from ZeRO 2, and ZeRO's reduce bucket, sized to the
+    adapters by ``learner.model.ds_config``), activations and logits of one micro-batch
     of rows of ``max_model_len`` tokens, ``max_new_tokens`` of them trained. ``padded``: rows
     of different lengths (a padding mask), the usual case."""
     from neuromas_dist.rollout.engine import max_nodes
@@ -165,7 +166,8 @@ def learner_memory(cfg: Config, a: Arch, padded: bool = True) -> dict[str, float
     b, s, t = lc.micro_batch_size, cfg.model.max_model_len, min(cfg.sampling.max_new_tokens, cfg.model.max_model_len)
     return {"weights": a.params * nb, "adapters": trainable * nb,
             "optimizer": trainable * (master + 8) / (ranks if lc.zero_stage >= 1 else 1),
-            "gradients": trainable * (4 * buffers + nb / (ranks if lc.zero_stage >= 2 else 1)),
+            "gradients": trainable * (4 * buffers + nb / (ranks if lc.zero_stage >= 2 else 1))
+            + (trainable * (4 if lc.zero_stage == 1 else nb) if lc.zero_stage >= 1 else 0),  # ZeRO's reduce bucket
             "activations": b * s * a.layers * layer_bytes_per_token(a, nb, cfg.lora.rank, padded)
             + (b * s * s if padded else 0),  # the boolean padding mask, shared by the layers
             "logits": b * logits_bytes_per_row(a, nb, s, t, cfg.sampling.top_p)}
