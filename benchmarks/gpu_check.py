@@ -25,6 +25,7 @@ tests use).
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import json
 import os
@@ -38,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from benchmarks.random_model import random_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "configs" / "neuromas3_qwen3-0.6b_gsm8k.yaml"
@@ -112,55 +115,16 @@ def run_tests(timeout_s: float) -> dict[str, Any]:
             "failures": [line for line in lines if line.startswith(("FAILED", "ERROR"))][:30]}
 
 
-# ----------------------------------------------------------------- the paper-scale model
-
-def random_model_dir(path: Path, arch_json: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
-    """A model directory of ``arch_json``'s architecture with random weights (built on the GPU
-    when there is one: seconds, not minutes) and the tiny model's tokenizer widened to the
-    architecture's vocabulary, so vLLM can detokenize any id it samples."""
-    from transformers import AutoModelForCausalLM
-
-    from neuromas_dist.adapters.counting import arch_config
-
-    conf = arch_config(arch_json)
-    torch.manual_seed(0)
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = AutoModelForCausalLM.from_config(conf, dtype=dtype)
-    model.save_pretrained(path)
-    del model
-    widen_tokenizer(path, conf.get_text_config().vocab_size)
-    return path
-
-
-def widen_tokenizer(path: Path, vocab_size: int) -> None:
-    """The tiny tokenizer (its BPE, chat template and special tokens: prompts encode as they
-    do in every test) with filler tokens ``<|fill_N|>`` up to ``vocab_size`` entries."""
-    import shutil
-
-    from neuromas_dist.models.tiny import ensure_tiny_model
-
-    tiny = ensure_tiny_model()
-    for name in ("tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
-        if (tiny / name).exists():
-            shutil.copy(tiny / name, path / name)
-    spec = json.loads((tiny / "tokenizer.json").read_text())
-    vocab = spec["model"]["vocab"]
-    taken = set(vocab.values()) | {t["id"] for t in spec["added_tokens"]}
-    vocab.update({f"<|fill_{i}|>": i for i in range(vocab_size) if i not in taken})
-    (path / "tokenizer.json").write_text(json.dumps(spec))
-
-
 # ----------------------------------------------------------------- learner
 
 def learner_config(model_dir: Path, nodes: int, mode: str, rows: int, prompt: int, response: int,
                    dtype: str = "auto") -> Any:
+    from benchmarks.learner_memory import learner_overrides
     from neuromas_dist.config import load_config
 
     widths = {3: [2, 1], 7: [4, 2, 1]}[nodes]
     return load_config(PAPER, [
-        f"model.name_or_path={model_dir}", f"model.arch_config={model_dir / 'config.json'}", f"model.dtype={dtype}",
-        f"model.max_model_len={prompt + response}", f"sampling.max_new_tokens={response}",
-        f"topology.widths={widths}", "learner.num_ranks=1", f"learner.micro_batch_size={rows}",
+        *learner_overrides(model_dir, dtype, rows, prompt, response), f"topology.widths={widths}",
         f"learner.micro_batches={mode}", "learner.max_logprob_gap=1000000000.0",  # random logprobs: speed only
         "resources.gpu_memory_gb=1000"])
 
@@ -170,7 +134,6 @@ def learner_case(model_dir: Path, nodes: int, mode: str, *, rows: int = 8, promp
                  dtype: str = "auto") -> dict[str, Any]:
     """One learner at paper shape: warm-up step, ``steps`` timed steps, peak memory of a step
     (weights and everything held) beside the plan's peak for the same shape."""
-    import gc
     import statistics
 
     from benchmarks.learner_memory import peak_bytes
@@ -203,10 +166,6 @@ def learner_case(model_dir: Path, nodes: int, mode: str, *, rows: int = 8, promp
            "model_tflops": round(4 * a.params * tps / 1e12, 3),
            "peak_gib": round(peak / 2 ** 30, 3), "plan_peak_gib": round(planned / 2 ** 30, 3),
            "plan_over_measured": round(planned / max(peak, 1), 3)}
-    del rank
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
     return out
 
 
@@ -223,6 +182,9 @@ def run_learner(model_dir: Path, deadline: float, **shape: Any) -> list[dict[str
                 continue
             out.append(learner_case(model_dir, nodes, mode, **shape))
             print(f"[gpu_check] learner {out[-1]}", flush=True)
+            gc.collect()  # the case's rank is gone: its memory goes back before the next one is built
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
     return out
 
 
@@ -252,7 +214,7 @@ async def _rollout(model_dir: Path, questions: int, overrides: list[str]) -> dic
     from neuromas_dist.tasks import make_synthetic, synthetic_task
     from neuromas_dist.trajectories.schema import TrajectoryRow, to_record_batch
 
-    cfg = load_config(PAPER, [f"model.name_or_path={model_dir}", f"model.arch_config={model_dir / 'config.json'}",
+    cfg = load_config(PAPER, [f"model.name_or_path={model_dir}", f"model.arch_config={model_dir / 'arch.json'}",
                               "rollout.num_workers=1", "rollout.gpu_memory_utilization=0.5", "learner.num_ranks=1",
                               "learner.max_logprob_gap=1000000000.0", *overrides])
     worker = RolloutWorker(cfg, model_dir=str(model_dir), task=synthetic_task("arith"))

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import torch
 
-from neuromas_dist.config import Config
+from neuromas_dist.config import Config, load_config
 
 if not torch.cuda.is_available():  # DeepSpeed would probe for an accelerator and warn
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -92,33 +92,31 @@ def peak_bytes(fn: Callable[[], Any], device: torch.device) -> int:
 
 
 def save_random_qwen3(path: Path, case: Case) -> Path:
-    from transformers import AutoModelForCausalLM, Qwen3Config
+    from benchmarks.random_model import random_model_dir
 
-    conf = Qwen3Config(vocab_size=case.vocab, hidden_size=case.hidden, intermediate_size=case.intermediate,
-                       num_hidden_layers=case.layers, num_attention_heads=case.heads,
-                       num_key_value_heads=case.kv_heads, head_dim=case.head_dim,
-                       max_position_embeddings=max(1024, case.prompt + case.response), tie_word_embeddings=True)
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(conf).save_pretrained(path)
-    (path / "arch.json").write_text(json.dumps({"model_type": "qwen3", **{
-        k: v for k, v in conf.to_dict().items() if k in (
-            "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-            "num_key_value_heads", "head_dim", "tie_word_embeddings")}}))
-    return path
+    arch = path.parent / f"{path.name}.arch.json"
+    arch.write_text(json.dumps({
+        "model_type": "qwen3", "vocab_size": case.vocab, "hidden_size": case.hidden,
+        "intermediate_size": case.intermediate, "num_hidden_layers": case.layers, "num_attention_heads": case.heads,
+        "num_key_value_heads": case.kv_heads, "head_dim": case.head_dim, "tie_word_embeddings": True,
+        "max_position_embeddings": max(1024, case.prompt + case.response)}))
+    return random_model_dir(path, arch, torch.float32)
+
+
+def learner_overrides(model_dir: Path, dtype: str, rows: int, prompt: int, response: int) -> list[str]:
+    """Config overrides of one learner rank over ``model_dir`` whose micro-batch is ``rows`` rows of
+    ``prompt + response`` tokens: the plan of such a config is the plan of exactly that micro-batch."""
+    return [f"model.name_or_path={model_dir}", f"model.arch_config={model_dir / 'arch.json'}", f"model.dtype={dtype}",
+            f"model.max_model_len={prompt + response}", f"sampling.max_new_tokens={response}",
+            "learner.num_ranks=1", f"learner.micro_batch_size={rows}"]
 
 
 def case_config(case: Case, model_dir: Path) -> Config:
-    """The learner config of ``case``; its plan is the plan of exactly this micro-batch."""
-    cfg = Config()
-    return dataclasses.replace(
-        cfg,
-        model=dataclasses.replace(cfg.model, name_or_path=str(model_dir), arch_config=str(model_dir / "arch.json"),
-                                  dtype=case.dtype, max_model_len=case.prompt + case.response),
-        lora=dataclasses.replace(cfg.lora, rank=case.lora_rank, alpha=2.0 * case.lora_rank,
-                                 target_modules=case.targets),
-        sampling=dataclasses.replace(cfg.sampling, n_samples=case.rows, max_new_tokens=case.response,
-                                     top_p=case.top_p),
-        learner=dataclasses.replace(cfg.learner, baseline="loo", micro_batch_size=case.rows))
+    return load_config(None, [
+        *learner_overrides(model_dir, case.dtype, case.rows, case.prompt, case.response),
+        f"lora.rank={case.lora_rank}", f"lora.alpha={2.0 * case.lora_rank}",
+        f"lora.target_modules=[{','.join(case.targets)}]", f"sampling.n_samples={case.rows}",
+        f"sampling.top_p={case.top_p}", "learner.baseline=loo"])
 
 
 def one_question(case: Case, seed: int, vocab: int):

@@ -55,7 +55,9 @@ def test_rollout_part_is_skipped_and_says_why_without_vllm(monkeypatch):
 def test_widened_tokenizer_encodes_as_the_tiny_one_and_decodes_every_id(tmp_path, tiny_model_dir):
     from transformers import AutoTokenizer
 
-    gpu_check.widen_tokenizer(tmp_path, 1000)
+    from benchmarks.random_model import widen_tokenizer
+
+    widen_tokenizer(tmp_path, 1000)
     wide, tiny = AutoTokenizer.from_pretrained(tmp_path), AutoTokenizer.from_pretrained(tiny_model_dir)
     text = "What is (3 + 4) * 2 mod 10? The answer is 4."
     assert len(wide) == 1000 and wide(text).input_ids == tiny(text).input_ids
