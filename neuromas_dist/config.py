@@ -143,17 +143,23 @@ class TrainerConfig(_Checked):
 
 @dataclass(frozen=True)
 class DataConfig(_Checked):
-    task: str = _f("synthetic/hier", "synthetic/arith, synthetic/hier, synthetic/op, file (local JSONL/Parquet) or hf (datasets by name)",
-                   choices=("synthetic/arith", "synthetic/hier", "synthetic/op", "file", "hf"))
+    task: str = _f("synthetic/hier", "synthetic/arith, synthetic/hier, synthetic/op, file (local JSONL/Parquet), hf "
+                   "(datasets by name), or a paper benchmark: arc_challenge, bbh_navigate, mmlu, humaneval",
+                   choices=("synthetic/arith", "synthetic/hier", "synthetic/op", "file", "hf",
+                            "arc_challenge", "bbh_navigate", "mmlu", "humaneval"))
+    subject: str = _f("", "task=mmlu: the subject (its config), e.g. abstract_algebra, college_physics")
+    local_dir: str = _f("", "benchmark tasks: read <split>.jsonl files of the data set's own schema from this "
+                        "directory instead of the hub (same loader)")
     train_path: str = _f("", "task=file: training examples (.jsonl or .parquet)")
     eval_path: str = _f("", "task=file: held-out examples (.jsonl or .parquet)")
-    hf_name: str = _f("", "task=hf: dataset name, e.g. openai/gsm8k")
-    hf_config: str = _f("", "task=hf: dataset config, e.g. main")
-    hf_train_split: str = _f("train", "task=hf: training split")
-    hf_eval_split: str = _f("test", "task=hf: held-out split")
+    hf_name: str = _f("", "task=hf: dataset name, e.g. openai/gsm8k (benchmarks: empty = their own)")
+    hf_config: str = _f("", "task=hf: dataset config, e.g. main (benchmarks: empty = their own)")
+    hf_train_split: str = _f("", "training split, datasets' syntax (test[:50%]); empty = the task's own (hf: train)")
+    hf_eval_split: str = _f("", "held-out split; empty = the task's own (hf: test); never one that trains")
     question_field: str = _f("question", "field holding the question text")
     answer_field: str = _f("answer", "field holding the gold answer")
-    answer_type: str = _f("number", "how answers are extracted and compared", choices=("number", "boxed", "choice"))
+    answer_type: str = _f("number", "file/hf: how answers are extracted and compared (benchmarks set their own)",
+                          choices=("number", "boxed", "choice", "yesno", "code"))
     n_train: int = _f(4000, "synthetic: training questions; file/hf: cap (0 = all)", lo=0)
     n_eval: int = _f(500, "synthetic: distinct held-out questions (at most the split holds); file/hf: cap (0 = all)", lo=0)
     seed: int = _f(0, "seed of the synthetic generators", lo=0)

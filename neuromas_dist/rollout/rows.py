@@ -26,15 +26,32 @@ class Scored(NamedTuple):
 def score_text(task: Any, text: str, example: Any) -> Scored:
     """``task.score`` guarded: a checker error or a non-finite reward scores 0 (a wrong
     answer) and is flagged, not raised."""
+    try:
+        return _guarded(text, task.score(text, example))
+    except Exception:  # noqa: BLE001 - a bad sample must not end the rollout
+        return _guarded(text, None)
+
+
+async def score_text_async(task: Any, text: str, example: Any) -> Scored:
+    """:func:`score_text` through ``task.score_async``: a code task's tests run in the sandbox
+    while the event loop (and the engine it feeds) goes on."""
+    try:
+        return _guarded(text, await task.score_async(text, example))
+    except Exception:  # noqa: BLE001 - a bad sample must not end the rollout
+        return _guarded(text, None)
+
+
+def _guarded(text: str, score: Any) -> Scored:
+    """The reward and flags of a task's Score (None: its scorer raised)."""
     flags: Counter = Counter()
     if not text.strip():
         flags["rollout/flag_empty"] += 1
-    try:
-        score = task.score(text, example)
-        reward, parsed = float(score.reward), score.parsed
-    except Exception:  # noqa: BLE001 - a bad sample must not end the rollout
+    if score is None:
         flags["rollout/flag_score_error"] += 1
         reward, parsed = 0.0, None
+    else:
+        reward, parsed = float(score.reward), score.parsed
+        flags.update(getattr(score, "flags", ()))
     if not math.isfinite(reward):  # a custom reward's NaN/inf would skip the learner's whole step
         flags["rollout/flag_nonfinite_reward"] += 1
         reward = 0.0

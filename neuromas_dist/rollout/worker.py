@@ -28,7 +28,7 @@ from neuromas_dist.graph.topology import Topology
 from neuromas_dist.rollout.engine import build_engine
 from neuromas_dist.rollout.executor import GraphExecutor, SampleResult, SampleSpec, SamplingPolicy
 from neuromas_dist.rollout.lora_registry import LoraRegistry, Pin, Retired
-from neuromas_dist.rollout.rows import call_flags, sample_rows, score_text
+from neuromas_dist.rollout.rows import call_flags, sample_rows, score_text_async
 from neuromas_dist.trajectories.schema import to_record_batch
 from neuromas_dist.trajectories.shards import split_by_owner
 from neuromas_dist.trajectories.summary import BatchSummary, summarize
@@ -274,16 +274,16 @@ class RolloutWorker:
         t0, tokens = time.perf_counter(), 0
         results = self._executor.stream(specs, self.registry.acquire, self._release, policy, scheduling)
         async for group in _grouped(results, self.cfg.rollout.batch_samples, self.cfg.rollout.batch_seconds):
-            rows = [row for result in group for row in self._score(result)]
+            rows = [row for scored in await asyncio.gather(*map(self._score, group)) for row in scored]
             tokens += sum(len(r.response_ids) for r in rows)
             yield to_record_batch(rows)
         elapsed = time.perf_counter() - t0
         self.gauges.update({"rollout/seconds": elapsed, "rollout/response_tokens": tokens,
                             "rollout/tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0})
 
-    def _score(self, result: SampleResult) -> list:
+    async def _score(self, result: SampleResult) -> list:
         sink_text = result.calls[self.topology.sink].text
-        scored = score_text(self.task, sink_text, result.spec.example)
+        scored = await score_text_async(self.task, sink_text, result.spec.example)
         self.counters.update(scored.flags + call_flags(result))
         self.counters["rollout/samples"] += 1
         self.counters["rollout/node_calls"] += len(result.calls)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-ANSWER_TYPES = ("number", "boxed", "choice")
+ANSWER_TYPES = ("number", "boxed", "choice", "yesno", "code")
 NUMBER_TOLERANCE = Decimal("1e-6")
 CHOICE_LETTERS = "ABCDE"
 
@@ -31,6 +31,11 @@ _MARKED_NUMBER_RE = re.compile(rf"(?:(?i:answer\s*(?:is|:|=))|####)[\s:*]*(?:[$â
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _CHOICE_AFTER_ANSWER_RE = re.compile(
     r"(?i:answer)(?:\s+(?i:is))?[\s:*]*(?:(?i:option)\s+)?\(?([A-E])\)?(?![A-Za-z0-9])"
+)
+# After an explicit "Answer:", a lower-case letter counts when nothing word-like follows it
+# ("Answer: b", "answer is (c)."), never in prose ("the answer is a prime").
+_CHOICE_LOWER_AFTER_ANSWER_RE = re.compile(
+    r"(?i:answer)(?:\s+(?i:is))?[\s:*]*\(?([a-e])\)?(?=[\s.!*]*$|\)|[.!*]\s)"
 )
 _CHOICE_PAREN_AT_END_RE = re.compile(r"\(([A-E])\)[\s.!*]*$")
 _CHOICE_LETTER_AT_END_RE = re.compile(r"(?<![A-Za-z0-9])([A-E])[).:]?[\s.!*]*$")
@@ -102,15 +107,41 @@ def extract_boxed(text: str) -> str | None:
 
 
 def extract_choice(text: str) -> str | None:
-    """A multiple-choice letter A-E: "answer is (C)" / "Answer: C" first, then "(C)" or
-    a lone "C" at the very end. Lower-case letters never count ("the answer is a ...")."""
-    explicit = _CHOICE_AFTER_ANSWER_RE.findall(text)
+    """A multiple-choice letter A-E: "answer is (C)" / "Answer: C" first ("Answer: c" too,
+    when nothing word-like follows), then "(C)" or a lone "C" at the very end. A lower-case
+    letter in prose never counts ("the answer is a ...")."""
+    explicit = _CHOICE_AFTER_ANSWER_RE.findall(text) or _CHOICE_LOWER_AFTER_ANSWER_RE.findall(text)
     if explicit:
-        return explicit[-1]
+        return explicit[-1].upper()
     for pattern in (_CHOICE_PAREN_AT_END_RE, _CHOICE_LETTER_AT_END_RE):
         match = pattern.search(text)
         if match:
             return match.group(1)
+    return None
+
+
+_YESNO_AFTER_ANSWER_RE = re.compile(r"(?i:answer)(?:\s+(?i:is))?[\s:*\"']*\(?(yes|no)\b", re.IGNORECASE)
+_YESNO_RE = re.compile(r"(?<![A-Za-z])(yes|no)(?![A-Za-z])", re.IGNORECASE)
+_CODE_BLOCK_RE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def extract_yesno(text: str) -> str | None:
+    """"yes" or "no": after the last "answer is" / "Answer:" first, else the last standalone
+    yes/no word ("Yes.", "no", "**Answer: No**")."""
+    explicit = _YESNO_AFTER_ANSWER_RE.findall(text)
+    words = explicit or _YESNO_RE.findall(text)
+    return words[-1].lower() if words else None
+
+
+def extract_code(text: str) -> str | None:
+    """The code of a reply: its last fenced block (```python ... ```; an unclosed last fence
+    runs to the end), else the whole reply when it holds a ``def`` or ``return`` (a bare
+    continuation of the function body); None for prose."""
+    blocks = [b for b in _CODE_BLOCK_RE.findall(text) if b.strip()]
+    if blocks:
+        return blocks[-1].rstrip() + "\n"
+    if re.search(r"^\s*(def |return\b)", text, re.MULTILINE):
+        return text.rstrip() + "\n"
     return None
 
 
@@ -122,6 +153,10 @@ def extract_answer(text: str, answer_type: str) -> str | None:
         return extract_boxed(text)
     if answer_type == "choice":
         return extract_choice(text)
+    if answer_type == "yesno":
+        return extract_yesno(text)
+    if answer_type == "code":
+        return extract_code(text)
     raise ValueError(f"unknown answer_type {answer_type!r}; known: {', '.join(ANSWER_TYPES)}")
 
 
@@ -133,6 +168,8 @@ def normalize_gold(answer: str, answer_type: str) -> str | None:
     if answer_type == "choice":
         bare = answer.strip().strip("().").upper()
         return bare if len(bare) == 1 and bare in CHOICE_LETTERS else extract_choice(answer)
+    if answer_type == "code":  # the gold of a code task is its tests, run by the sandbox
+        return answer if answer.strip() else None
     return extract_answer(answer, answer_type)
 
 
@@ -155,6 +192,8 @@ def answers_match(pred: str | None, gold: str, answer_type: str) -> bool:
         return _boxed_key(pred) == _boxed_key(gold)
     if answer_type == "choice":
         return pred.strip().upper() == gold.strip().upper()
+    if answer_type == "yesno":
+        return pred.strip().lower() == gold.strip().lower()
     raise ValueError(f"unknown answer_type {answer_type!r}; known: {', '.join(ANSWER_TYPES)}")
 
 

@@ -15,22 +15,14 @@ from typing import Any, NamedTuple
 
 from neuromas_dist.config import DataConfig
 from neuromas_dist.tasks.answers import normalize_gold
-from neuromas_dist.tasks.base import Example, Task, make_task
+from neuromas_dist.tasks.base import DataError, Example, TaskData, cap, make_task
+from neuromas_dist.tasks.benchmarks import BENCHMARKS, load_benchmark
 from neuromas_dist.tasks.synthetic import KINDS, make_synthetic, split_size, synthetic_task
 
 JSON_SUFFIXES = (".jsonl", ".json")
 PARQUET_SUFFIXES = (".parquet",)
-TASKS = tuple(f"synthetic/{kind}" for kind in KINDS) + ("file", "hf")
-
-
-class DataError(ValueError):
-    """A data problem, in one line naming the file (or data set) and row."""
-
-
-class TaskData(NamedTuple):
-    task: Task
-    train: list[Example]
-    eval: list[Example]
+TASKS = tuple(f"synthetic/{kind}" for kind in KINDS) + ("file", "hf", "arc_challenge", "bbh_navigate", "mmlu",
+                                                        "humaneval")
 
 
 class _Fields(NamedTuple):
@@ -143,11 +135,6 @@ def load_hf_examples(name: str, config: str, split: str, *, question_field: str,
     return _examples(enumerate(dataset, start=1), source, fields, prefix)
 
 
-def _cap(examples: list[Example], n: int) -> list[Example]:
-    """The first n examples (0 = all): a prefix keeps ids and order stable across runs."""
-    return examples[:n] if n > 0 else examples
-
-
 def _require(cfg: DataConfig, *names: str) -> None:
     for name in names:
         if not getattr(cfg, name):
@@ -170,15 +157,15 @@ def _file_data(cfg: DataConfig) -> TaskData:
     train = load_examples(cfg.train_path, id_prefix="train", **kw)
     evals = load_examples(cfg.eval_path, id_prefix="eval", **kw)
     name = f"file/{os.path.splitext(os.path.basename(cfg.train_path))[0]}"
-    return TaskData(make_task(name, cfg.answer_type), _cap(train, cfg.n_train), _cap(evals, cfg.n_eval))
+    return TaskData(make_task(name, cfg.answer_type), cap(train, cfg.n_train), cap(evals, cfg.n_eval))
 
 
 def _hf_data(cfg: DataConfig) -> TaskData:
-    _require(cfg, "hf_name", "hf_train_split", "hf_eval_split")
+    _require(cfg, "hf_name")
     kw = dict(question_field=cfg.question_field, answer_field=cfg.answer_field, answer_type=cfg.answer_type)
-    train = load_hf_examples(cfg.hf_name, cfg.hf_config, cfg.hf_train_split, **kw)
-    evals = load_hf_examples(cfg.hf_name, cfg.hf_config, cfg.hf_eval_split, **kw)
-    return TaskData(make_task(f"hf/{cfg.hf_name}", cfg.answer_type), _cap(train, cfg.n_train), _cap(evals, cfg.n_eval))
+    train = load_hf_examples(cfg.hf_name, cfg.hf_config, cfg.hf_train_split or "train", **kw)
+    evals = load_hf_examples(cfg.hf_name, cfg.hf_config, cfg.hf_eval_split or "test", **kw)
+    return TaskData(make_task(f"hf/{cfg.hf_name}", cfg.answer_type), cap(train, cfg.n_train), cap(evals, cfg.n_eval))
 
 
 def load_task_data(cfg: DataConfig) -> TaskData:
@@ -189,6 +176,8 @@ def load_task_data(cfg: DataConfig) -> TaskData:
         data = _file_data(cfg)
     elif cfg.task == "hf":
         data = _hf_data(cfg)
+    elif cfg.task in BENCHMARKS:
+        data = load_benchmark(cfg)
     else:
         raise DataError(f"unknown data.task {cfg.task!r}; allowed: {', '.join(TASKS)}")
     if not data.eval:
