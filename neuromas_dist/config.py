@@ -60,6 +60,14 @@ class TopologyConfig(_Checked):
     widths: tuple[int, ...] = _f((2, 1), "nodes per layer; the last layer must have one node (the sink)", lo=1)
     edges: tuple[str, ...] = _f((), "explicit edges 'L0N0->L1N0' (skips allowed); empty = full between consecutive layers")
     upstream_token_budget: int = _f(48, "max tokens of each upstream message shown to a node; longer ones are cut", lo=1)
+    upstream_cut: str = _f("tail", "which part of a long upstream message a node sees: tail (the end, where a reply "
+                           "concludes), head (the start) or head_tail (both halves)", choices=("tail", "head", "head_tail"))
+
+
+@dataclass(frozen=True)
+class PromptsConfig(_Checked):
+    system: str = _f("", "system message of every node's chat (empty: none); the node prompts stay role-free")
+    enable_thinking: bool = _f(False, "chat templates with a thinking mode (Qwen3): let nodes think first")
 
 
 @dataclass(frozen=True)
@@ -209,6 +217,7 @@ class Config:
     learner: LearnerConfig = field(default_factory=LearnerConfig, metadata={"doc": "DeepSpeed learner"})
     trainer: TrainerConfig = field(default_factory=TrainerConfig, metadata={"doc": "training loop"})
     data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "task and data"})
+    prompts: PromptsConfig = field(default_factory=PromptsConfig, metadata={"doc": "chat settings of node prompts"})
     resources: ResourcesConfig = field(default_factory=ResourcesConfig, metadata={"doc": "Ray placement"})
     faults: FaultsConfig = field(default_factory=FaultsConfig, metadata={"doc": "restarts and deadlines"})
     logging: LoggingConfig = field(default_factory=LoggingConfig, metadata={"doc": "outputs"})

@@ -42,6 +42,15 @@ TEMPLATES = (
 )
 
 
+class PromptStyle(NamedTuple):
+    """How a node's prompt is finished: which part of a long upstream reply it sees, and
+    the chat settings (``topology.upstream_cut``, ``prompts.*``)."""
+
+    upstream_cut: str = "tail"  # tail | head | head_tail
+    system: str = ""
+    enable_thinking: bool = False
+
+
 class PromptBody(NamedTuple):
     text: str  # the user content, before any chat template
     truncated_messages: int  # upstream messages cut to the budget
@@ -70,6 +79,7 @@ def render_body(
     *,
     answer_format: str,
     upstream_token_budget: int | None = None,
+    upstream_cut: str = "tail",
 ) -> PromptBody:
     """The user content of ``node_name``'s prompt, upstream texts cut to the budget.
 
@@ -84,7 +94,7 @@ def render_body(
     lines.append(_reads_line(node.inputs))
     cut_messages = cut_tokens = 0
     for source in node.inputs:
-        text, removed = _cut(upstream[source], tokenizer, upstream_token_budget)
+        text, removed = _cut(upstream[source], tokenizer, upstream_token_budget, upstream_cut)
         cut_messages += removed > 0
         cut_tokens += removed
         lines.append(UPSTREAM_TEMPLATE.format(label=position_label(source), text=text))
@@ -101,6 +111,7 @@ def render_node_prompt(
     *,
     answer_format: str,
     upstream_token_budget: int,
+    style: PromptStyle = PromptStyle(),
 ) -> RenderedPrompt:
     """The full model input for one node: body, chat template if any, token ids."""
     body = render_body(
@@ -111,22 +122,25 @@ def render_node_prompt(
         tokenizer,
         answer_format=answer_format,
         upstream_token_budget=upstream_token_budget,
+        upstream_cut=style.upstream_cut,
     )
-    text = apply_chat(tokenizer, body.text)
+    text = apply_chat(tokenizer, body.text, style)
     return RenderedPrompt(text, encode(tokenizer, text), body.truncated_messages, body.truncated_tokens)
 
 
-def apply_chat(tokenizer: Any, body: str) -> str:
-    """Wrap ``body`` as one user turn, or return it plainly when there is no chat template."""
+def apply_chat(tokenizer: Any, body: str, style: PromptStyle = PromptStyle()) -> str:
+    """Wrap ``body`` as one user turn (after the system message, if any), or return it
+    plainly when there is no chat template."""
     if not getattr(tokenizer, "chat_template", None):
-        return body + "\n"
-    # Templates ignore variables they do not use, so enable_thinking=False is harmless
-    # everywhere and keeps Qwen3-style models out of long thinking blocks.
+        return (f"{style.system}\n" if style.system else "") + body + "\n"
+    system = [{"role": "system", "content": style.system}] if style.system else []
+    # Templates ignore variables they do not use, so enable_thinking is harmless everywhere;
+    # off by default, it keeps Qwen3-style models out of long thinking blocks.
     text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": body}],
+        [*system, {"role": "user", "content": body}],
         tokenize=False,
         add_generation_prompt=True,
-        enable_thinking=False,
+        enable_thinking=style.enable_thinking,
     )
     if not isinstance(text, str):
         raise TypeError(f"apply_chat_template(tokenize=False) returned {type(text).__name__}, expected str")
@@ -171,13 +185,23 @@ def _closing_line(topology: Topology, node_name: str, answer_format: str) -> str
     return DOWNSTREAM_TEMPLATE.format(targets=LABEL_SEPARATOR.join(map(position_label, targets)))
 
 
-def _cut(text: str, tokenizer: Any, budget: int | None) -> tuple[str, int]:
-    """Keep the first ``budget`` tokens of ``text``; return the text and tokens removed."""
+def _cut(text: str, tokenizer: Any, budget: int | None, mode: str = "tail") -> tuple[str, int]:
+    """``text`` cut to ``budget`` tokens, a marker where tokens went; (text, tokens removed).
+    ``tail`` keeps the end (a reasoning reply's conclusion is its last sentence), ``head``
+    the start, ``head_tail`` half of each."""
     if budget is None:
         return text, 0
     ids = encode(tokenizer, text)
     removed = len(ids) - budget
     if removed <= 0:
         return text, 0
-    kept = tokenizer.decode(ids[:budget], skip_special_tokens=False)
-    return kept + CUT_MARKER_TEMPLATE.format(count=removed), removed
+    marker = CUT_MARKER_TEMPLATE.format(count=removed)
+    decode = lambda part: tokenizer.decode(part, skip_special_tokens=False)  # noqa: E731
+    if mode == "head":
+        return decode(ids[:budget]) + marker, removed
+    if mode == "tail":
+        return marker.lstrip() + " " + decode(ids[len(ids) - budget:]) if budget else marker.lstrip(), removed
+    if mode == "head_tail":
+        first = budget // 2
+        return decode(ids[:first]) + marker + " " + decode(ids[len(ids) - (budget - first):]), removed
+    raise ValueError(f"upstream_cut must be tail, head or head_tail, got {mode!r}")

@@ -22,7 +22,7 @@ import time
 from typing import Any, AsyncIterator, Callable, Mapping, NamedTuple, Sequence
 
 from neuromas_dist.graph.growth import GrowthGate
-from neuromas_dist.graph.prompts import render_node_prompt
+from neuromas_dist.graph.prompts import PromptStyle, render_node_prompt
 from neuromas_dist.graph.topology import Topology
 from neuromas_dist.rollout.lora_registry import Pin
 
@@ -87,7 +87,8 @@ class GraphExecutor:
     the same ``generate`` coroutine-iterator signature)."""
 
     def __init__(self, engine: Any, topology: Topology, tokenizer: Any, *, answer_format: str,
-                 upstream_token_budget: int, max_model_len: int, gate: GrowthGate | None = None) -> None:
+                 upstream_token_budget: int, max_model_len: int, gate: GrowthGate | None = None,
+                 style: PromptStyle = PromptStyle()) -> None:
         self.engine = engine
         self.topology = topology
         self.gate = gate  # a grown graph fading in: some samples run the small graph
@@ -95,6 +96,7 @@ class GraphExecutor:
         self.tokenizer = tokenizer
         self.answer_format = answer_format
         self.budget = upstream_token_budget
+        self.style = style
         self.max_model_len = max_model_len
         self._request_ids = itertools.count()
 
@@ -107,7 +109,8 @@ class GraphExecutor:
         budget, truncated = self.budget, False
         while True:
             rendered = render_node_prompt(topology or self.topology, node, question, upstream, self.tokenizer,
-                                          answer_format=self.answer_format, upstream_token_budget=budget)
+                                          answer_format=self.answer_format, upstream_token_budget=budget,
+                                          style=self.style)
             truncated = truncated or rendered.truncated_messages > 0
             room = self.max_model_len - len(rendered.token_ids)
             if room >= max_new_tokens or not upstream or budget == 0:

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from neuromas_dist.adapters.peft_io import AdapterSet, write_adapter_set
 from neuromas_dist.config import Config
+from neuromas_dist.graph.prompts import PromptStyle
 from neuromas_dist.graph.topology import Topology
 from neuromas_dist.rollout.engine import build_engine
 from neuromas_dist.rollout.executor import GraphExecutor, SampleResult, SampleSpec, SamplingPolicy
@@ -122,7 +123,9 @@ class RolloutWorker:
         return GraphExecutor(self._engine, self.topology, self.tokenizer,
                              answer_format=self.task.answer_format,
                              upstream_token_budget=self.cfg.topology.upstream_token_budget,
-                             max_model_len=self.cfg.model.max_model_len, gate=self.gate)
+                             max_model_len=self.cfg.model.max_model_len, gate=self.gate,
+                             style=PromptStyle(self.cfg.topology.upstream_cut, self.cfg.prompts.system,
+                                               self.cfg.prompts.enable_thinking))
 
     def _initial_adapters(self) -> AdapterSet:
         """Zero-contribution adapters so a started worker can serve at once. Version -1:

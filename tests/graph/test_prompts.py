@@ -5,7 +5,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from neuromas_dist.graph import prompts
-from neuromas_dist.graph.prompts import position_label, render_body, render_node_prompt
+from neuromas_dist.graph.prompts import PromptStyle, apply_chat, position_label, render_body, render_node_prompt
 from neuromas_dist.graph.topology import Topology, TopologyError
 
 ROLE_WORDS = (
@@ -114,21 +114,55 @@ def test_position_label_is_one_based():
     assert position_label("L2N3") == "layer 3, node 4"
 
 
-def test_truncation_marker_and_counts(skip_topo, plain_tok):
+@pytest.mark.parametrize("mode", ["tail", "head", "head_tail"])
+def test_truncation_marker_and_counts(skip_topo, plain_tok, mode):
     long_text = "the sum is seven times two is fourteen " * 6
     ids = plain_tok(long_text, add_special_tokens=False)["input_ids"]
     upstream = {"L0N1": long_text, "L1N0": "gamma four"}
     budget = len(plain_tok("gamma four", add_special_tokens=False)["input_ids"])  # the short one fits
     out = render_node_prompt(
         skip_topo, "L2N0", "q?", upstream, plain_tok,
-        answer_format=ANSWER_FORMAT, upstream_token_budget=budget,
+        answer_format=ANSWER_FORMAT, upstream_token_budget=budget, style=PromptStyle(upstream_cut=mode),
     )
     removed = len(ids) - budget
-    kept = plain_tok.decode(ids[:budget])
     assert removed > 10
-    assert f"From layer 1, node 2:\n{kept} [...cut {removed} tokens]\n" in out.text
+    marker = f"[...cut {removed} tokens]"
+    first = budget // 2
+    seen = {"head": f"{plain_tok.decode(ids[:budget])} {marker}",
+            "tail": f"{marker} {plain_tok.decode(ids[-budget:])}",
+            "head_tail": f"{plain_tok.decode(ids[:first])} {marker} {plain_tok.decode(ids[len(ids) - (budget - first):])}"}
+    assert f"From layer 1, node 2:\n{seen[mode]}\n" in out.text
     assert "gamma four\n" in out.text and out.text.count("[...cut") == 1
     assert (out.truncated_messages, out.truncated_tokens) == (1, removed)
+
+
+def test_the_default_cut_keeps_the_conclusion_of_a_long_reply(skip_topo, plain_tok):
+    """A reasoning reply longer than the budget states its answer in its last sentence:
+    the default (tail) passes that on, a head cut would drop it."""
+    reply = "Let me think step by step. " * 20 + "So the answer is forty two."
+    upstream = {"L0N1": reply, "L1N0": "gamma four"}
+
+    def shown(style):
+        return render_node_prompt(skip_topo, "L2N0", "q?", upstream, plain_tok, answer_format=ANSWER_FORMAT,
+                                  upstream_token_budget=12, style=style).text
+
+    assert "answer is forty two." in shown(PromptStyle())
+    assert "forty two" not in shown(PromptStyle(upstream_cut="head"))
+
+
+def test_system_message_and_thinking_reach_the_chat_template(skip_topo):
+    class Recorder:
+        chat_template = "{{ messages }}"
+
+        def apply_chat_template(self, messages, **kw):
+            self.seen = (messages, kw["enable_thinking"])
+            return "rendered"
+
+    tok = Recorder()
+    assert apply_chat(tok, "body", PromptStyle(system="Be brief.", enable_thinking=True)) == "rendered"
+    assert tok.seen == ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "body"}], True)
+    apply_chat(tok, "body")
+    assert tok.seen == ([{"role": "user", "content": "body"}], False)
 
 
 def test_budget_at_exact_length_cuts_nothing(skip_topo, plain_tok):
