@@ -165,6 +165,10 @@ class DataConfig(_Checked):
     hf_train_split: str = _f("", "training split, datasets' syntax (test[:50%]); empty = the task's own (hf: train)")
     hf_eval_split: str = _f("", "held-out split; empty = the task's own (hf: test); never one that trains")
     question_field: str = _f("question", "field holding the question text")
+    prompt_template: str = _f("", "file/hf: the question built from the row's fields, e.g. '{question}\\n{choices}' "
+                              "(a list field renders as lettered lines); empty = question_field as is")
+    reward_fn: str = _f("", "package.module:function(question, sink_text, gold) -> float replacing the task's reward; "
+                        "an exception or a non-finite value scores 0, is counted and warned about once")
     answer_field: str = _f("answer", "field holding the gold answer")
     answer_type: str = _f("number", "file/hf: how answers are extracted and compared (benchmarks set their own)",
                           choices=("number", "boxed", "choice", "yesno", "code"))
@@ -357,12 +361,26 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _field_type(parts: Sequence[str]) -> Any:
+    """The declared type of the dotted key ``parts`` (None when it names no field)."""
+    cls: Any = Config
+    for part in parts:
+        if not dataclasses.is_dataclass(cls):
+            return None
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if part not in fields:
+            return None
+        cls = typing.get_type_hints(cls)[part]
+    return cls
+
+
 def _apply_override(raw: dict[str, Any], item: str) -> None:
     key, sep, text = item.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {item!r}: expected key.path=value")
     try:
-        value = yaml.safe_load(text) if text else ""
+        # a text field takes the text as typed: "{question}\n{choices}" is a template, not a YAML mapping
+        value = text if _field_type(key.split(".")) is str or not text else yaml.safe_load(text)
     except yaml.YAMLError:
         value = text  # an unparsable literal is taken as the string the user typed
     node = raw
@@ -403,6 +421,12 @@ def _coerce(tp: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
 
 
 def _scalar(tp: type, value: Any, key: str) -> Any:
+    if tp is float and isinstance(value, str):
+        # YAML 1.1 reads 1e-5 and 1.0e9 (no dot, no signed exponent) as strings
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     ok = {
         bool: lambda v: isinstance(v, bool),
         int: lambda v: isinstance(v, int) and not isinstance(v, bool),

@@ -152,3 +152,12 @@ def test_a_config_built_in_code_is_range_checked_as_a_loaded_one():
         dataclasses.replace(cfg.learner, baseline="median")
     with pytest.raises(ConfigError, match=r"^topology\.widths=0"):
         dataclasses.replace(cfg.topology, widths=(2, 0))
+
+
+def test_numbers_and_templates_are_taken_as_typed():
+    """YAML 1.1 reads 1e-5 as a string: a float key takes it as the number; a text key takes
+    an override's text as written ("{stem}" would otherwise be a YAML mapping)."""
+    cfg = load_config(None, ["learner.lr=1e-5", "data.prompt_template={stem}\n{options}"])
+    assert cfg.learner.lr == 1e-5 and cfg.data.prompt_template == "{stem}\n{options}"
+    with pytest.raises(ConfigError, match="learner.lr: expected float, got 'fast'"):
+        load_config(None, ["learner.lr=fast"])

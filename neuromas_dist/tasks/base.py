@@ -8,6 +8,9 @@ generation must not stop a rollout batch.
 
 from __future__ import annotations
 
+import functools
+import importlib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -52,8 +55,9 @@ ANSWER_FORMATS = {
 @dataclass(frozen=True)
 class Task:
     name: str
-    answer_type: str  # "number" | "boxed" | "choice"
+    answer_type: str  # one of answers.ANSWER_TYPES
     answer_format: str  # instruction shown to the sink node
+    reward_fn: str = ""  # data.reward_fn, "package.module:function", replacing the task's own reward
 
     def __post_init__(self) -> None:
         if self.answer_type not in ANSWER_TYPES:
@@ -64,6 +68,8 @@ class Task:
         return extract_answer(text, self.answer_type)
 
     def score(self, text: str, example: Example) -> Score:
+        if self.reward_fn:
+            return custom_score(self, text, example)
         parsed = self.extract(text)
         matched = answers_match(parsed, example.answer, self.answer_type)
         return Score(1.0 if matched else 0.0, parsed)
@@ -109,14 +115,55 @@ class CodeTask(Task):
     def score(self, text: str, example: Example) -> Score:
         from neuromas_dist.tasks.sandbox import check
 
+        if self.reward_fn:
+            return custom_score(self, text, example)
         job = self._job(text, example)
         return Score(0.0, None) if job is None else self._scored(check(*job, self._limits()))
 
     async def score_async(self, text: str, example: Example) -> Score:
         from neuromas_dist.tasks.sandbox import check_async
 
+        if self.reward_fn:
+            return custom_score(self, text, example)
         job = self._job(text, example)
         return Score(0.0, None) if job is None else self._scored(await check_async(*job, self._limits()))
+
+
+@functools.lru_cache(maxsize=None)
+def resolve_reward_fn(spec: str) -> Callable[[str, str, str], float]:
+    """``package.module:function`` -> the function; DataError (one line) when it is not one."""
+    module, _, attr = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr) if module and attr else None
+    except Exception as exc:  # noqa: BLE001 - any import failure is the same config error
+        raise DataError(f"data.reward_fn={spec}: cannot import it ({type(exc).__name__}: {exc})") from None
+    if not callable(fn):
+        raise DataError(f"data.reward_fn={spec}: not a function; write package.module:function")
+    return fn
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def custom_score(task: Task, text: str, example: Example) -> Score:
+    """``data.reward_fn(question, sink_text, gold)``; an exception or a non-finite value scores
+    0, is flagged for the rollout metrics and warned about once per process."""
+    parsed = task.extract(text)
+    try:
+        reward = float(resolve_reward_fn(task.reward_fn)(example.question, text, example.answer))
+    except Exception as exc:  # noqa: BLE001 - a user's reward must not end the rollout
+        return _refused(task.reward_fn, "error", f"raised {type(exc).__name__}: {exc}", parsed)
+    if not math.isfinite(reward):
+        return _refused(task.reward_fn, "nonfinite", f"returned {reward}", parsed)
+    return Score(reward, parsed)
+
+
+def _refused(spec: str, kind: str, what: str, parsed: str | None) -> Score:
+    if (spec, kind) not in _WARNED:
+        _WARNED.add((spec, kind))
+        print(f"[reward] data.reward_fn={spec} {what}; scored 0 (counted in rollout/flag_reward_fn_{kind})",
+              flush=True)
+    return Score(0.0, parsed, (f"rollout/flag_reward_fn_{kind}",))
 
 
 def make_task(name: str, answer_type: str) -> Task:

@@ -8,6 +8,7 @@ silently scoring every reply 0.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -15,7 +16,7 @@ from typing import Any, NamedTuple
 
 from neuromas_dist.config import DataConfig
 from neuromas_dist.tasks.answers import normalize_gold
-from neuromas_dist.tasks.base import DataError, Example, TaskData, cap, make_task
+from neuromas_dist.tasks.base import DataError, Example, TaskData, cap, make_task, resolve_reward_fn
 from neuromas_dist.tasks.benchmarks import BENCHMARKS, load_benchmark
 from neuromas_dist.tasks.synthetic import KINDS, make_synthetic, split_size, synthetic_task
 
@@ -29,6 +30,39 @@ class _Fields(NamedTuple):
     question: str
     answer: str
     answer_type: str
+    template: str = ""  # data.prompt_template: the question built from the row's fields
+
+
+class _RowFields(dict):
+    """A row as ``str.format_map`` reads it: a list renders as lettered lines ("(A) ...");
+    a missing field is a KeyError naming it."""
+
+    def __missing__(self, key: str) -> Any:
+        raise KeyError(key)
+
+    def __getitem__(self, key: str) -> Any:
+        value = super().__getitem__(key)
+        if isinstance(value, (list, tuple)):
+            return "\n".join(f"({'ABCDEFGH'[i]}) {v}" for i, v in enumerate(value[:8]))
+        return value
+
+
+def _question(row: dict, where: str, fields: _Fields) -> str:
+    if fields.template:
+        try:
+            question = fields.template.format_map(_RowFields(row))
+        except KeyError as exc:
+            raise DataError(f"{where}: data.prompt_template names field {exc.args[0]!r}, which the row lacks; "
+                            f"fields: {', '.join(map(str, row))}") from None
+        except (ValueError, IndexError) as exc:
+            raise DataError(f"{where}: data.prompt_template: {exc}") from None
+    else:
+        if row.get(fields.question) is None:
+            raise DataError(f"{where}: missing field {fields.question!r}")
+        question = row[fields.question]
+    if not isinstance(question, str) or not question.strip():
+        raise DataError(f"{where}: field {fields.question!r} must be non-empty text, got {_short(question)}")
+    return question
 
 
 def _short(value: Any, limit: int = 40) -> str:
@@ -40,12 +74,9 @@ def _to_example(row: Any, where: str, fields: _Fields, example_id: str) -> Examp
     """One raw row -> Example; `where` is "<file> row <n>" for error messages."""
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected an object with fields, got {type(row).__name__}")
-    for field in (fields.question, fields.answer):
-        if row.get(field) is None:
-            raise DataError(f"{where}: missing field {field!r}")
-    question = row[fields.question]
-    if not isinstance(question, str) or not question.strip():
-        raise DataError(f"{where}: field {fields.question!r} must be non-empty text, got {_short(question)}")
+    question = _question(row, where, fields)
+    if row.get(fields.answer) is None:
+        raise DataError(f"{where}: missing field {fields.answer!r}")
     # JSON may store a number gold as a number; bools would silently become "True".
     raw_answer = row[fields.answer]
     if isinstance(raw_answer, bool) or not isinstance(raw_answer, (str, int, float)):
@@ -107,16 +138,16 @@ def _examples(rows: Iterable[tuple[int, Any]], source: str, fields: _Fields, id_
 
 
 def load_examples(path: str | os.PathLike, *, question_field: str, answer_field: str,
-                  answer_type: str, id_prefix: str) -> list[Example]:
+                  answer_type: str, id_prefix: str, prompt_template: str = "") -> list[Example]:
     """Examples from a local .jsonl/.json (JSON lines) or .parquet file."""
     path = os.fspath(path)
-    fields = _Fields(question_field, answer_field, answer_type)
+    fields = _Fields(question_field, answer_field, answer_type, prompt_template)
     return _examples(_rows(path), path, fields, id_prefix)
 
 
 def load_hf_examples(name: str, config: str, split: str, *, question_field: str, answer_field: str,
                      answer_type: str, data_files: str | list[str] | None = None,
-                     id_prefix: str | None = None) -> list[Example]:
+                     id_prefix: str | None = None, prompt_template: str = "") -> list[Example]:
     """Examples from `datasets.load_dataset(name, config, split=split)`; name="json"
     with data_files reads local files through the same path."""
     import datasets
@@ -127,10 +158,10 @@ def load_hf_examples(name: str, config: str, split: str, *, question_field: str,
     except Exception as exc:  # datasets raises many unrelated types; all mean "cannot load"
         first_line = (str(exc).strip().splitlines() or [""])[0]
         raise DataError(f"cannot load {source} (config {config!r}): {type(exc).__name__}: {first_line}") from None
-    for field in (question_field, answer_field):
+    for field in (answer_field,) if prompt_template else (question_field, answer_field):
         if field not in dataset.column_names:
             raise DataError(f"{source}: no field {field!r}; fields: {', '.join(dataset.column_names)}")
-    fields = _Fields(question_field, answer_field, answer_type)
+    fields = _Fields(question_field, answer_field, answer_type, prompt_template)
     prefix = id_prefix or f"{name.rsplit('/', 1)[-1]}-{split}"
     return _examples(enumerate(dataset, start=1), source, fields, prefix)
 
@@ -153,7 +184,8 @@ def _synthetic_data(cfg: DataConfig, kind: str) -> TaskData:
 
 def _file_data(cfg: DataConfig) -> TaskData:
     _require(cfg, "train_path", "eval_path")
-    kw = dict(question_field=cfg.question_field, answer_field=cfg.answer_field, answer_type=cfg.answer_type)
+    kw = dict(question_field=cfg.question_field, answer_field=cfg.answer_field, answer_type=cfg.answer_type,
+              prompt_template=cfg.prompt_template)
     train = load_examples(cfg.train_path, id_prefix="train", **kw)
     evals = load_examples(cfg.eval_path, id_prefix="eval", **kw)
     name = f"file/{os.path.splitext(os.path.basename(cfg.train_path))[0]}"
@@ -162,7 +194,8 @@ def _file_data(cfg: DataConfig) -> TaskData:
 
 def _hf_data(cfg: DataConfig) -> TaskData:
     _require(cfg, "hf_name")
-    kw = dict(question_field=cfg.question_field, answer_field=cfg.answer_field, answer_type=cfg.answer_type)
+    kw = dict(question_field=cfg.question_field, answer_field=cfg.answer_field, answer_type=cfg.answer_type,
+              prompt_template=cfg.prompt_template)
     train = load_hf_examples(cfg.hf_name, cfg.hf_config, cfg.hf_train_split or "train", **kw)
     evals = load_hf_examples(cfg.hf_name, cfg.hf_config, cfg.hf_eval_split or "test", **kw)
     return TaskData(make_task(f"hf/{cfg.hf_name}", cfg.answer_type), cap(train, cfg.n_train), cap(evals, cfg.n_eval))
@@ -180,6 +213,9 @@ def load_task_data(cfg: DataConfig) -> TaskData:
         data = load_benchmark(cfg)
     else:
         raise DataError(f"unknown data.task {cfg.task!r}; allowed: {', '.join(TASKS)}")
+    if cfg.reward_fn:  # resolved here, so a bad name fails before anything starts
+        resolve_reward_fn(cfg.reward_fn)
+        data = data._replace(task=dataclasses.replace(data.task, reward_fn=cfg.reward_fn))
     if not data.eval:
         raise DataError(f"data.task={cfg.task}: no held-out questions (data.n_eval={cfg.n_eval}); "
                         f"evaluation needs at least one")
