@@ -347,7 +347,30 @@ def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] 
     return _build(Config, raw, "").validate()
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file, over the ``base:`` it names (a path relative to this file): its
+    sections merge key by key into the base's, a list or value replaces the base's."""
+    data = _read_yaml_file(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: base must be the path of another config file, got {base!r}")
+    parent = (path.parent / base).resolve()
+    chain = (*seen, path.resolve())
+    if parent in chain:
+        raise ConfigError(f"{path}: base {base} makes a cycle: {' -> '.join(p.name for p in (*chain, parent))}")
+    return _merged(_read_yaml(parent, chain), data)
+
+
+def _merged(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_yaml_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:

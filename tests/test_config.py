@@ -161,3 +161,39 @@ def test_numbers_and_templates_are_taken_as_typed():
     assert cfg.learner.lr == 1e-5 and cfg.data.prompt_template == "{stem}\n{options}"
     with pytest.raises(ConfigError, match="learner.lr: expected float, got 'fast'"):
         load_config(None, ["learner.lr=fast"])
+
+
+def test_a_config_extends_the_base_it_names(tmp_path):
+    (tmp_path / "shared.yaml").write_text("learner:\n  lr: 0.1\n  baseline: ema\ntopology:\n  widths: [4, 2, 1]\n")
+    (tmp_path / "arm.yaml").write_text("base: shared.yaml\nlearner:\n  lr: 1e-5\ntopology:\n  widths: [2, 1]\n")
+    cfg = load_config(tmp_path / "arm.yaml", ["trainer.steps=3"])
+    # sections merge key by key; a list replaces the base's; overrides come last
+    assert (cfg.learner.lr, cfg.learner.baseline, cfg.topology.widths, cfg.trainer.steps) == (1e-5, "ema", (2, 1), 3)
+
+
+def test_a_base_cycle_or_a_missing_base_is_one_line(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"a.yaml: base b.yaml makes a cycle: b.yaml -> a.yaml -> b.yaml"):
+        load_config(tmp_path / "b.yaml")
+    (tmp_path / "c.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="config file not found: .*nowhere.yaml"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_every_paper_benchmark_has_its_arms():
+    """Six benchmarks x NeuroMAS-3/5/7 and the parameter-matched single LLM on Qwen3-0.6B, and
+    NeuroMAS-3 on Gemma-3-1B-IT for ARC, each a few lines over the shared setup."""
+    paper = Path(__file__).resolve().parents[1] / "configs" / "paper"
+    tasks = {}
+    for bench in ("arc_challenge", "bbh_navigate", "mmlu_abstract_algebra", "mmlu_college_physics",
+                  "mmlu_professional_medicine", "humaneval"):
+        arms = {arm: load_config(paper / bench / f"{arm}.yaml") for arm in ("neuromas3", "neuromas5", "neuromas7", "single")}
+        assert {a: max(sum(w) for w in [c.topology.widths, *(g.widths for g in c.trainer.growth)])
+                for a, c in arms.items()} == {"neuromas3": 3, "neuromas5": 5, "neuromas7": 7, "single": 1}
+        assert arms["single"].lora.rank == 3 * arms["neuromas3"].lora.rank  # as many LoRA parameters
+        assert all(len((paper / bench / f"{arm}.yaml").read_text().splitlines()) <= 12 for arm in arms)
+        tasks[bench] = (arms["neuromas3"].data.task, arms["neuromas3"].data.subject)
+    assert tasks["mmlu_college_physics"] == ("mmlu", "college_physics") and tasks["humaneval"][0] == "humaneval"
+    gemma = load_config(paper / "arc_challenge" / "neuromas3_gemma3-1b.yaml")
+    assert gemma.model.name_or_path == "google/gemma-3-1b-it" and gemma.data.task == "arc_challenge"

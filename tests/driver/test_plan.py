@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[2]
 QWEN3 = REPO / "configs" / "neuromas3_qwen3-0.6b_gsm8k.yaml"
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")),
+                         ids=lambda p: str(p.relative_to(REPO / "configs")))
 def test_every_config_plans(path, capsys):
     assert launch.main(["--plan", "--config", str(path)]) == 0
     out = capsys.readouterr().out
