@@ -50,10 +50,10 @@ def _gain(after: EvalPass, before: EvalPass, sink: str, qids: Sequence[str]) -> 
     return out
 
 
-def node_text_summary(table: pa.Table, node: str) -> dict[str, Any]:
+def node_text_summary(table: pa.Table, node: str, answer_type: str = "number") -> dict[str, Any]:
     """What one node wrote across a pass: length, carried sub-results, frequent shapes."""
     return node_text.summarize_node(table.filter(pc.equal(table["node"], node)).select(
-        ["text", "question", "gold_answer", "response_ids"]).to_pylist())
+        ["text", "question", "gold_answer", "response_ids"]).to_pylist(), answer_type=answer_type)
 
 
 def training_curve(metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -65,7 +65,7 @@ def training_curve(metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
 
 def build_report(full: EvalPass, ablations: Mapping[str, pa.Table], before: EvalPass | None,
                  question_ids: Sequence[str], sink: str, nodes: Sequence[str], step: int,
-                 metrics: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+                 metrics: Sequence[Mapping[str, Any]] = (), answer_type: str = "number") -> dict[str, Any]:
     samples = 0 if full.sampled is None else full.sampled.num_rows // max(1, full.greedy.num_rows)
     report: dict[str, Any] = {
         "step": step, "sink": sink, "nodes": list(nodes), "questions": len(question_ids),
@@ -80,7 +80,7 @@ def build_report(full: EvalPass, ablations: Mapping[str, pa.Table], before: Eval
         node: {"greedy": bootstrap_ci(sink_scores(t, sink, question_ids)).as_dict(),
                "drop": paired_diff_ci(full_greedy, sink_scores(t, sink, question_ids)).as_dict()}
         for node, t in ablations.items()}
-    report["node_text"] = {node: node_text_summary(full.greedy, node) for node in nodes}
+    report["node_text"] = {node: node_text_summary(full.greedy, node, answer_type) for node in nodes}
     report["training"] = training_curve(metrics)
     return report
 

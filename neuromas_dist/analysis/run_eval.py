@@ -73,7 +73,7 @@ def _comparable(before: tuple[EvalPass, list[str]] | None, full: EvalPass, nodes
 
 
 def write_eval_dir(run_dir: Path, full: EvalPass, ablations: Mapping[str, pa.Table], examples: Sequence[Any],
-                   sink: str, nodes: Sequence[str], step: int) -> dict[str, Any]:
+                   sink: str, nodes: Sequence[str], step: int, answer_type: str = "number") -> dict[str, Any]:
     """Save the passes, build the report (paired with the step-0 pass when there is one),
     write report.json / report.md and the plots; returns the report."""
     from neuromas_dist.driver.metrics import read_metrics
@@ -87,18 +87,19 @@ def write_eval_dir(run_dir: Path, full: EvalPass, ablations: Mapping[str, pa.Tab
     metrics_path = run_dir / "metrics.jsonl"
     metrics = read_metrics(metrics_path) if metrics_path.is_file() else []
     report = build_report(full, ablations, _comparable(load_pass(run_dir, BEFORE), full, nodes),
-                          [str(e.id) for e in examples], sink, nodes, step, metrics)
+                          [str(e.id) for e in examples], sink, nodes, step, metrics, answer_type)
     write_report(report, run_dir / "eval", title=str(run_dir))
     plot_report(report, run_dir / "eval")
     return report
 
 
 def evaluate_on(workers: Sequence[Any], adapters: Any, examples: Sequence[Any], run_dir: Path, topology: Any,
-                step: int, samples: int, ablate: bool, full: EvalPass | None = None) -> dict[str, Any]:
+                step: int, samples: int, ablate: bool, full: EvalPass | None = None,
+                answer_type: str = "number") -> dict[str, Any]:
     """Full pass (unless given), ablations, report. The workers must hold ``adapters``."""
     full = full or evaluate_pass(workers, examples, step, samples)
     ablations = ablation_passes(workers, examples, adapters, step) if ablate else {}
-    return write_eval_dir(run_dir, full, ablations, examples, topology.sink, topology.names, step)
+    return write_eval_dir(run_dir, full, ablations, examples, topology.sink, topology.names, step, answer_type)
 
 
 class Prepared(NamedTuple):
@@ -161,7 +162,8 @@ def evaluate_run_dir(prepared: Prepared, run_dir: Path, samples: int, ablate: bo
     try:
         ray.get([w.set_topology.remote(topology.widths, topology.to_dict()["edges"]) for w in workers])
         broadcast_adapters(workers, adapters)
-        return evaluate_on(workers, adapters, data.eval, run_dir, topology, _run_step(run_dir), samples, ablate)
+        return evaluate_on(workers, adapters, data.eval, run_dir, topology, _run_step(run_dir), samples, ablate,
+                           answer_type=data.task.answer_type)
     finally:
         for w in workers:
             ray.get(w.shutdown.remote())

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from neuromas_dist.config import Config
 from neuromas_dist.rollout.rows import sample_id
+from neuromas_dist.tasks.data import answer_type_of
 from neuromas_dist.trajectories.schema import concat
 from neuromas_dist.trajectories.summary import BatchSummary, summarize
 
@@ -235,7 +236,7 @@ class StepRollout:
             kept.append(piece.filter(pc.invert(pc.is_in(piece.column("sample_id"), value_set=pa.array(sorted(repeats))))))
             dropped += piece.num_rows - kept[-1].num_rows
         self.faults["faults/duplicate_rows_dropped"] += dropped
-        summary = summarize(concat(kept), kept)
+        summary = summarize(concat(kept), kept, answer_type_of(self.pool.cfg.data))
         if not summary.sample_ids:
             return None
         return Arrival([ray.put(p) if p.num_rows else None for p in kept], summary)

@@ -292,7 +292,7 @@ class Trainer:
         adapters = self.learner.adapters()
         return self.on_workers("the final report", lambda: evaluate_on(
             self.workers, adapters, self.data.eval, self.run_dir, self.topology, step, self.cfg.trainer.eval_samples,
-            ablate=self.cfg.trainer.final_ablation, full=full))
+            ablate=self.cfg.trainer.final_ablation, full=full, answer_type=self.data.task.answer_type))
 
     def on_workers(self, what: str, call: Callable[[], Any]) -> Any:
         """``call`` over all workers (an evaluation pass); restart the workers that failed and

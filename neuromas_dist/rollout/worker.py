@@ -241,7 +241,7 @@ class RolloutWorker:
             pieces = split_by_owner(batch, shards)
             for piece in pieces:
                 yield piece
-            yield summarize(batch, pieces)
+            yield summarize(batch, pieces, self.task.answer_type)
 
     async def evaluate(self, examples: Sequence[Any], step: int = -1, samples: int = 0) -> dict[str, Any]:
         """Greedy pass over ``examples`` and, with ``samples`` > 0, that many sampled passes

@@ -220,3 +220,10 @@ def load_task_data(cfg: DataConfig) -> TaskData:
         raise DataError(f"data.task={cfg.task}: no held-out questions (data.n_eval={cfg.n_eval}); "
                         f"evaluation needs at least one")
     return data
+
+
+def answer_type_of(cfg: DataConfig) -> str:
+    """The answer type the task of ``cfg`` reads replies with, without loading its data."""
+    if cfg.task in BENCHMARKS:
+        return BENCHMARKS[cfg.task].task(cfg).answer_type
+    return "number" if cfg.task.startswith("synthetic/") else cfg.answer_type

@@ -30,23 +30,25 @@ class BatchSummary:
     version_min: int | None  # oldest adapter version in the batch; None when it has no rows
 
 
-def summarize(batch: pa.RecordBatch | pa.Table, pieces: Sequence[Any] | None = None) -> BatchSummary:
-    """The summary of ``batch``; ``pieces``: its split by owner rank (default: one piece)."""
+def summarize(batch: pa.RecordBatch | pa.Table, pieces: Sequence[Any] | None = None,
+              answer_type: str = "number") -> BatchSummary:
+    """The summary of ``batch``; ``pieces``: its split by owner rank (default: one piece);
+    ``answer_type``: the task's, so what a node's text carries is read as the task reads it."""
     pieces = [batch] if pieces is None else pieces
     table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
     ids = tuple(dict.fromkeys(table.column("sample_id").to_pylist()))
     nodes = table.column("node")
-    sums = {node: node_sums(table.filter(pc.equal(nodes, node))) for node in dict.fromkeys(nodes.to_pylist())}
+    sums = {node: node_sums(table.filter(pc.equal(nodes, node)), answer_type) for node in dict.fromkeys(nodes.to_pylist())}
     version = pc.min(table.column("adapter_version")).as_py() if table.num_rows else None
     return BatchSummary(ids, tuple(p.num_rows for p in pieces), sums, version)
 
 
-def node_sums(rows: pa.Table) -> dict[str, float]:
+def node_sums(rows: pa.Table, answer_type: str = "number") -> dict[str, float]:
     """One node's rows -> sums that add up across batches. The reward is shared by every
     node of a sample, so per-node lengths, surprisal and what the texts carry are what can
     tell nodes apart."""
     logprobs = pc.list_flatten(rows["logprobs"])
-    n, carried, _ = carry_counts(rows.select(["text", "question", "gold_answer"]).to_pylist())
+    n, carried, _ = carry_counts(rows.select(["text", "question", "gold_answer"]).to_pylist(), answer_type)
     return {"rows": float(n),
             "tokens": float(pc.sum(pc.list_value_length(rows["response_ids"])).as_py() or 0),
             "logprob_tokens": float(len(logprobs)),

@@ -110,3 +110,26 @@ def test_carry_fractions_by_hand():
         "y": {"carries": 0.25, "states": 0.25},
     }
     assert carry_fractions([]) == {}
+
+
+@pytest.mark.parametrize("answer_type,gold,text,carried,stated", [
+    ("choice", "B", "Plants breathe CO2, so the answer is (B).", True, True),
+    ("choice", "B", "Answer: b", True, True),
+    ("choice", "B", "The answer is (C).", False, True),
+    ("choice", "B", "Gases move through leaves.", False, False),
+    ("yesno", "yes", "We end where we began. Yes.", True, True),
+    ("yesno", "yes", "no", False, True),
+    ("yesno", "yes", "Take three steps.", False, False),
+    ("code", "def check(candidate): ...", "```python\ndef add(a, b):\n    return a + b\n```\nDone.", None, True),
+    ("code", "def check(candidate): ...", "Add the two numbers.", None, False),
+])
+def test_what_a_text_carries_is_read_with_the_tasks_own_extractor(answer_type, gold, text, carried, stated):
+    """On ARC/MMLU (choice), Navigate (yes/no) and HumanEval (code) texts, not the toy's
+    'The answer is N': a code task's answer is judged by its tests only, so texts say what
+    they state, not whether it is right."""
+    got = carries(text, "a question", gold, answer_type)
+    assert got.get("answer") == carried
+    assert states(text, "a question", answer_type)["answer"] == stated
+    rows = [{"text": text, "question": "a question", "gold_answer": gold}]
+    fractions = carry_fractions(rows, answer_type)
+    assert fractions["answer"]["states"] == float(stated)
