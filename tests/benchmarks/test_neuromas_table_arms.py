@@ -86,3 +86,10 @@ def test_matched_rank_refuses_adapters_on_no_module():
     bad = dataclasses.replace(cfg, lora=dataclasses.replace(cfg.lora, target_modules=("no_such_module",)))
     with pytest.raises(ValueError, match="match no Linear module"):
         matched_rank(bad, model_config(cfg))
+
+
+@pytest.mark.parametrize("bench", ["arc_challenge", "humaneval", "mmlu_college_physics"])
+def test_a_paper_benchmark_config_derives_every_arm_on_its_own_data(bench, tmp_path):
+    cfg, _, matched, arms = _arm_configs(REPO / "configs" / "paper" / bench / "neuromas3.yaml", tmp_path)
+    assert matched.rank == 48 and {a.data for a in arms.values()} == {cfg.data}
+    assert arms["single"].topology.widths == (1,) and arms["neuromas7_scratch"].topology.widths == (4, 2, 1)
