@@ -14,6 +14,7 @@ from typing import NamedTuple
 from neuromas_dist.config import Config
 
 LARGE_WIDTHS = (4, 2, 1)
+MID_WIDTHS = (2, 2, 1)  # NeuroMAS-5: the paper does not give its graph; a layer in front of NeuroMAS-3
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class TableSpec:
     small_widths: tuple[int, ...] = (2, 1)  # the config's graph, NeuroMAS-3 in the paper
     large_widths: tuple[int, ...] = LARGE_WIDTHS
     growth_modes: tuple[str, ...] = ("gated", "carry")
+    mid_widths: tuple[int, ...] = MID_WIDTHS  # grown 3 -> 5, and 3 -> 5 -> 7 beside 3 -> 7 (gated)
 
     def validate(self) -> "TableSpec":
         from neuromas_dist.graph.growth import growth_mapping
@@ -31,7 +33,9 @@ class TableSpec:
 
         if not self.seeds:
             raise ValueError("the table needs at least one seed")
-        growth_mapping(Topology.build(self.small_widths), Topology.build(self.large_widths))  # TopologyError if not
+        for a, b in ((self.small_widths, self.large_widths), (self.small_widths, self.mid_widths),
+                     (self.mid_widths, self.large_widths)):
+            growth_mapping(Topology.build(a), Topology.build(b))  # TopologyError if not
         if not 0 < self.small_steps < self.large_steps:
             raise ValueError(f"need 0 < small steps ({self.small_steps}) < large steps ({self.large_steps}): "
                              "the grown arm at equal total steps trains large - small steps after growth")
@@ -100,6 +104,10 @@ def build_arms(cfg: Config, spec: TableSpec, matched: Matched) -> list[Arm]:
     ]
     for mode in spec.growth_modes:
         arms.append(Arm(f"neuromas7_grown_{mode}", common + large + (f"trainer.growth_mode={mode}",), "neuromas3"))
+    mid = (f"topology.widths={list(spec.mid_widths)}",) + large[1:]
+    gated = ("trainer.growth_mode=gated",)
+    arms += [Arm("neuromas5_grown", common + mid + gated, "neuromas3"),
+             Arm("neuromas7_grown_via5", common + large + gated, "neuromas5_grown")]
     return arms
 
 

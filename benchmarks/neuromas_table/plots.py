@@ -42,7 +42,7 @@ def _bars(ax, rows: Mapping[str, Any]) -> None:
 
 def _color(key: str) -> str:
     for prefix, color in (("base", "C7"), ("single", "C1"), ("neuromas3", "C0"), ("neuromas7", "C3"),
-                          ("grown_gated", "C2"), ("grown_carry", "C4")):
+                          ("grown_gated", "C2"), ("grown_carry", "C4"), ("neuromas5", "C8"), ("grown_via5", "C9")):
         if key.startswith(prefix):
             return color
     return "C5"

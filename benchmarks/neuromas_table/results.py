@@ -35,7 +35,7 @@ class Row(NamedTuple):
 
 
 def rows(spec: TableSpec) -> list[Row]:
-    C, D, S, L = spec.small_steps, spec.large_steps, spec.small_widths, spec.large_widths
+    C, D, S, L, M = spec.small_steps, spec.large_steps, spec.small_widths, spec.large_widths, spec.mid_widths
     k3, k7 = spec.vote_calls
     out = [
         Row("base", "base model, 1 call (greedy)", "single", BEFORE, 0, (1,), 0),
@@ -55,6 +55,8 @@ def rows(spec: TableSpec) -> list[Row]:
                 Row(f"grown_{mode}_equal", f"NeuroMAS-7 grown ({mode}), equal total steps", run,
                     step_pass_name(spec.equal_total_step), 0, L, D, C),
                 Row(f"grown_{mode}", f"NeuroMAS-7 grown ({mode})", run, FINAL, 0, L, C + D, C)]
+    out += [Row("neuromas5_grown", "NeuroMAS-5 grown (3 -> 5)", "neuromas5_grown", FINAL, 0, M, C + D, C),
+            Row("grown_via5", "NeuroMAS-7 grown 3 -> 5 -> 7", "neuromas7_grown_via5", FINAL, 0, L, C + 2 * D, C + D)]
     return out
 
 
@@ -74,6 +76,10 @@ def comparisons(spec: TableSpec) -> list[tuple[str, str, str]]:
                 (f"grown_{mode}", "single_vote7", f"claim 3: grown ({mode}) vs trained single LLM, majority of 7")]
     if {"gated", "carry"} <= set(spec.growth_modes):
         out.append(("grown_gated", "grown_carry", "growth mode: gated vs carry, same steps"))
+    out += [("neuromas5_grown", "neuromas3", "NeuroMAS-5 grown vs the NeuroMAS-3 it grew from"),
+            ("grown_via5", "neuromas7_scratch", "claim 2: grown 3 -> 5 -> 7 vs scratch")]
+    if "gated" in spec.growth_modes:
+        out.append(("grown_via5", "grown_gated", "growth path: 3 -> 5 -> 7 vs 3 -> 7 (the first trained D more steps)"))
     return out
 
 
@@ -146,6 +152,7 @@ def curves(root: Path, spec: TableSpec) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     runs = [("neuromas3", 0), ("neuromas7_scratch", 0)] + [(f"neuromas7_grown_{m}", spec.small_steps)
                                                            for m in spec.growth_modes]
+    runs += [("neuromas5_grown", spec.small_steps), ("neuromas7_grown_via5", spec.small_steps + spec.large_steps)]
     for arm, offset in runs:
         points = []
         for seed in spec.seeds:

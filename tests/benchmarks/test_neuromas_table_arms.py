@@ -21,8 +21,10 @@ def _arm_configs(config, tmp_path):
     args = _parser().parse_args(["--config", str(config), "--runs", str(tmp_path)])
     path, cfg, spec, extra, root, _ = plan(args)
     matched = matched_rank(cfg, model_config(cfg))
-    run_dir(root, "neuromas3", 0).mkdir(parents=True)  # a grown arm's config checks its source exists
     arms = build_arms(cfg, spec, matched)
+    for arm in arms:  # a grown arm's config checks its source exists
+        if arm.grow_from:
+            run_dir(root, arm.grow_from, 0).mkdir(parents=True, exist_ok=True)
     return cfg, spec, matched, {a.name: load_config(path, [*extra, *arm_overrides(a, root, 0)]) for a in arms}
 
 
@@ -36,6 +38,12 @@ def test_paper_configs_resolve_into_every_arm(small, large, tmp_path):
     assert arms["single"].trainer.eval_samples == 7  # the votes of 3 and 7 come from its sampled passes
     assert arms["neuromas7_grown_gated"].trainer.grow_from == str(run_dir(tmp_path, "neuromas3", 0))
     assert arms["neuromas7_grown_carry"].trainer.growth_mode == "carry"
+    # NeuroMAS-5 grown from NeuroMAS-3, and NeuroMAS-7 grown from it: 3 -> 5 -> 7 beside 3 -> 7
+    assert arms["neuromas5_grown"].topology.widths == (2, 2, 1)
+    assert arms["neuromas5_grown"].trainer.grow_from == str(run_dir(tmp_path, "neuromas3", 0))
+    via5 = arms["neuromas7_grown_via5"]
+    assert via5.topology.widths == (4, 2, 1) and via5.trainer.growth_mode == "gated"
+    assert via5.trainer.grow_from == str(run_dir(tmp_path, "neuromas5_grown", 0))
     # every NeuroMAS-7 arm is the committed NeuroMAS-7 config in all but the training schedule
     committed = load_config(REPO / "configs" / f"{large}.yaml")
     for name in ("neuromas7_scratch", "neuromas7_grown_gated", "neuromas7_grown_carry"):

@@ -87,3 +87,16 @@ def test_a_rerun_skips_finished_runs_and_rewrites_the_table(quick):
     assert "done in" not in proc.stdout  # no run trained again
     again = json.loads((root / "neuromas_table.json").read_text())
     assert again["rows"] == result["rows"]
+
+
+def test_three_to_five_to_seven_grows_from_the_grown_five(quick):
+    """The 3 -> 5 -> 7 arm starts from the NeuroMAS-5 arm's final adapters (carried nodes
+    equal, the widened front layer copied), and both have rows in the table."""
+    root, result = quick
+    five = read_adapter_set(run_dir(root, "neuromas5_grown", 0) / "adapters", version=0)
+    start = read_adapter_set(run_dir(root, "neuromas7_grown_via5", 0) / "adapters_start", version=0)
+    for grown, source in {"L2N0": "L2N0", "L1N0": "L1N0", "L1N1": "L1N1"}.items():
+        for key, value in five.tensors[source].items():
+            assert torch.equal(start.tensors[grown][key], value), (grown, key)
+    assert {"neuromas5_grown", "grown_via5"} <= set(result["rows"])
+    assert result["rows"]["neuromas5_grown"]["lora_params"] == 5 * result["rows"]["neuromas3"]["lora_params"] // 3
