@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import importlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -36,6 +36,11 @@ RewardFn = Callable[[str, Example], float]
 
 class DataError(ValueError):
     """A data problem, in one line naming the file (or data set) and row."""
+
+
+def letter_lines(choices: Sequence[Any]) -> str:
+    """Options as lettered lines, "(A) ...", the form the choice extractor reads back."""
+    return "\n".join(f"({'ABCDEFGH'[i]}) {c}" for i, c in enumerate(list(choices)[:8]))
 
 
 def cap(examples: list[Example], n: int) -> list[Example]:

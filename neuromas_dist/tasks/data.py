@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from neuromas_dist.config import DataConfig
 from neuromas_dist.tasks.answers import normalize_gold
-from neuromas_dist.tasks.base import DataError, Example, TaskData, cap, make_task, resolve_reward_fn
+from neuromas_dist.tasks.base import DataError, Example, TaskData, cap, letter_lines, make_task, resolve_reward_fn
 from neuromas_dist.tasks.benchmarks import BENCHMARKS, load_benchmark
 from neuromas_dist.tasks.synthetic import KINDS, make_synthetic, split_size, synthetic_task
 
@@ -43,7 +43,7 @@ class _RowFields(dict):
     def __getitem__(self, key: str) -> Any:
         value = super().__getitem__(key)
         if isinstance(value, (list, tuple)):
-            return "\n".join(f"({'ABCDEFGH'[i]}) {v}" for i, v in enumerate(value[:8]))
+            return letter_lines(value)
         return value
 
 

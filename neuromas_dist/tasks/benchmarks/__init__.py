@@ -17,7 +17,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
-from neuromas_dist.tasks.base import DataError, Example, Task, TaskData, cap
+from neuromas_dist.tasks.base import DataError, Example, Task, TaskData, cap, letter_lines
 
 
 class Source(NamedTuple):
@@ -46,7 +46,7 @@ def stable_id(prefix: str, text: str) -> str:
 
 def lettered(question: str, choices: list[str]) -> str:
     """A question with its options as lettered lines, the form the choice extractor reads."""
-    return question.strip() + "\n" + "\n".join(f"({'ABCDEFGH'[i]}) {c}" for i, c in enumerate(choices))
+    return question.strip() + "\n" + letter_lines(choices)
 
 
 def load_rows(cfg: Any, source: Source, split: str) -> list[dict]:
