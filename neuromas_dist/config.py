@@ -116,7 +116,19 @@ class LearnerConfig(_Checked):
     loss_norm: str = _f("token", "normalise the loss per token or per sequence", choices=("token", "sequence"))
     importance_cap: float = _f(2.0, "truncate importance weights of stale samples at this value (0 = off)", lo=0.0)
     max_logprob_gap: float = _f(0.1, "fail the step when a node's mean |learner - rollout| logprob gap exceeds this", lo=0.0)
-    micro_batch_size: int = _f(32, "rows per forward/backward pass", lo=1)
+    micro_batch_size: int = _f(32, "most rows per forward/backward pass", lo=1)
+    max_tokens_per_micro_batch: int = _f(16384, "token budget of a pass (prompt + response tokens, padding counted when "
+                                         "rows are padded); ready rows go longest first, so similar lengths travel "
+                                         "together, and a row over the budget runs alone; 0 = rows only", lo=0)
+    padding_free: str = _f("auto", "pack a pass's rows into one sequence (position ids restart per row, attention "
+                           "never crosses rows): on, off, or auto (on where varlen flash attention is installed: "
+                           "CUDA and flash-attn; elsewhere packing pays O(tokens^2) attention)",
+                           choices=("auto", "on", "off"))
+    logits: str = _f("chunked", "chunked: lm_head on response positions only, the vocabulary log-softmax in chunks "
+                     "with each chunk's gradient formed at once (no [tokens, vocab] tensor kept); response: lm_head on "
+                     "response positions, plain autograd; full: logits at every position (the transformers default)",
+                     choices=("chunked", "response", "full"))
+    logprob_chunk_tokens: int = _f(1024, "logits=chunked: response tokens per vocabulary chunk", lo=1)
     micro_batches: str = _f("per_node", "per_node: a pass holds one node's rows under its adapter; mixed: a pass takes "
                             "rows of any nodes, each through its own node's adapter", choices=("per_node", "mixed"))
     stale_check_rows: int = _f(8, "stale rows per node and step re-scored under the adapter version that sampled them, "

@@ -58,12 +58,15 @@ def clear_stale_build_lock(extension: str) -> bool:
     return False
 
 
-def build_peft_model(model_dir: str, nodes: Sequence[str], cfg: Config, dtype: torch.dtype) -> torch.nn.Module:
+def build_peft_model(model_dir: str, nodes: Sequence[str], cfg: Config, dtype: torch.dtype,
+                     attn_implementation: str | None = None) -> torch.nn.Module:
     """Base model (frozen) wrapped by PEFT with one adapter per node, all trainable."""
     import peft
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=cfg.model.trust_remote_code)
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=cfg.model.trust_remote_code,
+                                                **extra)
     pc = peft_lora_config(cfg.lora)
     model = peft.get_peft_model(base, pc, adapter_name=nodes[0])
     for node in nodes[1:]:
@@ -127,7 +130,8 @@ class Built:
 
 
 def build(cfg: Config, model_dir: str, nodes: Sequence[str],
-          load_initial: Callable[[torch.nn.Module], None] | None = None) -> Built:
+          load_initial: Callable[[torch.nn.Module], None] | None = None,
+          attn_implementation: str | None = None) -> Built:
     """The PEFT model and its DeepSpeed engine. ``load_initial`` copies starting adapters
     into the model before DeepSpeed takes its (fp32 master) copy."""
     import deepspeed
@@ -136,7 +140,7 @@ def build(cfg: Config, model_dir: str, nodes: Sequence[str],
     torch.manual_seed(cfg.trainer.seed)
     random.seed(cfg.trainer.seed)
     dtype = torch_dtype(cfg)
-    model = build_peft_model(model_dir, nodes, cfg, dtype)
+    model = build_peft_model(model_dir, nodes, cfg, dtype, attn_implementation)
     if on_cuda():
         model = model.to("cuda")
     params = node_params(model, nodes)
@@ -193,34 +197,37 @@ def node_spans(names: Sequence[str]) -> list[tuple[str, int, int]]:
 
 
 @contextmanager
-def rows_to_adapters(module: torch.nn.Module, names: Sequence[str]) -> Iterator[None]:
+def rows_to_adapters(module: torch.nn.Module, names: Sequence[str], extents: Sequence[int] | None = None,
+                     dim: int = 0) -> Iterator[None]:
     """Run each row of the next forward through the adapter named for it; the rows come
-    grouped by node. Every LoRA layer computes its base output for all rows at once (PEFT's
-    ``adapter_names`` with the base model's name, ``__base__``, for every row), then adds
-    each node's LoRA term computed on that node's contiguous block of rows.
+    grouped by node, row i spanning ``extents[i]`` entries of the layers' inputs along
+    ``dim`` (one along the batch dimension when padded, its tokens along the sequence when
+    packed). Every LoRA layer computes its base output for the whole input at once (PEFT's
+    ``adapter_names`` with the base model's name, ``__base__``), then adds each node's LoRA
+    term computed on that node's contiguous block.
     tests/learner/test_update_equals_autograd.py checks the gradient against per-node
     passes and plain autograd."""
     from peft.tuners.lora import LoraLayer
 
     spans = node_spans(names)
-    sizes = [b - a for _, a, b in spans]
-    base = ["__base__"] * len(names)
+    extents = [1] * len(names) if extents is None else list(extents)
+    sizes = [sum(extents[a:b]) for _, a, b in spans]
 
     def base_only(_layer: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        return args, {**kwargs, "adapter_names": base}
+        return args, {**kwargs, "adapter_names": ["__base__"] * args[0].shape[0]}
 
     def add_lora(layer: Any, args: tuple, output: torch.Tensor) -> torch.Tensor:
         # split + cat, out of place: backward gets one full-size gradient for x, where
         # slicing or indexing per node would allocate one per node
         deltas = []
-        for (node, _, _), x in zip(spans, torch.split(args[0], sizes)):
+        for (node, _, _), x in zip(spans, torch.split(args[0], sizes, dim=dim)):
             if node not in layer.lora_A:
                 deltas.append(torch.zeros(x.shape[:-1] + output.shape[-1:], dtype=output.dtype, device=x.device))
                 continue
             lora_a = layer.lora_A[node]
             delta = layer.lora_B[node](lora_a(layer.lora_dropout[node](x.to(lora_a.weight.dtype))))
             deltas.append((delta * layer.scaling[node]).to(output.dtype))
-        return output + torch.cat(deltas)
+        return output + torch.cat(deltas, dim=dim)
 
     layers = [m for m in module.modules() if isinstance(m, LoraLayer)]
     handles = [m.register_forward_pre_hook(base_only, with_kwargs=True) for m in layers]

@@ -23,7 +23,6 @@ How a step runs (why it is built this way):
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import defaultdict
 from typing import Any, Mapping, Sequence
@@ -32,8 +31,8 @@ import torch
 
 from neuromas_dist.adapters.peft_io import AdapterSet, peft_config_dict
 from neuromas_dist.config import Config
-from neuromas_dist.learner import algos, baselines, checkpoint, model, stats
-from neuromas_dist.learner.rows import Row, by_node, model_inputs, own_batch, recorded_logprobs, rows_from_batch, rows_of
+from neuromas_dist.learner import algos, baselines, checkpoint, forward, model, packing, stats
+from neuromas_dist.learner.rows import Row, by_node, own_batch, recorded_logprobs, rows_from_batch, rows_of
 from neuromas_dist.learner.stats import LogprobGapError  # noqa: F401 - the learner's public error
 from neuromas_dist.learner.sums import StaleChecks, StepSums, VersionHistory
 from neuromas_dist.trajectories.parquet import TrajectoryWriter
@@ -67,9 +66,12 @@ class LearnerRank:
         """Join the process group, build the PEFT model and wrap it with DeepSpeed."""
         model.join_process_group(self.rank, self.world_size, master_addr, master_port)
         init = self._init_adapters
+        packed, attention = forward.resolve_packing(self.cfg.learner.padding_free)
         built = model.build(self.cfg, self.model_dir, self.nodes,
-                            load_initial=None if init is None else lambda m: self._copy_in(init.tensors, m))
+                            load_initial=None if init is None else lambda m: self._copy_in(init.tensors, m),
+                            attn_implementation=attention)
         self.engine, self.optimizer, self.module = built.engine, built.optimizer, built.module
+        self.spec = forward.ForwardSpec.of(self.cfg, self.module, packed)
         self.params, self._all_params, self.device = built.params, built.all_params, built.device
         self.history = VersionHistory(self._all_params, self.cfg.trainer.max_staleness)
         self.history.remember(self.version)
@@ -114,10 +116,12 @@ class LearnerRank:
         micro-batch (every non-empty one with ``force``, at the step's end)."""
         for node, rows in baselines.pop_complete_groups(self._pending, self.cfg.sampling.n_samples, force):
             self._ready[self._queue(node)].extend(rows)
-        mbs = self.cfg.learner.micro_batch_size
+        lc = self.cfg.learner
         for key in dict.fromkeys(self._queue(n) for n in self.nodes):  # topology order
-            while len(self._ready[key]) >= mbs or (force and self._ready[key]):
-                chunk, self._ready[key] = self._ready[key][:mbs], self._ready[key][mbs:]
+            while self._ready[key] and (force or packing.pass_ready(self._ready[key], lc.micro_batch_size,
+                                                                     lc.max_tokens_per_micro_batch)):
+                chunk, self._ready[key] = packing.take_pass(self._ready[key], lc.micro_batch_size,
+                                                            lc.max_tokens_per_micro_batch, self.spec.packed)
                 self._micro_batch(chunk)
 
     # ------------------------------------------------------------ forward / backward
@@ -132,18 +136,8 @@ class LearnerRank:
     def _logprobs(self, rows: Sequence[Row]) -> tuple[torch.Tensor, torch.Tensor]:
         """Learner logprobs [B, T] of the rows' response tokens (with graph) and the mask;
         each row under its own node's adapter."""
-        x = model_inputs(rows)
-        nodes = [r.node for r in rows]
-        self._activate(nodes[0])
-        routed = model.rows_to_adapters(self.module, nodes) if len(set(nodes)) > 1 else contextlib.nullcontext()
-        with routed:
-            logits = self.module(input_ids=x.ids.to(self.device), attention_mask=x.attn.to(self.device)).logits
-        picked = logits.gather(1, x.pos.to(self.device).unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
-        s = self.cfg.sampling
-        lp = algos.token_logprobs(picked, x.tok.to(self.device), s.temperature, s.top_p)
-        mask = x.mask.to(self.device)
-        # where, not multiply: a padded position's -inf (outside top-p) times 0 would be NaN
-        return torch.where(mask, lp, torch.zeros_like(lp)), mask
+        self._activate(rows[0].node)
+        return forward.response_logprobs(self.module, rows, self.spec, self.device)
 
     def _micro_batch(self, rows: list[Row]) -> None:
         """Forward/backward of rows (of one node, or of several when micro-batches mix):

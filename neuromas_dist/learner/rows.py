@@ -1,5 +1,5 @@
-"""Trajectory rows as the learner holds them, which rank owns them, and the padded
-tensors one forward pass over several rows needs."""
+"""Trajectory rows as the learner holds them and which rank owns them (``packing.py``
+turns a pass's rows into tensors)."""
 
 from __future__ import annotations
 
@@ -46,37 +46,6 @@ def rows_of(batch: Any) -> list[Row]:
 
 def rows_from_batch(batch: Any, rank: int, world_size: int) -> list[Row]:
     return rows_of(own_batch(batch, rank, world_size))
-
-
-@dataclass
-class Inputs:
-    """Right-padded rows: ``ids``/``attn`` [B, L]; for each response token, the logit
-    position that predicts it (``pos``), the token (``tok``) and ``mask`` [B, T]."""
-
-    ids: torch.Tensor
-    attn: torch.Tensor
-    pos: torch.Tensor
-    tok: torch.Tensor
-    mask: torch.Tensor
-
-
-def model_inputs(rows: Sequence[Row], pad: int = 0) -> Inputs:
-    seqs = [r.prompt + r.response for r in rows]
-    b, length = len(rows), max(len(s) for s in seqs)
-    t = max(len(r.response) for r in rows)
-    ids = torch.full((b, length), pad, dtype=torch.long)
-    attn = torch.zeros((b, length), dtype=torch.long)
-    pos = torch.zeros((b, t), dtype=torch.long)
-    tok = torch.zeros((b, t), dtype=torch.long)
-    mask = torch.zeros((b, t), dtype=torch.bool)
-    for i, (r, s) in enumerate(zip(rows, seqs)):
-        ids[i, :len(s)] = torch.tensor(s)
-        attn[i, :len(s)] = 1
-        n = len(r.response)
-        pos[i, :n] = torch.arange(len(r.prompt) - 1, len(r.prompt) - 1 + n)
-        tok[i, :n] = torch.tensor(r.response)
-        mask[i, :n] = True
-    return Inputs(ids, attn, pos, tok, mask)
 
 
 def recorded_logprobs(rows: Sequence[Row], like: torch.Tensor) -> torch.Tensor:

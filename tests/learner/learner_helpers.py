@@ -7,6 +7,7 @@ import random
 from typing import Sequence
 
 import pyarrow as pa
+import torch
 
 from neuromas_dist.config import Config
 from neuromas_dist.trajectories.schema import TrajectoryRow, to_record_batch
@@ -66,3 +67,28 @@ def with_column(batch: pa.RecordBatch, name: str, values: list) -> pa.RecordBatc
 def to_batch(rows: list[dict]) -> pa.RecordBatch:
     """Plain row dicts (as from ``to_pylist``) back into a trajectory batch."""
     return to_record_batch([TrajectoryRow(**row) for row in rows])
+
+
+def captured_step(rank, batch, pieces: int = 3, metrics: bool = False):
+    """Stream ``batch`` in ``pieces`` and finish the step; returns every LoRA tensor's
+    gradient as DeepSpeed holds it when its optimizer step runs (and the step's metrics
+    with ``metrics``)."""
+    seen: dict[str, torch.Tensor] = {}
+    step = rank.engine.step
+
+    def capture(*args, **kwargs):
+        for name, p in rank.module.named_parameters():
+            if "lora_" in name and p.grad is not None:
+                seen[name] = p.grad.detach().clone()
+        return step(*args, **kwargs)
+
+    rank.engine.step = capture
+    try:
+        n = batch.num_rows
+        cuts = [round(i * n / pieces) for i in range(pieces + 1)]
+        for a, b in zip(cuts, cuts[1:]):
+            rank.accumulate(batch.slice(a, b - a))
+        out = rank.finish_step()
+    finally:
+        rank.engine.step = step
+    return (seen, out) if metrics else seen

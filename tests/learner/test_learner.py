@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from learner_helpers import NODES, make_batch, small_config, with_column, with_logprobs
+from learner_helpers import NODES, captured_step, make_batch, small_config, with_column, with_logprobs
 from neuromas_dist.learner.rank import LogprobGapError
 
 
@@ -105,16 +105,14 @@ def test_streaming_in_pieces_equals_one_batch(make_rank, vocab, baseline):
     r = make_rank(cfg)
     batch = _on_policy(r, make_batch(4, 2, vocab=vocab, seed=13))
     start = r.get_state()
-    r.accumulate(batch)
-    whole_metrics = r.finish_step()
-    whole = r.export()
+    whole, whole_metrics = captured_step(r, batch, pieces=1, metrics=True)
     r.set_state(start["adapters"], start["learner"], start)
-    for a, b in ((0, 5), (5, 14), (14, batch.num_rows)):
-        r.accumulate(batch.slice(a, b - a))
-    pieces_metrics = r.finish_step()
-    for node in NODES:
-        for k, v in whole.tensors[node].items():
-            torch.testing.assert_close(r.export().tensors[node][k], v, rtol=1e-5, atol=1e-6)
+    pieces, pieces_metrics = captured_step(r, batch, pieces=3, metrics=True)
+    # what DeepSpeed receives; passes group rows differently (the longest ready rows first),
+    # so the sums differ in rounding only
+    assert set(pieces) == set(whole)
+    for name, g in whole.items():
+        assert (pieces[name] - g).norm() <= 1e-5 * max(g.norm().item(), 1e-8), name
     assert pieces_metrics["learner/loss"] == pytest.approx(whole_metrics["learner/loss"], rel=1e-5, abs=1e-7)
 
 

@@ -1,24 +1,14 @@
-"""Rows as the learner reads them: only its own questions, padded for one forward pass,
-and a batch that breaks the trajectory contract refused with one line naming the column."""
+"""Rows as the learner reads them: only its own questions, and a batch that breaks the
+trajectory contract refused with one line naming the column."""
 
 from __future__ import annotations
 
 import pytest
 
 from learner_helpers import make_batch
-from neuromas_dist.learner.rows import Row, model_inputs, rows_from_batch
+from neuromas_dist.learner.rows import rows_from_batch
 from neuromas_dist.trajectories.shards import owner_rank
 from neuromas_dist.trajectories.schema import SchemaError
-
-
-def test_inputs_are_right_padded_with_each_tokens_predicting_position():
-    rows = [Row("A", "q", 0, [5, 6, 7], [8, 9], [0.0, 0.0], 0, 1.0), Row("A", "q", 1, [5], [4, 3, 2], [0.0] * 3, 0, 0.0)]
-    x = model_inputs(rows)
-    assert x.ids.tolist() == [[5, 6, 7, 8, 9], [5, 4, 3, 2, 0]]
-    assert x.attn.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]
-    # the logit at position p predicts token p + 1: response token j of a P-token prompt at P - 1 + j
-    assert x.pos.tolist() == [[2, 3, 0], [0, 1, 2]] and x.tok.tolist() == [[8, 9, 0], [4, 3, 2]]
-    assert x.mask.tolist() == [[True, True, False], [True, True, True]]
 
 
 def test_a_rank_keeps_only_its_own_questions():

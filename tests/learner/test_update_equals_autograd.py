@@ -7,7 +7,9 @@ The learner streams the same rows in several batches, accumulates through its su
 (``G_known - c * G_one``, scaled by ``world_size / D``) and calls ``engine.backward``;
 what lands in ``p.grad`` when ``engine.step`` runs (after DeepSpeed's all-reduce) is
 compared per LoRA tensor, for every baseline and loss norm, with micro-batches of one node
-or of mixed nodes, at world size 1 and 2.
+or of mixed nodes, under every forward option (padded or packed rows, a token budget,
+chunked, response-only or full logits), at world size 1 and 2; and on ragged rows (very
+different lengths, a row over the token budget, empty responses) under top-p sampling.
 """
 
 from __future__ import annotations
@@ -18,20 +20,26 @@ from collections import defaultdict
 import pytest
 import torch
 
-from learner_helpers import NODES, make_batch, small_config, with_column, with_logprobs
+from learner_helpers import NODES, captured_step, make_batch, small_config, to_batch, with_column, with_logprobs
 from neuromas_dist.learner import algos
 
 BASELINES = ("loo", "batch_mean", "ema")
 NORMS = ("token", "sequence")
 MODES = ("per_node", "mixed")  # learner.micro_batches
 CASES = [(b, n) for b in BASELINES for n in NORMS]
+# learner options on top of the defaults (padded on the CPU, chunked logits, 3 rows a pass);
+# a budget of 12 tokens: rows are 4-15 tokens, so passes are cut by tokens and some rows run alone
+OPTIONS = {"default": {}, "packed": dict(padding_free="on"), "response_logits": dict(logits="response"),
+           "full_logits": dict(logits="full"),
+           "token_budget": dict(padding_free="on", micro_batch_size=32, max_tokens_per_micro_batch=12,
+                                logprob_chunk_tokens=2)}
 RTOL = 1e-5
 
 
-def case_config(baseline: str, norm: str, world_size: int = 1, mode: str = "per_node"):
+def case_config(baseline: str, norm: str, world_size: int = 1, mode: str = "per_node", **options):
     # 3 rows per pass: streamed batches end mid-question and mixed passes straddle nodes
-    return small_config(baseline=baseline, loss_norm=norm, micro_batch_size=3, num_ranks=world_size,
-                        micro_batches=mode)
+    learner = {"micro_batch_size": 3, **options}
+    return small_config(baseline=baseline, loss_norm=norm, num_ranks=world_size, micro_batches=mode, **learner)
 
 
 def step_batches(vocab: int, seed: int):
@@ -41,30 +49,6 @@ def step_batches(vocab: int, seed: int):
 
 
 # ----------------------------------------------------------------- the learner's side
-
-def captured_step(rank, batch, pieces: int = 3) -> dict[str, torch.Tensor]:
-    """Stream ``batch`` in ``pieces`` and finish the step; returns every LoRA tensor's
-    gradient as DeepSpeed holds it when its optimizer step runs."""
-    seen: dict[str, torch.Tensor] = {}
-    step = rank.engine.step
-
-    def capture(*args, **kwargs):
-        for name, p in rank.module.named_parameters():
-            if "lora_" in name and p.grad is not None:
-                seen[name] = p.grad.detach().clone()
-        return step(*args, **kwargs)
-
-    rank.engine.step = capture
-    try:
-        n = batch.num_rows
-        cuts = [round(i * n / pieces) for i in range(pieces + 1)]
-        for a, b in zip(cuts, cuts[1:]):
-            rank.accumulate(batch.slice(a, b - a))
-        rank.finish_step()
-    finally:
-        rank.engine.step = step
-    return seen
-
 
 def on_policy(rank, batch):
     """Rows as the current adapters sampled them: version and logprobs the learner's own."""
@@ -148,39 +132,73 @@ def assert_same_grads(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor
 
 # ----------------------------------------------------------------- world size 1
 
-def run_steps(rank, vocab: int) -> list[dict]:
-    """Both steps on ``rank``: per step what DeepSpeed received, and the adapters and EMA
+def run_steps(rank, batches) -> list[dict]:
+    """Every step on ``rank``: per step what DeepSpeed received, and the adapters and EMA
     state the step started from (what the reference needs)."""
     out = []
-    for batch in step_batches(vocab, seed=11):
+    for batch in batches:
         before = {"adapters": rank.export(), "ema": dict(rank.ema)}
         out.append({"grads": captured_step(rank, on_policy(rank, batch)), **before})
     return out
 
 
-def check_steps(steps: list[dict], model_dir: str, cfg, vocab: int, device: torch.device | str = "cpu") -> None:
-    for got, batch in zip(steps, step_batches(vocab, seed=11)):
+def check_steps(steps: list[dict], model_dir: str, cfg, batches, device: torch.device | str = "cpu") -> None:
+    for got, batch in zip(steps, batches, strict=True):
         model = reference_model(model_dir, cfg, got["adapters"], device)
         assert_same_grads(got["grads"], reference_grads(model, batch, cfg, got["ema"]))
 
 
+@pytest.mark.parametrize("option", OPTIONS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("baseline,norm", CASES)
 def test_learner_gradient_equals_autograd_at_world_size_1(make_rank, tiny_model_dir, vocab, baseline, norm, mode,
-                                                          monkeypatch):
+                                                          option, monkeypatch):
     from neuromas_dist.learner import model
 
     routed = []
     route = model.rows_to_adapters
-    monkeypatch.setattr(model, "rows_to_adapters", lambda m, names: routed.append(len(set(names))) or route(m, names))
-    cfg = case_config(baseline, norm, mode=mode)
+    monkeypatch.setattr(model, "rows_to_adapters",
+                        lambda m, names, *a: routed.append(len(set(names))) or route(m, names, *a))
+    cfg = case_config(baseline, norm, mode=mode, **OPTIONS[option])
     rank = make_rank(cfg)
-    check_steps(run_steps(rank, vocab), str(tiny_model_dir), cfg, vocab, rank.device)
+    batches = step_batches(vocab, seed=11)
+    check_steps(run_steps(rank, batches), str(tiny_model_dir), cfg, batches, rank.device)
     # mixed passes really held several nodes' rows; per-node passes never did
     assert (max(routed, default=1) > 1) == (mode == "mixed")
 
 
+def ragged(batch, vocab: int):
+    """``batch`` with rows of very different lengths: every 4th row's prompt 40 tokens
+    longer (over a 24-token budget: it runs alone), every 5th row's response empty."""
+    rows = batch.to_pylist()
+    for i, r in enumerate(rows):
+        if i % 4 == 1:
+            r["prompt_ids"] = r["prompt_ids"] + [(7 * j) % (vocab - 3) + 3 for j in range(40)]
+        if i % 5 == 2:
+            r["response_ids"], r["logprobs"] = [], []
+    return to_batch(rows)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("packed", ["on", "off"])
+def test_ragged_rows_under_top_p_equal_autograd(make_rank, tiny_model_dir, vocab, mode, packed):
+    import dataclasses
+
+    cfg = case_config("loo", "token", mode=mode, padding_free=packed, micro_batch_size=32,
+                      max_tokens_per_micro_batch=24, logprob_chunk_tokens=5)
+    cfg = dataclasses.replace(cfg, sampling=dataclasses.replace(cfg.sampling, temperature=0.8, top_p=0.9))
+    rank = make_rank(cfg)
+    batches = [ragged(b, vocab) for b in step_batches(vocab, seed=5)]
+    check_steps(run_steps(rank, batches), str(tiny_model_dir), cfg, batches, rank.device)
+
+
 # ----------------------------------------------------------------- world size 2
+
+def world_size_2_config(i: int, baseline: str, norm: str, world_size: int = 2):
+    """Case i at world size 2: each mode on three cases, the options in turn."""
+    option = list(OPTIONS.values())[i % len(OPTIONS)]
+    return case_config(baseline, norm, world_size=world_size, mode=MODES[i % 2], **option)
+
 
 def _rank_process(rank_id: int, port: int, model_dir: str, vocab: int, out: str) -> None:
     """One of two DeepSpeed ranks (gloo, on the CPU on any machine: one GPU cannot hold two
@@ -192,10 +210,10 @@ def _rank_process(rank_id: int, port: int, model_dir: str, vocab: int, out: str)
 
     results = {}
     for i, (baseline, norm) in enumerate(CASES):
-        cfg = case_config(baseline, norm, world_size=2, mode=MODES[i % 2])  # each mode on three cases
+        cfg = world_size_2_config(i, baseline, norm)
         rank = LearnerRank(cfg, model_dir, NODES, rank=rank_id, world_size=2)
         rank.setup(master_port=port)
-        results[(baseline, norm)] = run_steps(rank, vocab)
+        results[(baseline, norm)] = run_steps(rank, step_batches(vocab, seed=11))
     torch.save(results, out)
 
 
@@ -219,7 +237,8 @@ def test_learner_gradient_equals_autograd_at_world_size_2(tiny_model_dir, vocab,
             p.kill()
     assert [p.exitcode for p in procs] == [0, 0]
     results = [torch.load(f, weights_only=False) for f in files]
-    for baseline, norm in CASES:
-        cfg = case_config(baseline, norm)
-        check_steps(results[0][(baseline, norm)], str(tiny_model_dir), cfg, vocab)
-        check_steps(results[1][(baseline, norm)], str(tiny_model_dir), cfg, vocab)
+    batches = step_batches(vocab, seed=11)
+    for i, (baseline, norm) in enumerate(CASES):
+        cfg = world_size_2_config(i, baseline, norm, world_size=1)
+        check_steps(results[0][(baseline, norm)], str(tiny_model_dir), cfg, batches)
+        check_steps(results[1][(baseline, norm)], str(tiny_model_dir), cfg, batches)

@@ -1,0 +1,130 @@
+"""One forward pass of the learner: rows in, the log-probability of every response token
+out, each row under its own node's adapter.
+
+Where the memory and time of a small model's pass go, and what this module does about it:
+
+* **Logits** (``learner.logits``). The vocabulary (152k for Qwen3) makes the logits the
+  largest tensor of the pass: ``full`` keeps [tokens, vocab] logits for every position and
+  autograd keeps three fp32 [response tokens, vocab] tensors more for the log-softmax
+  backward. ``response`` applies lm_head to the response positions only. ``chunked`` does
+  that in chunks of ``learner.logprob_chunk_tokens`` and forms each chunk's gradient with
+  respect to its hidden states right away (``ChunkedLogprobs``): a log-probability depends
+  only on its own position's hidden state, so the backward needs just that [tokens, hidden]
+  gradient, scaled by the incoming one. No [tokens, vocab] tensor outlives its chunk and
+  nothing is recomputed (the trick of Liger's fused linear cross-entropy, in plain torch).
+* **Padding** (``learner.padding_free``): see ``packing.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from neuromas_dist.config import Config
+from neuromas_dist.learner import algos, model
+from neuromas_dist.learner.packing import build_inputs
+
+LogprobFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def varlen_attention_available() -> bool:
+    """Varlen flash attention: transformers' ``flash_attention_2`` on CUDA."""
+    return model.on_cuda() and importlib.util.find_spec("flash_attn") is not None
+
+
+def resolve_packing(setting: str) -> tuple[bool, str | None]:
+    """(pack rows, the attention implementation to load the model with; None = default).
+    Packed rows under SDPA get a dense block-diagonal mask: exact, but attention then costs
+    (sum of lengths)^2 instead of sum(length^2), so ``auto`` packs only with varlen kernels."""
+    flash = varlen_attention_available()
+    if setting == "off" or (setting == "auto" and not flash):
+        return False, None
+    return True, "flash_attention_2" if flash else None
+
+
+@dataclass(frozen=True)
+class ForwardSpec:
+    packed: bool
+    logits: str  # chunked | response | full
+    chunk: int
+    temperature: float
+    top_p: float
+    softcap: float | None  # Gemma 2's final_logit_softcapping (applied by transformers after lm_head)
+
+    @staticmethod
+    def of(cfg: Config, module: torch.nn.Module, packed: bool) -> "ForwardSpec":
+        base = module.get_base_model()
+        text = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
+        logits = cfg.learner.logits
+        if logits == "chunked" and any(p.requires_grad for p in base.get_output_embeddings().parameters()):
+            # an adapter on lm_head: its own gradient would be lost by forming only d lp / d hidden
+            print("[learner] logits=chunked needs a frozen lm_head (LoRA targets it): using logits=response", flush=True)
+            logits = "response"
+        s = cfg.sampling
+        return ForwardSpec(packed, logits, cfg.learner.logprob_chunk_tokens, s.temperature, s.top_p,
+                           getattr(text, "final_logit_softcapping", None))
+
+
+def head_logprobs(head: torch.nn.Module, spec: ForwardSpec) -> LogprobFn:
+    """(hidden [n, H], tokens [n]) -> log pi(token) [n] under the sampling policy."""
+    def fn(hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        logits = head(hidden)
+        if spec.softcap:
+            logits = torch.tanh(logits / spec.softcap) * spec.softcap
+        return algos.token_logprobs(logits, tokens, spec.temperature, spec.top_p)
+    return fn
+
+
+class ChunkedLogprobs(torch.autograd.Function):
+    """``fn`` over ``hidden`` in chunks of ``chunk`` rows. The forward keeps each row's
+    gradient d lp / d hidden ([n, H], in hidden's dtype) instead of anything of size vocab;
+    the backward scales it by the incoming gradient. Exact when ``fn`` maps each row on its
+    own (lm_head, then a per-row log-softmax): the gradient of a chunk's sum is then each
+    row's own gradient."""
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, tokens: torch.Tensor, fn: LogprobFn, chunk: int) -> torch.Tensor:
+        out, grads = [], []
+        for h, t in zip(hidden.split(chunk), tokens.split(chunk)):
+            if not ctx.needs_input_grad[0]:
+                out.append(fn(h, t))
+                continue
+            with torch.enable_grad():
+                h = h.detach().requires_grad_(True)
+                lp = fn(h, t)
+                grads.append(torch.autograd.grad(lp.sum(), h)[0])
+            out.append(lp.detach())
+        if grads:
+            ctx.save_for_backward(torch.cat(grads))
+        return torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_out.unsqueeze(-1).to(grad.dtype), None, None, None
+
+
+def response_logprobs(module: torch.nn.Module, rows: Sequence, spec: ForwardSpec,
+                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Learner log-probabilities [B, T] (fp32, 0 past each row's end) of the rows' response
+    tokens and their mask; the rows come grouped by node, the first node's adapter active."""
+    x = build_inputs(rows, spec.packed).to(device)
+    nodes = [r.node for r in rows]
+    routed = (model.rows_to_adapters(module, nodes, x.spans, x.split_dim) if len(set(nodes)) > 1
+              else contextlib.nullcontext())
+    base = module.get_base_model()
+    fn = head_logprobs(base.get_output_embeddings(), spec)
+    inputs = dict(input_ids=x.ids, attention_mask=x.attn, position_ids=x.position_ids, use_cache=False)
+    with routed:
+        if spec.logits == "full":  # softcapping, if any, is applied by the model's own forward
+            flat = algos.token_logprobs(module(**inputs).logits[x.at], x.tok, spec.temperature, spec.top_p)
+        else:
+            hidden = base.get_decoder()(**inputs).last_hidden_state[x.at]
+            flat = (ChunkedLogprobs.apply(hidden, x.tok, fn, spec.chunk) if spec.logits == "chunked"
+                    else fn(hidden, x.tok))
+    lp = torch.zeros(x.shape, dtype=flat.dtype, device=device).index_put((x.row, x.col), flat)
+    return lp, x.mask().to(device)
