@@ -57,6 +57,8 @@ class Case:
     response: int = 96
     top_p: float = 1.0
     ragged: bool = False  # every other row's prompt 16 tokens shorter: a padding mask
+    logits: str = "chunked"  # learner.logits
+    chunk: int = 1024  # learner.logprob_chunk_tokens
 
 
 CASES = (
@@ -66,6 +68,11 @@ CASES = (
          intermediate=1024, heads=6, kv_heads=1, head_dim=32,
          targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), lora_rank=8),
     Case("logits-heavy, short prompts, top-p 0.9", layers=2, vocab=16384, prompt=32, response=160, top_p=0.9),
+    Case("logits-heavy, full logits, top-p 0.9", layers=2, vocab=16384, prompt=32, response=160, top_p=0.9,
+         logits="full"),
+    Case("logits-heavy, response logits", layers=2, vocab=16384, prompt=32, response=160, logits="response"),
+    Case("logits-heavy, chunks of 128 tokens, top-p 0.9", layers=2, vocab=16384, prompt=32, response=160, top_p=0.9,
+         chunk=128),
     Case("rows of two lengths (padding mask), bf16", dtype="bfloat16", ragged=True),
 )
 
@@ -116,7 +123,8 @@ def case_config(case: Case, model_dir: Path) -> Config:
         *learner_overrides(model_dir, case.dtype, case.rows, case.prompt, case.response),
         f"lora.rank={case.lora_rank}", f"lora.alpha={2.0 * case.lora_rank}",
         f"lora.target_modules=[{','.join(case.targets)}]", f"sampling.n_samples={case.rows}",
-        f"sampling.top_p={case.top_p}", "learner.baseline=loo"])
+        f"sampling.top_p={case.top_p}", "learner.baseline=loo", f"learner.logits={case.logits}",
+        f"learner.logprob_chunk_tokens={case.chunk}"])
 
 
 def one_question(case: Case, seed: int, vocab: int):

@@ -3,8 +3,8 @@
 The model is instantiated on the meta device (no weights, no download) and read for the
 shapes that decide memory. The learner's activations are not a rule of thumb: they are what
 autograd keeps of the learner's own forward (``learner/rank.py``: frozen base in
-``model.dtype``, LoRA on the target modules, full-vocabulary logits gathered at the response
-positions, fp32 log-softmax), read off the saved tensors of transformers' decoder layers:
+``model.dtype``, LoRA on the target modules, the log-probabilities of ``learner.logits``),
+read off the saved tensors of transformers' decoder layers:
 
 * each RMSNorm keeps its input upcast to fp32 (4 h bytes a token); Qwen3's and Gemma3's
   per-head q/k norms keep theirs (4 (q + kv));
@@ -15,11 +15,20 @@ positions, fp32 log-softmax), read off the saved tensors of transformers' decode
 * a LoRA layer keeps its input (shared by q/k/v, and by gate/up) and its rank-r middle;
   a frozen Linear keeps nothing of its input (autograd saves only what a needed gradient uses).
 
-The logits stage holds, per row, the full logits (``gather`` keeps them for its backward:
-``nb s V``) and, at the start of the backward, three fp32 ``[t, V]`` tensors (the saved
-log-softmax, its incoming gradient and its input's gradient): ``12 t V``. With top-p < 1 the
-nucleus filter's sort, softmax and cumsum peak higher in the forward: ``34 t V`` (measured
-on the CPU, fp32 and bf16 alike, by the test below).
+The logits stage depends on ``learner.logits``. ``full`` holds, per row, the full logits
+(the response positions' selection keeps them for its backward: ``nb s V``) and, at the
+start of the backward, three fp32 ``[t, V]`` tensors (the saved log-softmax, its incoming
+gradient and its input's gradient): ``12 t V``. With top-p < 1 the nucleus filter's sort,
+softmax and cumsum peak higher in the forward: ``34 t V`` (measured on the CPU, fp32 and
+bf16 alike, by the test below). ``response`` applies lm_head to the trained positions only:
+the lm_head output is the fp32 log-softmax input or is freed once cast, so ``12 t V``
+(``34``) is all. ``chunked`` keeps only each response token's gradient with respect to its
+hidden state (``nb h``); one chunk of ``c`` tokens at a time holds the same ``12 c V``
+(``34 c V``).
+
+A pass is bounded by ``learner.micro_batch_size`` rows and ``max_tokens_per_micro_batch``
+tokens: padded rows of ``max_model_len`` tokens, or packed tokens (a row over the budget runs
+alone, so a pass holds at least one whole row).
 
 tests/driver/test_memory_model.py holds this to peak CUDA memory measured on an H200 (16.8 GiB
 at 8 x 768 tokens, 64.5 GiB at 32 x 768 for Qwen3-0.6B) and to allocator-level peaks it
@@ -127,9 +136,27 @@ def layer_bytes_per_token(a: Arch, nb: int, lora_rank: int, padded: bool = True)
     return norms + attention + mlp + lora
 
 
-def logits_bytes_per_row(a: Arch, nb: int, seq: int, response: int, top_p: float) -> int:
-    """The logits stage's peak for one row of ``seq`` tokens, ``response`` of them trained."""
-    return nb * seq * a.vocab + (34 if top_p < 1.0 else 12) * response * a.vocab
+def logits_bytes(a: Arch, nb: int, mode: str, tokens: int, response: int, top_p: float, chunk: int) -> int:
+    """The logits stage's peak for a pass of ``tokens`` tokens, ``response`` of them trained."""
+    nucleus = 34 if top_p < 1.0 else 12
+    if mode == "full":
+        return nb * tokens * a.vocab + nucleus * response * a.vocab
+    if mode == "response":
+        return nucleus * response * a.vocab
+    return nb * response * a.hidden + nucleus * min(chunk, response) * a.vocab
+
+
+def pass_shape(cfg: Config, packed: bool) -> tuple[int, int, int]:
+    """(rows, tokens, trained tokens) of the largest pass the learner runs: rows of
+    ``max_model_len`` tokens, ``max_new_tokens`` of them trained, within both bounds."""
+    lc = cfg.learner
+    b, budget = lc.micro_batch_size, lc.max_tokens_per_micro_batch
+    s, t = cfg.model.max_model_len, min(cfg.sampling.max_new_tokens, cfg.model.max_model_len)
+    if budget and packed:
+        tokens = min(b * s, max(budget, s))
+        return -(-tokens // s), tokens, min(b * t, tokens)
+    rows = min(b, max(1, budget // s)) if budget else b
+    return rows, rows * s, rows * t
 
 
 def rollout_memory(cfg: Config, a: Arch) -> dict[str, float]:
@@ -148,26 +175,30 @@ def rollout_memory(cfg: Config, a: Arch) -> dict[str, float]:
     return out
 
 
-def learner_memory(cfg: Config, a: Arch, padded: bool = True) -> dict[str, float]:
+def learner_memory(cfg: Config, a: Arch, padded: bool | None = None) -> dict[str, float]:
     """A rank's peak, by part: weights, adapters (LoRA weights in ``model.dtype``), optimizer
     (DeepSpeed's fp32 master copy for bf16, AdamW's two moments; partitioned over ranks from
     ZeRO 1), gradients (the rank's fp32 step buffers, two for a baseline fixed at the step's
     end, DeepSpeed's, partitioned from ZeRO 2, and ZeRO's reduce bucket, sized to the
-    adapters by ``learner.model.ds_config``), activations and logits of one micro-batch
-    of rows of ``max_model_len`` tokens, ``max_new_tokens`` of them trained. ``padded``: rows
-    of different lengths (a padding mask), the usual case."""
+    adapters by ``learner.model.ds_config``), activations and logits of the largest pass
+    (``pass_shape``). ``padded``: rows of different lengths under a padding mask (the usual
+    case unless ``learner.padding_free=on``; ``auto`` packs only where varlen attention is
+    installed, which a plan made elsewhere cannot see); False for rows of one length."""
     from neuromas_dist.rollout.engine import max_nodes
 
     lc = cfg.learner
+    packed = lc.padding_free == "on"
+    padded = not packed if padded is None else padded
     nb, ranks = DTYPE_BYTES[resolve_dtype(cfg.model.dtype, cfg.resources.learner_gpus > 0)], lc.num_ranks
     trainable = max_nodes(cfg) * a.lora_per_node
     master = 4 if nb < 4 else 0
     buffers = 2 if lc.baseline != "loo" else 1
-    b, s, t = lc.micro_batch_size, cfg.model.max_model_len, min(cfg.sampling.max_new_tokens, cfg.model.max_model_len)
+    rows, tokens, trained = pass_shape(cfg, packed)
+    s = cfg.model.max_model_len
     return {"weights": a.params * nb, "adapters": trainable * nb,
             "optimizer": trainable * (master + 8) / (ranks if lc.zero_stage >= 1 else 1),
             "gradients": trainable * (4 * buffers + nb / (ranks if lc.zero_stage >= 2 else 1))
             + (trainable * (4 if lc.zero_stage == 1 else nb) if lc.zero_stage >= 1 else 0),  # ZeRO's reduce bucket
-            "activations": b * s * a.layers * layer_bytes_per_token(a, nb, cfg.lora.rank, padded)
-            + (b * s * s if padded else 0),  # the boolean padding mask, shared by the layers
-            "logits": b * logits_bytes_per_row(a, nb, s, t, cfg.sampling.top_p)}
+            "activations": tokens * a.layers * layer_bytes_per_token(a, nb, cfg.lora.rank, padded)
+            + (rows * s * s if padded else 0),  # the boolean padding mask, shared by the layers
+            "logits": logits_bytes(a, nb, lc.logits, tokens, trained, cfg.sampling.top_p, lc.logprob_chunk_tokens)}

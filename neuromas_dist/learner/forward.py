@@ -108,6 +108,21 @@ class ChunkedLogprobs(torch.autograd.Function):
         return grad * grad_out.unsqueeze(-1).to(grad.dtype), None, None, None
 
 
+def gathered(logits: torch.Tensor, x) -> torch.Tensor:
+    """[response tokens, vocab] out of every position's logits, with ``gather`` as a
+    transformers user writes it (and this learner did): its backward keeps all of
+    ``logits``. ``logits=full`` is that reference, for benchmarks and the memory model's
+    calibration against the H200."""
+    pos = torch.zeros(logits.shape[0], x.shape[1] if logits.shape[0] > 1 else len(x.tok), dtype=torch.long,
+                      device=logits.device)
+    if logits.shape[0] > 1:
+        pos[x.row, x.col] = x.at[1]
+    else:
+        pos[0] = x.at[1]
+    picked = logits.gather(1, pos.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+    return picked[x.row, x.col] if logits.shape[0] > 1 else picked[0]
+
+
 def response_logprobs(module: torch.nn.Module, rows: Sequence, spec: ForwardSpec,
                       device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Learner log-probabilities [B, T] (fp32, 0 past each row's end) of the rows' response
@@ -121,7 +136,7 @@ def response_logprobs(module: torch.nn.Module, rows: Sequence, spec: ForwardSpec
     inputs = dict(input_ids=x.ids, attention_mask=x.attn, position_ids=x.position_ids, use_cache=False)
     with routed:
         if spec.logits == "full":  # softcapping, if any, is applied by the model's own forward
-            flat = algos.token_logprobs(module(**inputs).logits[x.at], x.tok, spec.temperature, spec.top_p)
+            flat = algos.token_logprobs(gathered(module(**inputs).logits, x), x.tok, spec.temperature, spec.top_p)
         else:
             hidden = base.get_decoder()(**inputs).last_hidden_state[x.at]
             flat = (ChunkedLogprobs.apply(hidden, x.tok, fn, spec.chunk) if spec.logits == "chunked"

@@ -18,15 +18,17 @@ GEMMA3 = REPO / "configs" / "neuromas3_gemma3-1b_gsm8k.yaml"
 # Peak CUDA memory allocated by one learner rank (weights included), measured on an NVIDIA
 # H200 with the learner of commit 871c0a9 (../shared/GPU.md): Qwen3-0.6B's architecture,
 # random bf16 weights, LoRA r16 on q/v, 3 nodes, ZeRO-2, world size 1, rows of 384 prompt +
-# 384 response tokens, all of one length. A learner change to what the forward keeps (e.g.
-# logits at the response positions only) must re-measure these (python -m benchmarks.gpu_check).
+# 384 response tokens, all of one length, full logits and passes of a fixed row count (that
+# learner's only path: learner.logits=full, max_tokens_per_micro_batch=0). The default path
+# (chunked logits, a token budget) waits for a GPU to be measured (python -m benchmarks.gpu_check).
 H200_PEAK_GIB = {8: 16.8, 32: 64.5}
 
 
 @pytest.mark.parametrize("rows", sorted(H200_PEAK_GIB))
 def test_plan_holds_the_h200_measurements(rows):
     cfg = load_config(QWEN3, ["model.max_model_len=768", "sampling.max_new_tokens=384", "learner.num_ranks=1",
-                              f"learner.micro_batch_size={rows}", "resources.gpu_memory_gb=141"])
+                              f"learner.micro_batch_size={rows}", "resources.gpu_memory_gb=141",
+                              "learner.logits=full", "learner.max_tokens_per_micro_batch=0"])
     plan = learner_memory(cfg, measure(cfg), padded=False)  # the measured rows had one length
     ratio = sum(plan.values()) / GIB / H200_PEAK_GIB[rows]
     assert abs(ratio - 1) <= 0.15, f"plan / measured = {ratio:.3f}"
@@ -74,13 +76,37 @@ def test_structure_read_off_the_architecture():
 
 
 def test_plan_grows_with_what_it_should():
-    cfg = load_config(QWEN3)
+    rows_only = ["learner.max_tokens_per_micro_batch=0"]
+    cfg = load_config(QWEN3, rows_only)
     a = measure(cfg)
     base = learner_memory(cfg, a)
-    longer = learner_memory(load_config(QWEN3, ["model.max_model_len=8192"]), a)
-    more_rows = learner_memory(load_config(QWEN3, ["learner.micro_batch_size=16"]), a)
+    longer = learner_memory(load_config(QWEN3, [*rows_only, "model.max_model_len=8192"]), a)
+    more_rows = learner_memory(load_config(QWEN3, [*rows_only, "learner.micro_batch_size=16"]), a)
     assert more_rows["activations"] == pytest.approx(2 * base["activations"])
-    assert more_rows["logits"] == pytest.approx(2 * base["logits"])
     assert longer["activations"] > 2 * base["activations"]  # linear per token, plus the s x s padding mask
-    nucleus = learner_memory(load_config(QWEN3, ["sampling.top_p=0.9"]), a)
+    full = [*rows_only, "learner.logits=full"]
+    assert learner_memory(load_config(QWEN3, [*full, "learner.micro_batch_size=16"]), a)["logits"] == pytest.approx(
+        2 * learner_memory(load_config(QWEN3, full), a)["logits"])
+    nucleus = learner_memory(load_config(QWEN3, [*rows_only, "sampling.top_p=0.9"]), a)
     assert nucleus["logits"] > base["logits"] and nucleus["activations"] == base["activations"]
+
+
+def test_chunked_logits_and_a_token_budget_bound_the_pass():
+    """Qwen3-0.6B, 32 rows of 384 + 384 tokens (the H200 shape): full logits keep
+    2 x 24,576 x 151,936 bytes + 12 x 12,288 x 151,936 = 27.8 GiB; chunks of 1,024 tokens
+    keep 12 x 1,024 x 151,936 bytes (1.74 GiB) and 2 x 12,288 x 1,024 of hidden-state
+    gradients (24 MiB)."""
+    shape = ["model.max_model_len=768", "sampling.max_new_tokens=384", "learner.micro_batch_size=32",
+             "learner.max_tokens_per_micro_batch=0"]
+    a = measure(load_config(QWEN3, shape))
+    full = learner_memory(load_config(QWEN3, [*shape, "learner.logits=full"]), a, padded=False)["logits"]
+    chunked = learner_memory(load_config(QWEN3, shape), a, padded=False)["logits"]
+    assert full / GIB == pytest.approx((2 * 24_576 + 12 * 12_288) * 151_936 / GIB)
+    assert chunked == 12 * 1_024 * 151_936 + 2 * 12_288 * 1_024
+    # a budget of 8,192 tokens: padded passes of 10 rows of 768, packed ones of 8,192 tokens
+    budget = [*shape[:3], "learner.max_tokens_per_micro_batch=8192"]
+    padded = learner_memory(load_config(QWEN3, budget), a)
+    packed = learner_memory(load_config(QWEN3, [*budget, "learner.padding_free=on"]), a)
+    per_token = a.layers * layer_bytes_per_token(a, 2, 16, padded=False)
+    assert packed["activations"] == 8_192 * per_token
+    assert padded["activations"] == 10 * 768 * a.layers * layer_bytes_per_token(a, 2, 16, padded=True) + 10 * 768 ** 2
