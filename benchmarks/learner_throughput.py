@@ -25,6 +25,7 @@ import argparse
 import cProfile
 import dataclasses
 import json
+import math
 import os
 import platform
 import pstats
@@ -40,7 +41,9 @@ if not torch.cuda.is_available():  # on a GPU DeepSpeed picks CUDA (benchmarks.g
 
 from neuromas_dist.config import Config  # noqa: E402
 from neuromas_dist.learner import algos  # noqa: E402
+from neuromas_dist.learner.forward import gathered  # noqa: E402
 from neuromas_dist.learner.model import build_peft_model, torch_dtype  # noqa: E402
+from neuromas_dist.learner.packing import build_inputs, pad_fraction  # noqa: E402
 from neuromas_dist.learner.rank import LearnerRank  # noqa: E402
 from neuromas_dist.learner.rows import Row  # noqa: E402
 from neuromas_dist.trajectories.schema import TrajectoryRow, to_record_batch  # noqa: E402
@@ -55,8 +58,19 @@ def node_names(nodes: int) -> tuple[str, ...]:
     return tuple(Topology.build(WIDTHS[nodes]).names)
 
 
+def row_lengths(kind: str, rng: random.Random, prompt: int, response: int, scale: float = 1.0) -> tuple[int, int]:
+    """(prompt, response) tokens of one row. ``equal``: the given lengths. ``gsm8k-like``: a
+    node's prompt of 100-400 tokens (a GSM8K question, the graph's prompt and upstream text)
+    and an answer of 50-512 (log-normal, median 180), both times ``scale``."""
+    if kind == "equal":
+        return prompt, response
+    p = rng.randint(100, 400)
+    r = min(max(int(rng.lognormvariate(math.log(180), 0.6)), 50), 512)
+    return max(1, round(p * scale)), max(1, round(r * scale))
+
+
 def make_batch(seed: int, vocab: int, questions: int, samples: int, prompt: int, response: int,
-               nodes: tuple[str, ...]):
+               nodes: tuple[str, ...], lengths: str = "equal", scale: float = 1.0):
     """Batch ``seed`` is the learners' step ``seed``: its rows carry that adapter version, so
     they are on-policy (no importance weights or stale re-scoring, as in the plain loop)."""
     rng = random.Random(seed)
@@ -65,18 +79,19 @@ def make_batch(seed: int, vocab: int, questions: int, samples: int, prompt: int,
         for k in range(samples):
             reward = float(rng.random() < 0.5)
             for node in nodes:
+                p, t = row_lengths(lengths, rng, prompt, response, scale)
                 rows.append(TrajectoryRow(
                     0, f"q{q}#{k}", f"q{q}", k, node, int(node[1]), int(node[3]),
-                    [rng.randrange(3, vocab) for _ in range(prompt)], [rng.randrange(3, vocab) for _ in range(response)],
-                    [0.0] * response, "length", False, True, seed, "", None, reward, 0, 0.0))
+                    [rng.randrange(3, vocab) for _ in range(p)], [rng.randrange(3, vocab) for _ in range(t)],
+                    [0.0] * t, "length", False, True, seed, "", None, reward, 0, 0.0))
     return to_record_batch(rows)
 
 
-def bench_config(micro_batch: int, mode: str = "per_node") -> Config:
+def bench_config(micro_batch: int, mode: str = "per_node", **options) -> Config:
     cfg = Config()
     # gap check off: the synthetic logprobs are not the model's (this measures speed only)
     learner = dataclasses.replace(cfg.learner, micro_batch_size=micro_batch, max_logprob_gap=1e9, baseline="loo",
-                                  micro_batches=mode)
+                                  micro_batches=mode, **options)
     return dataclasses.replace(cfg, learner=learner)
 
 
@@ -94,6 +109,8 @@ class PlainLoop:
         torch.manual_seed(cfg.trainer.seed)
         self.cfg, self.nodes = cfg, nodes
         self.model = build_peft_model(model_dir, nodes, cfg, torch_dtype(cfg)).train()
+        if torch.cuda.is_available():
+            self.model = self.model.to("cuda")
         self.params = [p for n, p in self.model.named_parameters() if "lora_" in n]
         for p in self.params:
             p.requires_grad_(True)
@@ -131,14 +148,16 @@ class PlainLoop:
         return adv
 
     def _micro(self, chunk, denom: int) -> None:
+        """Right-padded rows, every position's logits, the response positions gathered:
+        the loop as a transformers + PEFT user writes it."""
         rows = [r for r, _ in chunk]
-        ids = torch.tensor([r.prompt + r.response for r in rows])  # equal lengths: no padding
-        p, t = len(rows[0].prompt), len(rows[0].response)
-        logits = self.model(input_ids=ids).logits[:, p - 1:p - 1 + t]
-        lp = algos.token_logprobs(logits, torch.tensor([r.response for r in rows]))
-        adv = torch.tensor([a for _, a in chunk])
-        coef = algos.token_coefficients(torch.ones_like(lp, dtype=torch.bool), "token")
-        (algos.reinforce_terms(lp, adv, torch.ones_like(lp), coef) / denom).backward()
+        dev = next(self.model.parameters()).device
+        x = build_inputs(rows, packed=False).to(dev)
+        logits = self.model(input_ids=x.ids, attention_mask=x.attn).logits
+        lp = torch.zeros(x.shape, device=dev).index_put((x.row, x.col), algos.token_logprobs(gathered(logits, x), x.tok))
+        adv = torch.tensor([a for _, a in chunk], device=dev)
+        mask = x.mask().to(dev)
+        (algos.reinforce_terms(lp, adv, torch.ones_like(lp), algos.token_coefficients(mask, "token")) / denom).backward()
 
 
 def measure(nodes: int, args: argparse.Namespace, model_dir: str, vocab: int) -> dict:
@@ -186,9 +205,96 @@ def measure(nodes: int, args: argparse.Namespace, model_dir: str, vocab: int) ->
     return out
 
 
+# The learner's options, each on top of the defaults; "before" is the learner before them.
+OPTIONS = {
+    "before": dict(logits="full", max_tokens_per_micro_batch=0, padding_free="off"),
+    "response_logits": dict(logits="response", max_tokens_per_micro_batch=0, padding_free="off"),
+    "chunked_logits": dict(logits="chunked", max_tokens_per_micro_batch=0, padding_free="off"),
+    "token_budget": dict(logits="chunked", padding_free="off"),
+    "token_budget_packed": dict(logits="chunked", padding_free="on"),
+}
+
+
+class PassLog:
+    """The row lengths of every pass a learner runs (wraps ``LearnerRank._micro_batch``)."""
+
+    def __init__(self, rank: LearnerRank):
+        self.passes: list[list[int]] = []
+        inner = rank._micro_batch
+
+        def logged(rows):
+            self.passes.append([len(r.prompt) + len(r.response) for r in rows])
+            return inner(rows)
+
+        rank._micro_batch = logged
+
+
+def measure_options(args: argparse.Namespace, model_dir: str, vocab: int) -> dict:
+    """The plain loop and the learner under each option on the same batches, steps
+    alternating; real (non-pad) tokens/s, the pad share of the passes, peak memory of a step."""
+    from benchmarks.learner_memory import peak_bytes
+
+    names = node_names(int(args.nodes.split(",")[0]))
+    batches = [make_batch(s, vocab, args.questions, args.samples, args.prompt, args.response, names,
+                          args.lengths, args.length_scale) for s in range(args.steps + 2)]
+    steps, logs = {"plain_peft": PlainLoop(bench_config(args.micro_batch), model_dir, names).step}, {}
+    for name in args.options.split(","):
+        options = {**OPTIONS[name], **({"max_tokens_per_micro_batch": args.budget}
+                                       if OPTIONS[name].get("max_tokens_per_micro_batch", 1) and args.budget else {})}
+        rank = LearnerRank(bench_config(args.micro_batch, **options), model_dir, names)
+        rank.setup()
+        logs[name] = PassLog(rank)
+        steps[name] = lambda b, rank=rank: deepspeed_step(rank, b)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    peaks: dict[str, int] = {}
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for i, batch in enumerate(batches):
+        for name, step in steps.items():
+            if i == len(batches) - 1:  # the last batch measures memory (the profiler slows the CPU)
+                peaks[name] = peak_bytes(lambda: step(batch), device)
+            else:
+                t = step(batch)
+                if i:  # batch 0 warms up
+                    times[name].append(t)
+            print(f"batch {i} {name}", flush=True)
+    real = sum(len(r["prompt_ids"]) + len(r["response_ids"]) for r in batches[0].to_pylist())
+    out = {}
+    for name in steps:
+        log = logs.get(name)
+        packed = name in logs and OPTIONS[name]["padding_free"] == "on"
+        out[name] = {"real_tokens_per_s": round(real / statistics.median(times[name]), 1),
+                     "step_s": [round(t, 3) for t in times[name]], "peak_mib": round(peaks[name] / 2 ** 20, 1),
+                     "passes_per_step": round(len(log.passes) / len(batches), 1) if log else None,
+                     "pad_fraction": None if log is None else 0.0 if packed
+                     else round(pad_fraction([n for p in log.passes for n in p], log.passes), 3)}
+    base = out["before"]["real_tokens_per_s"] if "before" in out else None
+    for v in out.values():
+        v["over_plain"] = round(v["real_tokens_per_s"] / out["plain_peft"]["real_tokens_per_s"], 3)
+        v["over_before"] = round(v["real_tokens_per_s"] / base, 3) if base else None
+    return {"nodes": len(names), "real_tokens_per_step": real, "rows_per_step": batches[0].num_rows, "options": out}
+
+
+def vocab_heavy_model(path: Path) -> str:
+    """A random Qwen3 whose vocabulary dominates as at paper scale: Qwen3's 151,936 tokens
+    on a 2-layer, 256-wide body (a 0.6B model's lm_head is a quarter of its FLOPs)."""
+    from benchmarks.random_model import random_model_dir
+
+    if (path / "config.json").exists():
+        return str(path)
+    arch = path.parent / "vocab_heavy.arch.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arch.write_text(json.dumps({
+        "model_type": "qwen3", "vocab_size": 151936, "hidden_size": 256, "intermediate_size": 768,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64,
+        "tie_word_embeddings": True, "max_position_embeddings": 4096}))
+    return str(random_model_dir(path, arch, torch.float32))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="", help="model dir (default: the built tiny Qwen3)")
+    ap.add_argument("--arch", default="", choices=("", "vocab-heavy"),
+                    help="vocab-heavy: a random 2-layer, 256-wide Qwen3 with Qwen3's 151,936-token vocabulary")
     ap.add_argument("--steps", type=int, default=5, help="timed steps of each learner")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--nodes", default="3,7", help="graph sizes: 3 = [2, 1], 7 = [4, 2, 1]")
@@ -196,25 +302,39 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--prompt", type=int, default=64)
     ap.add_argument("--response", type=int, default=24)
+    ap.add_argument("--lengths", default="equal", choices=("equal", "gsm8k-like"),
+                    help="row lengths: --prompt/--response for all, or GSM8K-like (100-400 + 50-512) times --length-scale")
+    ap.add_argument("--length-scale", type=float, default=1.0)
     ap.add_argument("--micro-batch", type=int, default=32)
+    ap.add_argument("--options", default="",
+                    help=f"compare the learner's options ({','.join(OPTIONS)}) with the plain loop instead of "
+                         "per-node/mixed passes (first graph of --nodes)")
+    ap.add_argument("--budget", type=int, default=0, help="learner.max_tokens_per_micro_batch of the budget options "
+                                                         "(0 = the default)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "learner_throughput.json"))
     ap.add_argument("--profile", action="store_true", help="also print each learner's top cProfile entries")
     ap.add_argument("--pass-rows", default="", help="also per-node learners with these micro-batch sizes, e.g. 8,32")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model_dir = args.model or str(_tiny())
+    model_dir = args.model or (vocab_heavy_model(REPO / ".cache" / "vocab_heavy") if args.arch else str(_tiny()))
     vocab = json.loads((Path(model_dir) / "config.json").read_text())["vocab_size"]
     cfg = bench_config(args.micro_batch)
-    result = {"graphs": [measure(int(n), args, model_dir, vocab) for n in args.nodes.split(",")],
-              "settings": {**vars(args), "model": model_dir, "zero_stage": cfg.learner.zero_stage,
-                           "lora_rank": cfg.lora.rank, "targets": list(cfg.lora.target_modules),
-                           "dtype": str(torch_dtype(cfg)), "world_size": 1,
-                           "device": "cuda" if torch.cuda.is_available() else "cpu",
-                           "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}}
-    for g in result["graphs"]:
-        print(f"{g['nodes']} nodes: " + "   ".join(f"{k} {v:,.0f} tokens/s" for k, v in g["tokens_per_s"].items())
-              + f"   mixed/per-node {g['mixed_over_per_node']:.3f}"
-              + (f"   pass-merge ceiling {g['pass_merge_ceiling']:.3f}" if "pass_merge_ceiling" in g else ""))
+    if args.options:
+        result = {"options": measure_options(args, model_dir, vocab)}
+        for name, v in result["options"]["options"].items():
+            print(f"{name:22s} {v['real_tokens_per_s']:10,.0f} real tokens/s  x{v['over_plain']:.2f} plain  "
+                  f"peak {v['peak_mib']:8.1f} MiB  pad {v['pad_fraction']}")
+    else:
+        result = {"graphs": [measure(int(n), args, model_dir, vocab) for n in args.nodes.split(",")]}
+        for g in result["graphs"]:
+            print(f"{g['nodes']} nodes: " + "   ".join(f"{k} {v:,.0f} tokens/s" for k, v in g["tokens_per_s"].items())
+                  + f"   mixed/per-node {g['mixed_over_per_node']:.3f}"
+                  + (f"   pass-merge ceiling {g['pass_merge_ceiling']:.3f}" if "pass_merge_ceiling" in g else ""))
+    result["settings"] = {**vars(args), "model": model_dir, "zero_stage": cfg.learner.zero_stage,
+                          "lora_rank": cfg.lora.rank, "targets": list(cfg.lora.target_modules),
+                          "dtype": str(torch_dtype(cfg)), "world_size": 1,
+                          "device": "cuda" if torch.cuda.is_available() else "cpu",
+                          "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

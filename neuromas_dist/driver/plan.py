@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from neuromas_dist.config import Config
-from neuromas_dist.driver.memory_model import GIB, PlanError, learner_memory, measure, rollout_memory
+from neuromas_dist.driver.memory_model import GIB, PlanError, learner_memory, measure, pass_shape, rollout_memory
 
 __all__ = ["GIB", "PlanError", "make_plan", "measure", "print_plan"]
 
@@ -61,6 +61,7 @@ def make_plan(cfg: Config) -> tuple[str, dict[str, Any]]:
     numbers = {"params": a.params, "lora_per_node": a.lora_per_node, "rollout": roll, "learner": learn,
                "sync_bytes": adapter_bytes, "full_sync_bytes": full_bytes}
     gb = lambda x: f"{x / GIB:.2f} GiB"  # noqa: E731
+    pass_rows, pass_tokens, _ = pass_shape(cfg, cfg.learner.padding_free == "on")
     lines = [f"model {cfg.model.name_or_path}: {a.params / 1e6:.1f}M parameters; {nodes} nodes x "
              f"{a.lora_per_node / 1e6:.2f}M LoRA parameters (rank {cfg.lora.rank})",
              "placement (one placement group, strategy " + r.placement_strategy + "):", *placement_lines(cfg),
@@ -69,9 +70,10 @@ def make_plan(cfg: Config) -> tuple[str, dict[str, Any]]:
              f"({roll['kv_tokens'] / cfg.model.max_model_len:.1f} sequences of max_model_len)",
              f"learner rank x {cfg.learner.num_ranks} (ZeRO {cfg.learner.zero_stage}): " +
              ", ".join(f"{k} {gb(v)}" for k, v in learn.items()) + f"; peak {gb(sum(learn.values()))} "
-             f"for micro-batches of {cfg.learner.micro_batch_size} rows x {cfg.model.max_model_len} tokens "
-             f"(activations and logits: what autograd keeps of the learner's forward, checked against peak "
-             f"CUDA memory on an H200, within 2%, and CPU allocator peaks; not measured: the CUDA context, "
+             f"for passes of {pass_rows} rows x {cfg.model.max_model_len} tokens ({pass_tokens:,} tokens, "
+             f"logits={cfg.learner.logits}; activations and logits: what autograd keeps of the learner's forward, "
+             f"checked against CPU allocator peaks and, for logits=full, peak CUDA memory on an H200, within 2%; "
+             f"not measured: the CUDA context, "
              f"for which the fit check sets aside {gb(CUDA_CONTEXT_BYTES)})",
              f"adapter sync: {adapter_bytes / 1e6:.1f} MB per version vs {full_bytes / 1e6:.1f} MB for a full-weight "
              f"sync ({full_bytes / adapter_bytes:.0f}x less)"]
@@ -94,8 +96,8 @@ def _check_fit(cfg: Config, roll: dict[str, float], learn: dict[str, float]) -> 
         have = r.gpu_memory_gb * GIB * (1 - cfg.rollout.gpu_memory_utilization)
     if need > have:
         raise PlanError(f"a learner rank needs about {need / GIB:.1f} GiB but gets {have / GIB:.1f} GiB of a "
-                        f"{r.gpu_memory_gb:g} GiB GPU (resources.gpu_memory_gb): lower learner.micro_batch_size or "
-                        f"model.max_model_len, raise learner.zero_stage or learner.num_ranks")
+                        f"{r.gpu_memory_gb:g} GiB GPU (resources.gpu_memory_gb): lower learner.max_tokens_per_micro_batch, "
+                        f"learner.micro_batch_size or model.max_model_len, raise learner.zero_stage or learner.num_ranks")
     share = "shared with vLLM" if r.colocate else f"{r.learner_gpus:g} GPU"
     return (f"fit: a learner rank needs {need / GIB:.1f} GiB of the {have / GIB:.1f} GiB it gets ({share} of "
             f"{r.gpu_memory_gb:g} GiB); fits")
