@@ -12,12 +12,16 @@ the paper's architecture, ``configs/arch/qwen3-0.6b.json``; a tokenizer built lo
   3 and 7 nodes, per-node and mixed micro-batches of 8 rows of 384 prompt + 384 response
   tokens: tokens/s, model TFLOP/s (4 x parameters per token: forward and input-gradient
   backward of the frozen base) and peak memory beside ``--plan``'s;
+* **options**: ``benchmarks.learner_throughput --options`` at the same shape, on rows of one
+  length and on a GSM8K-like length mix: the plain transformers + PEFT loop against the
+  learner as it was (full logits, fixed rows) and under each of its options (response-only
+  and chunked logits, a token budget, packed rows): real tokens/s, pad share, peak memory;
 * **rollout** (only when vLLM and Ray import; otherwise skipped, and the file says why):
   one rollout step of the paper config's 3-node graph with every adapter loaded, its tokens/s
   beside raw vLLM generation of the same calls, and the bf16 logprob gap learner vs vLLM.
 
 Writes ``benchmarks/results/gpu_check_<device>.json``. Each part has its own time limit;
-on one H200-class GPU the whole check is meant to take under 8 minutes. Run without a GPU it
+on one H200-class GPU the whole check is meant to take under 13 minutes (`--parts` picks). Run without a GPU it
 says so and exits 2 (``--allow-cpu`` runs the same code on the CPU at toy scale: what the
 tests use).
 """
@@ -44,7 +48,7 @@ from benchmarks.random_model import random_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "configs" / "neuromas3_qwen3-0.6b_gsm8k.yaml"
-PARTS = ("tests", "learner", "rollout")
+PARTS = ("tests", "learner", "options", "rollout")
 
 
 # ----------------------------------------------------------------- the machine
@@ -188,6 +192,29 @@ def run_learner(model_dir: Path, deadline: float, **shape: Any) -> list[dict[str
     return out
 
 
+def run_options(model_dir: Path, timeout_s: float, shape: dict[str, int], workdir: Path) -> dict[str, Any]:
+    """The learner's options against the plain loop, each length mix in its own process
+    with half the time limit (a timed-out one is recorded as such)."""
+    from benchmarks.learner_throughput import OPTIONS
+
+    out: dict[str, Any] = {}
+    for lengths in ("equal", "gsm8k-like"):
+        path = workdir / f"options_{lengths}.json"
+        cmd = [sys.executable, "-m", "benchmarks.learner_throughput", "--model", str(model_dir), "--nodes", "3",
+               "--options", ",".join(OPTIONS), "--lengths", lengths, "--prompt", str(shape["prompt"]),
+               "--response", str(shape["response"]), "--questions", str(shape["questions"]),
+               "--samples", str(shape["samples"]), "--steps", str(shape["steps"]),
+               "--micro-batch", str(shape["rows"]), "--out", str(path)]
+        try:
+            done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s / 2)
+            out[lengths] = (json.loads(path.read_text()) if done.returncode == 0
+                            else {"returncode": done.returncode, "tail": done.stderr[-2000:]})
+        except subprocess.TimeoutExpired:
+            out[lengths] = {"timed_out_after_s": timeout_s / 2}
+        print(f"[gpu_check] options {lengths} {out[lengths]}", flush=True)
+    return out
+
+
 # ----------------------------------------------------------------- rollout
 
 def rollout_missing() -> str | None:
@@ -249,10 +276,11 @@ def logprob_gaps(rows: list[dict], learner: list[list[float]]) -> dict[str, dict
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--parts", default=",".join(PARTS), help="any of tests,learner,rollout")
+    p.add_argument("--parts", default=",".join(PARTS), help="any of " + ",".join(PARTS))
     p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--tests-timeout", type=float, default=240.0)
     p.add_argument("--learner-timeout", type=float, default=180.0, help="no new learner case starts after this")
+    p.add_argument("--options-timeout", type=float, default=300.0, help="the options part, both length mixes")
     p.add_argument("--questions", type=int, default=16, help="rollout questions (x sampling.n_samples, 8)")
     p.add_argument("--arch", default=str(REPO / "configs" / "arch" / "qwen3-0.6b.json"),
                    help="architecture JSON of the random model")
@@ -288,11 +316,13 @@ def main(argv: list[str] | None = None) -> int:
         result["tests"] = run_tests(args.tests_timeout)
         print(f"[gpu_check] tests {result['tests']}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        needs_model = {"learner", "rollout"} & set(parts)
+        needs_model = {"learner", "options", "rollout"} & set(parts)
         model_dir = random_model_dir(Path(tmp) / "random-model", Path(args.arch)) if needs_model else None
         if "learner" in parts:
             result["learner"] = run_learner(model_dir, time.monotonic() + args.learner_timeout,
                                             **learner_shape(args.shape))
+        if "options" in parts:
+            result["options"] = run_options(model_dir, args.options_timeout, learner_shape(args.shape), Path(tmp))
         if "rollout" in parts:
             why = rollout_missing()
             result["rollout"] = {"skipped": why} if why else run_rollout(model_dir, args.questions, args.override)
