@@ -11,6 +11,8 @@ import os
 
 import pytest
 
+from small_run import SMALL_RUN
+
 # Set before anything imports vLLM/DeepSpeed: these are read at import or start time.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB per engine: several engines share 24 GB
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -63,3 +65,19 @@ def ray_local():
                                            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}})
     yield ray
     ray.shutdown()
+
+
+
+@pytest.fixture(scope="session")
+def trained_run(ray_local, tiny_model_dir, tmp_path_factory):
+    """A finished 2-step run of the default graph on the real stack (about a minute),
+    shared by the end-to-end checks and the commands that read a run directory (evaluate,
+    serve, generate). Tests copy it before changing anything in it."""
+    from neuromas_dist.config import load_config
+    from neuromas_dist.driver.run import run_training
+
+    run_dir = tmp_path_factory.mktemp("trained") / "sync"
+    cfg = load_config(None, [*SMALL_RUN, f"logging.run_dir={run_dir}", "trainer.steps=2",
+                             "trainer.checkpoint_every=1", "learner.lr=0.01"])
+    assert run_training(cfg) == 0
+    return run_dir

@@ -41,15 +41,16 @@ def step_of_pass(filename: str) -> int:
     return int(filename.split("_")[1])
 
 
-def _tables_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "eval" / "trajectories"
+def _tables_dir(run_dir: Path, eval_dir: Path | None = None) -> Path:
+    return Path(eval_dir or Path(run_dir) / "eval") / "trajectories"
 
 
-def save_pass(run_dir: Path, name: str, p: EvalPass, nodes: Sequence[str]) -> None:
+def save_pass(run_dir: Path, name: str, p: EvalPass, nodes: Sequence[str], eval_dir: Path | None = None) -> None:
     """Save a pass and the graph it ran on (a grown run's step-0 graph is not its last)."""
-    save_table(p.greedy, _tables_dir(run_dir) / f"{name}_greedy.parquet")
-    save_table(p.sampled, _tables_dir(run_dir) / f"{name}_sampled.parquet")
-    (_tables_dir(run_dir) / f"{name}_nodes.json").write_text(json.dumps(sorted(nodes)))
+    tables = _tables_dir(run_dir, eval_dir)
+    save_table(p.greedy, tables / f"{name}_greedy.parquet")
+    save_table(p.sampled, tables / f"{name}_sampled.parquet")
+    (tables / f"{name}_nodes.json").write_text(json.dumps(sorted(nodes)))
 
 
 def load_pass(run_dir: Path, name: str) -> tuple[EvalPass, list[str]] | None:
@@ -73,33 +74,38 @@ def _comparable(before: tuple[EvalPass, list[str]] | None, full: EvalPass, nodes
 
 
 def write_eval_dir(run_dir: Path, full: EvalPass, ablations: Mapping[str, pa.Table], examples: Sequence[Any],
-                   sink: str, nodes: Sequence[str], step: int, answer_type: str = "number") -> dict[str, Any]:
+                   sink: str, nodes: Sequence[str], step: int, answer_type: str = "number",
+                   eval_dir: Path | None = None) -> dict[str, Any]:
     """Save the passes, build the report (paired with the step-0 pass when there is one),
-    write report.json / report.md and the plots; returns the report."""
+    write report.json / report.md and the plots into ``eval_dir`` (RUN_DIR/eval by
+    default); returns the report."""
     from neuromas_dist.driver.metrics import read_metrics
 
     run_dir = Path(run_dir)
-    for stale in [*_tables_dir(run_dir).glob(f"{FINAL}_*"), *_tables_dir(run_dir).glob("ablate_*")]:
+    eval_dir = Path(eval_dir or run_dir / "eval")
+    tables = _tables_dir(run_dir, eval_dir)
+    for stale in [*tables.glob(f"{FINAL}_*"), *tables.glob("ablate_*")]:
         stale.unlink()  # a report never sits next to passes of an earlier evaluation
-    save_pass(run_dir, FINAL, full, nodes)
+    save_pass(run_dir, FINAL, full, nodes, eval_dir)
     for node, table in ablations.items():
-        save_table(table, _tables_dir(run_dir) / f"ablate_{node}_greedy.parquet")
+        save_table(table, tables / f"ablate_{node}_greedy.parquet")
     metrics_path = run_dir / "metrics.jsonl"
     metrics = read_metrics(metrics_path) if metrics_path.is_file() else []
     report = build_report(full, ablations, _comparable(load_pass(run_dir, BEFORE), full, nodes),
                           [str(e.id) for e in examples], sink, nodes, step, metrics, answer_type)
-    write_report(report, run_dir / "eval", title=str(run_dir))
-    plot_report(report, run_dir / "eval")
+    write_report(report, eval_dir, title=str(run_dir))
+    plot_report(report, eval_dir)
     return report
 
 
 def evaluate_on(workers: Sequence[Any], adapters: Any, examples: Sequence[Any], run_dir: Path, topology: Any,
                 step: int, samples: int, ablate: bool, full: EvalPass | None = None,
-                answer_type: str = "number") -> dict[str, Any]:
+                answer_type: str = "number", eval_dir: Path | None = None) -> dict[str, Any]:
     """Full pass (unless given), ablations, report. The workers must hold ``adapters``."""
     full = full or evaluate_pass(workers, examples, step, samples)
     ablations = ablation_passes(workers, examples, adapters, step) if ablate else {}
-    return write_eval_dir(run_dir, full, ablations, examples, topology.sink, topology.names, step, answer_type)
+    return write_eval_dir(run_dir, full, ablations, examples, topology.sink, topology.names, step, answer_type,
+                          eval_dir)
 
 
 class Prepared(NamedTuple):
@@ -122,7 +128,7 @@ def prepare(cfg: Config, run_dir: Path) -> Prepared:
     if set(adapters.tensors) != set(topology.names):
         raise ValueError(f"{run_dir}/adapters holds nodes {', '.join(sorted(adapters.tensors))} but the run's graph "
                          f"{list(topology.widths)} has {', '.join(topology.names)}")
-    return Prepared(_local(cfg), data, adapters, topology)
+    return Prepared(local_config(cfg), data, adapters, topology)
 
 
 def run_topology(cfg: Config, run_dir: Path) -> Any:
@@ -137,7 +143,7 @@ def run_topology(cfg: Config, run_dir: Path) -> Any:
     return Topology.of_config(widths, edges)
 
 
-def _local(cfg: Config) -> Config:
+def local_config(cfg: Config) -> Config:
     """One rollout worker; the run's cluster address dropped (RAY_ADDRESS still joins
     one), and no GPU asked for where none is visible (a run dir copied off a cluster)."""
     import torch
@@ -148,8 +154,10 @@ def _local(cfg: Config) -> Config:
     return dataclasses.replace(cfg, resources=resources, rollout=dataclasses.replace(cfg.rollout, num_workers=1))
 
 
-def evaluate_run_dir(prepared: Prepared, run_dir: Path, samples: int, ablate: bool) -> dict[str, Any]:
-    """Evaluate a finished run's ``adapters/`` on one fresh rollout worker."""
+def evaluate_run_dir(prepared: Prepared, run_dir: Path, samples: int, ablate: bool,
+                     eval_dir: Path | None = None) -> dict[str, Any]:
+    """Evaluate a finished run's ``adapters/`` on one fresh rollout worker; the report goes
+    to ``eval_dir`` (RUN_DIR/eval by default)."""
     import ray
 
     from neuromas_dist.driver.cluster import init_ray
@@ -163,7 +171,7 @@ def evaluate_run_dir(prepared: Prepared, run_dir: Path, samples: int, ablate: bo
         ray.get([w.set_topology.remote(topology.widths, topology.to_dict()["edges"]) for w in workers])
         broadcast_adapters(workers, adapters)
         return evaluate_on(workers, adapters, data.eval, run_dir, topology, _run_step(run_dir), samples, ablate,
-                           answer_type=data.task.answer_type)
+                           answer_type=data.task.answer_type, eval_dir=eval_dir)
     finally:
         for w in workers:
             ray.get(w.shutdown.remote())

@@ -124,13 +124,18 @@ class GraphExecutor:
     # ------------------------------------------------------------ one node call
 
     async def call_node(self, spec: SampleSpec, node: str, upstream: Mapping[str, str],
-                        pin: Pin, policy: SamplingPolicy, route: "Route | None" = None) -> NodeCall:
+                        pin: Pin, policy: SamplingPolicy, route: "Route | None" = None,
+                        tokens: "asyncio.Queue | None" = None) -> NodeCall:
         """One node's call; under a closed growth gate ``node`` is a small-graph node, prompted
-        as such and served by (and recorded as) the large node that carries it."""
+        as such and served by (and recorded as) the large node that carries it. With
+        ``tokens``, every new token id goes there as it is generated (a list per engine
+        step), then None."""
         topology, serving = (route.topology, route.adapters[node]) if route else (self.topology, node)
         prompt_ids, truncated = self.fit_prompt(node, spec.example.question, upstream, policy.max_new_tokens,
                                                 topology)
         if prompt_ids is None:
+            if tokens is not None:
+                tokens.put_nowait(None)
             return NodeCall(serving, [], [], [], "", FINISH_ABORT, True, 0.0)
         max_tokens = min(policy.max_new_tokens, self.max_model_len - len(prompt_ids))
         seed_step = spec.step if spec.seed_step is None else spec.seed_step
@@ -139,7 +144,7 @@ class GraphExecutor:
         params = _sampling_params(policy, max_tokens, request_seed(
             policy.seed, seed_step, str(spec.example.id), spec.sample_index, node))
         start = time.perf_counter()
-        out = await self._generate(prompt_ids, params, pin.requests[serving])
+        out = await self._generate(prompt_ids, params, pin.requests[serving], tokens)
         completion = out.outputs[0]
         token_ids = list(completion.token_ids)
         # Decode here rather than use vLLM's incremental text: the two differ on broken
@@ -149,14 +154,26 @@ class GraphExecutor:
                         text, str(completion.finish_reason or FINISH_ABORT), truncated,
                         time.perf_counter() - start)
 
-    async def _generate(self, prompt_ids: list[int], params: Any, lora_request: Any) -> Any:
+    async def _generate(self, prompt_ids: list[int], params: Any, lora_request: Any,
+                        tokens: "asyncio.Queue | None" = None) -> Any:
         from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
 
-        final = None
+        final, sent = None, 0
+        if tokens is not None:
+            params.output_kind = RequestOutputKind.CUMULATIVE  # every step: all ids so far
         request_id = f"n{next(self._request_ids)}"
-        async for final in self.engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params,
-                                                request_id, lora_request=lora_request):
-            pass
+        try:
+            async for final in self.engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params,
+                                                    request_id, lora_request=lora_request):
+                if tokens is not None:
+                    ids = final.outputs[0].token_ids
+                    if len(ids) > sent:
+                        tokens.put_nowait(list(ids[sent:]))
+                        sent = len(ids)
+        finally:
+            if tokens is not None:
+                tokens.put_nowait(None)
         return final
 
     # ------------------------------------------------------------ schedulers
@@ -168,8 +185,10 @@ class GraphExecutor:
             return None
         return Route(self._small, gate.carried)
 
-    async def run_sample(self, spec: SampleSpec, pin: Pin, policy: SamplingPolicy) -> SampleResult:
-        """Per-sample scheduling: each node starts as soon as its own inputs are done."""
+    async def run_sample(self, spec: SampleSpec, pin: Pin, policy: SamplingPolicy,
+                         sink_tokens: "asyncio.Queue | None" = None) -> SampleResult:
+        """Per-sample scheduling: each node starts as soon as its own inputs are done.
+        ``sink_tokens``: the sink's token ids as they are generated (``call_node``)."""
         tasks: dict[str, asyncio.Task] = {}
         route = self.route(spec)
         topology = route.topology if route else self.topology
@@ -178,7 +197,8 @@ class GraphExecutor:
             inputs = topology.node(node).inputs
             done = await asyncio.gather(*(tasks[src] for src in inputs))
             upstream = {src: call.text for src, call in zip(inputs, done)}
-            return await self.call_node(spec, node, upstream, pin, policy, route)
+            stream = sink_tokens if node == topology.sink else None
+            return await self.call_node(spec, node, upstream, pin, policy, route, stream)
 
         # Topology nodes are ordered by layer, so every input's task exists before use.
         for node in topology.names:

@@ -78,7 +78,7 @@ class RolloutWorker:
         self.worker_id = worker_id
         self.model_dir = str(model_dir) if model_dir else resolve_model_dir(cfg)
         self.topology = Topology.of_config(cfg.topology.widths, cfg.topology.edges)
-        self.task = task if task is not None else _default_task(cfg)
+        self.task = task if task is not None else default_task(cfg)
         self.registry = LoraRegistry()
         self.counters: Counter = Counter()
         self.gauges: dict[str, float] = {}
@@ -263,6 +263,24 @@ class RolloutWorker:
                             if sampled_rewards else 0.0, "eval/samples": len(sampled_rewards)})
         return {"metrics": metrics, "greedy": greedy, "sampled": sampled}
 
+    async def run_one(self, spec: SampleSpec, policy: SamplingPolicy, sink_tokens: asyncio.Queue | None = None
+                      ) -> SampleResult:
+        """One pass of the graph under the current adapters (a served request; unscored).
+        Cancelling it cancels its engine requests."""
+        await self.start()
+        pin = self.registry.acquire()
+        try:
+            return await self._executor.run_sample(spec, pin, policy, sink_tokens)
+        finally:
+            self._release(pin)
+
+    def prompt_tokens(self, question: str) -> int | None:
+        """Tokens of a first-layer node's prompt for ``question``; None when it leaves no
+        room for one new token within ``model.max_model_len``."""
+        node = self.topology.layer_nodes(0)[0].name
+        ids, _ = self._executor.fit_prompt(node, question, {}, 1)
+        return None if ids is None else len(ids)
+
     async def _collect(self, specs: list[SampleSpec], greedy: bool) -> pa.Table | None:
         batches = [b async for b in self._run(specs, self._policy(greedy=greedy), self.cfg.rollout.scheduling)]
         return pa.Table.from_batches(batches) if batches else None
@@ -339,7 +357,7 @@ async def _grouped(results: AsyncIterator[SampleResult], every: int, seconds: fl
         producer.cancel()
 
 
-def _default_task(cfg: Config) -> Any:
+def default_task(cfg: Config) -> Any:
     """The config's task without loading its data (the driver owns the examples)."""
     from neuromas_dist.tasks import make_task, synthetic_task
 

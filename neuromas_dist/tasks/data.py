@@ -145,6 +145,22 @@ def load_examples(path: str | os.PathLike, *, question_field: str, answer_field:
     return _examples(_rows(path), path, fields, id_prefix)
 
 
+def load_questions(path: str | os.PathLike, *, question_field: str, prompt_template: str = ""
+                   ) -> list[tuple[dict, str]]:
+    """(row, question text) of every row of a local file, for generation: no gold answer
+    needed. The question comes from ``question_field`` or ``prompt_template`` as in training."""
+    path = os.fspath(path)
+    fields = _Fields(question_field, "", "text", prompt_template)
+    out = []
+    for number, row in _rows(path):
+        if not isinstance(row, dict):
+            raise DataError(f"{path} row {number}: expected an object with fields, got {type(row).__name__}")
+        out.append((row, _question(row, f"{path} row {number}", fields)))
+    if not out:
+        raise DataError(f"{path}: no rows")
+    return out
+
+
 def load_hf_examples(name: str, config: str, split: str, *, question_field: str, answer_field: str,
                      answer_type: str, data_files: str | list[str] | None = None,
                      id_prefix: str | None = None, prompt_template: str = "") -> list[Example]:

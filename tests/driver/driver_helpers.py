@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SMALL = ["trainer.questions_per_step=4", "sampling.n_samples=2", "sampling.max_new_tokens=24",
-         "data.n_eval=8", "data.n_train=64", "logging.progress=false"]
+from small_run import SMALL_RUN as SMALL  # noqa: E402 - re-exported for the driver tests
 
 
 def metrics(run_dir: Path) -> list[dict]:

@@ -36,9 +36,8 @@ def run(tmp_path: Path, name: str, *overrides: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sync_run(ray_local, tiny_model_dir, tmp_path_factory):
-    return run(tmp_path_factory.mktemp("e2e"), "sync", "trainer.steps=2", "trainer.checkpoint_every=1",
-               "learner.lr=0.01")
+def sync_run(trained_run):
+    return trained_run
 
 
 def test_sync_run_leaves_the_complete_run_directory(sync_run):

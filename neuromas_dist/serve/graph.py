@@ -1,0 +1,158 @@
+"""A trained run directory as something to ask: its graph, prompts, sampling settings and
+final adapters on one in-process rollout worker (one vLLM engine).
+
+Every request is a sample of the graph (``rollout.executor``): all nodes of all requests
+in flight reach the one engine concurrently, so vLLM batches them as in rollout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from pathlib import Path
+from typing import Any, AsyncIterator, NamedTuple, Sequence
+
+from neuromas_dist.rollout.executor import SampleResult, SampleSpec, SamplingPolicy
+from neuromas_dist.run_dir import RunDirError, check_run_dir, run_config
+from neuromas_dist.tasks.base import Example
+
+
+class Params(NamedTuple):
+    """One request's sampling: temperature 0 is greedy (the run's evaluation)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int | None = None  # per node; None = the run's sampling.max_new_tokens
+    seed: int | None = None
+
+
+class ServedGraph:
+    """The run's graph on one engine. ``start`` in the event loop that will serve."""
+
+    def __init__(self, run_dir: str | Path, overrides: Sequence[str] = ()):
+        from neuromas_dist.adapters.peft_io import read_adapter_set
+        from neuromas_dist.analysis.run_eval import local_config, run_topology
+        from neuromas_dist.rollout.worker import default_task
+
+        self.run_dir = Path(run_dir)
+        check_run_dir(self.run_dir)
+        cfg = run_config(self.run_dir, overrides)
+        self.topology = run_topology(cfg, self.run_dir)
+        self.adapters = read_adapter_set(self.run_dir / "adapters", version=1)  # above the placeholder v-1
+        if set(self.adapters.tensors) != set(self.topology.names):
+            raise RunDirError(f"{self.run_dir}/adapters holds nodes {', '.join(sorted(self.adapters.tensors))}, "
+                              f"the run's graph has {', '.join(self.topology.names)}")
+        self.cfg = local_config(cfg)
+        self.task = default_task(self.cfg)
+        self.worker: Any = None
+        self._ids = itertools.count()
+
+    async def start(self) -> None:
+        from neuromas_dist.rollout.worker import RolloutWorker
+
+        self.worker = RolloutWorker(self.cfg, task=self.task)
+        await self.worker.start()
+        await self.worker.set_topology(self.topology.widths, self.topology.to_dict()["edges"])
+        await self.worker.load_adapters(self.adapters)
+
+    async def shutdown(self) -> None:
+        if self.worker is not None:
+            await self.worker.shutdown()
+            self.worker = None
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.worker.tokenizer
+
+    @property
+    def max_model_len(self) -> int:
+        return self.cfg.model.max_model_len
+
+    def engine_requests(self) -> int:
+        """Requests the engine holds unfinished (0 when idle: nothing leaked)."""
+        engine = self.worker.engine if self.worker is not None else None
+        return int(engine.get_num_unfinished_requests()) if engine is not None else 0
+
+    def prompt_tokens(self, question: str) -> int | None:
+        """A first-layer node's prompt length for ``question``; None = it cannot fit."""
+        return self.worker.prompt_tokens(question)
+
+    def policy(self, p: Params) -> SamplingPolicy:
+        s = self.cfg.sampling
+        max_tokens = s.max_new_tokens if p.max_tokens is None else min(p.max_tokens, s.max_new_tokens)
+        return SamplingPolicy(p.temperature, p.top_p if p.temperature > 0 else 1.0, max_tokens,
+                              self.cfg.trainer.seed if p.seed is None else p.seed)
+
+    def _spec(self, question: str, index: int, request: int) -> SampleSpec:
+        # seeded by the request and the sample: n samples of one request differ, and a request
+        # with a seed draws alike every time (the id enters the seed: same id for a same seed)
+        return SampleSpec(0, Example(f"r{request}", question, ""), index)
+
+    async def answer(self, question: str, n: int = 1, params: Params = Params()) -> list[SampleResult]:
+        """``n`` passes of the graph over ``question``."""
+        request = next(self._ids) if params.seed is None else 0
+        policy = self.policy(params)
+        return list(await asyncio.gather(*(self.worker.run_one(self._spec(question, k, request), policy)
+                                           for k in range(n))))
+
+    async def stream(self, question: str, n: int = 1, params: Params = Params()
+                     ) -> AsyncIterator[tuple[int, str, SampleResult | None]]:
+        """(choice, text delta of its sink, None) as the sinks generate, then (choice, the
+        rest, the whole pass) once each pass is done. Closing the iterator cancels every
+        pass and so every engine request."""
+        request = next(self._ids) if params.seed is None else 0
+        policy = self.policy(params)
+        out: asyncio.Queue = asyncio.Queue()
+
+        async def one(k: int) -> None:
+            try:
+                tokens: asyncio.Queue = asyncio.Queue()
+                run = asyncio.ensure_future(self.worker.run_one(self._spec(question, k, request), policy, tokens))
+                text = IncrementalText(self.tokenizer)
+                try:
+                    while (ids := await tokens.get()) is not None:
+                        if delta := text.push(ids):
+                            out.put_nowait((k, delta, None))
+                    result = await run
+                finally:
+                    run.cancel()
+                out.put_nowait((k, text.rest(), result))
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer below
+                out.put_nowait(exc)
+                raise
+
+        tasks = [asyncio.ensure_future(one(k)) for k in range(n)]
+        try:
+            for _ in range(n):
+                while True:
+                    item = await out.get()
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
+                    if item[2] is not None:
+                        break
+        finally:
+            for task in tasks:
+                task.cancel()
+
+
+class IncrementalText:
+    """Text of a growing list of token ids, handed out as deltas. Decoding the whole list
+    each time (as the executor decodes a node's final ids) keeps the joined deltas equal to
+    the final text; a trailing U+FFFD (a UTF-8 character split across tokens) waits."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer, self.ids, self.sent = tokenizer, [], 0
+
+    def push(self, ids: Sequence[int]) -> str:
+        self.ids.extend(ids)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return ""
+        delta, self.sent = text[self.sent:], len(text)
+        return delta
+
+    def rest(self) -> str:
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        delta, self.sent = text[self.sent:], len(text)
+        return delta

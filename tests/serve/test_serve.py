@@ -1,0 +1,170 @@
+"""`python -m neuromas_dist.serve` as a real server process (one vLLM CPU engine), asked with
+the `openai` client and raw HTTP: the trained graph's answers node for node, concurrency,
+streaming, every bad input, the API key, a dropped stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+
+pytestmark = [pytest.mark.vllm, pytest.mark.ray]
+
+KEY = "test-key"
+
+
+def free_port() -> int:
+    from neuromas_dist.learner.model import free_port as port
+
+    return port()
+
+
+@pytest.fixture(scope="module")
+def server(trained_run, tmp_path_factory):
+    """The trained run served on a free localhost port with an API key; (base url, run dir)."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "neuromas_dist.serve", str(trained_run), "--port", str(port),
+                                 "--api-key", KEY, "--model-name", "trained"], stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "NEUROMAS_API_KEY": ""})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(1)
+        else:
+            pytest.fail("server did not come up: " + log.read_text()[-3000:])
+        yield url, trained_run
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def client(url: str, key: str = KEY):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=120)
+
+
+def eval_questions(run_dir: Path) -> dict[str, str]:
+    """question id -> text of the run's held-out questions (the synthetic task regenerates them)."""
+    from neuromas_dist.run_dir import run_config
+    from neuromas_dist.tasks.data import load_task_data
+
+    return {e.id: e.question for e in load_task_data(run_config(run_dir).data).eval}
+
+
+def test_answers_are_the_evaluation_s_greedy_pass_node_for_node(server):
+    """Every held-out question asked at once (as the evaluation batches them): each node's
+    text equals what the run's final greedy evaluation wrote for it."""
+    url, run_dir = server
+    want = {}
+    for row in pq.read_table(run_dir / "eval" / "trajectories" / "final_greedy.parquet").to_pylist():
+        want.setdefault(row["question_id"], {})[row["node"]] = row["answer_text"]
+    questions = eval_questions(run_dir)
+    from openai import AsyncOpenAI
+
+    async def ask_all():
+        api = AsyncOpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=120)
+        return await asyncio.gather(*(api.chat.completions.create(
+            model="trained", messages=[{"role": "user", "content": questions[q]}]) for q in want))
+
+    answers = asyncio.run(ask_all())
+    assert len(answers) == len(want) == 8
+    for qid, resp in zip(want, answers):
+        nodes = resp.model_extra["neuromas"]["nodes"][0]
+        assert {n: v["text"] for n, v in nodes.items()} == want[qid], qid
+        assert resp.choices[0].message.content == want[qid]["L1N0"]
+        assert resp.usage.completion_tokens == sum(v["completion_tokens"] for v in nodes.values()) > 0
+
+
+def test_sixteen_concurrent_requests_and_n_samples(server):
+    url, _ = server
+    from openai import AsyncOpenAI
+
+    async def many():
+        api = AsyncOpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=180)
+        return await asyncio.gather(*(api.chat.completions.create(
+            model="trained", messages=[{"role": "user", "content": f"What is {i} + {i}?"}], temperature=1.0,
+            n=2, seed=i) for i in range(16)))
+
+    answers = asyncio.run(many())
+    assert len(answers) == 16 and all(len(a.choices) == 2 for a in answers)
+    assert all(len(a.model_extra["neuromas"]["nodes"]) == 2 for a in answers)
+    # a seeded request draws alike every time
+    again = client(url).chat.completions.create(model="trained", temperature=1.0, n=2, seed=3,
+                                                messages=[{"role": "user", "content": "What is 3 + 3?"}])
+    assert [c.message.content for c in again.choices] == [c.message.content for c in answers[3].choices]
+
+
+def test_streaming_yields_the_non_streaming_text(server):
+    url, _ = server
+    api = client(url)
+    messages = [{"role": "system", "content": "ignored by the graph"}, {"role": "user", "content": "What is 2 + 5?"}]
+    whole = api.chat.completions.create(model="trained", messages=messages)
+    chunks = list(api.chat.completions.create(model="trained", messages=messages, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content and text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+    assert chunks[-1].usage.total_tokens == whole.usage.total_tokens
+
+
+@pytest.mark.parametrize("body,status,message", [
+    ({"model": "trained", "messages": [{"role": "system", "content": "hi"}]}, 400, "no user message"),
+    ({"model": "trained", "messages": [{"role": "user", "content": "x " * 5000}]}, 400, "model.max_model_len="),
+    ({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}, 404, "model 'nope' does not exist"),
+    ({"model": "trained", "messages": [{"role": "user", "content": "hi"}], "temperature": 5}, 422, "temperature"),
+    ({"model": "trained", "messages": [{"role": "user", "content": "hi"}], "n": 0}, 422, "n:"),
+    ({"model": "trained"}, 422, "messages"),
+    ("{not json", 400, "not valid JSON"),
+])
+def test_bad_input_is_one_line_with_its_status(server, body, status, message):
+    url, _ = server
+    raw = body if isinstance(body, str) else json.dumps(body)
+    r = httpx.post(f"{url}/v1/chat/completions", content=raw, headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]["message"]
+    assert message in error and "\n" not in error
+    assert httpx.get(f"{url}/health", timeout=10).status_code == 200  # still serving
+
+
+def test_the_api_key_is_enforced(server):
+    from openai import AuthenticationError
+
+    url, _ = server
+    with pytest.raises(AuthenticationError):
+        client(url, key="wrong").models.list()
+    assert [m.id for m in client(url).models.list().data] == ["trained"]
+
+
+def test_a_dropped_stream_frees_its_requests(server):
+    url, _ = server
+    body = {"model": "trained", "stream": True, "messages": [{"role": "user", "content": "What is 4 + 4?"}],
+            "max_tokens": 24, "n": 4}
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60,
+                      headers={"Authorization": f"Bearer {KEY}"}) as r:
+        next(r.iter_lines())  # the first event, then hang up
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        health = httpx.get(f"{url}/health", timeout=10).json()
+        if health["requests_in_flight"] == 0 and health["engine_requests"] == 0:
+            break
+        time.sleep(0.5)
+    assert health["requests_in_flight"] == 0 and health["engine_requests"] == 0, health
