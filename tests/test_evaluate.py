@@ -62,6 +62,17 @@ def test_adapters_without_their_config_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "no PEFT adapter directories" in err
 
 
+def test_data_that_is_not_there_or_would_replace_the_run_s_eval_is_one_line(tmp_path, capsys):
+    _fake_run(tmp_path)
+    assert evaluate.main([str(tmp_path), "--data", str(tmp_path / "nope.jsonl")]) == 2
+    assert "--data" in capsys.readouterr().err
+    data = tmp_path / "set.jsonl"
+    data.write_text('{"question": "q", "answer": "1"}\n')
+    assert evaluate.main([str(tmp_path), "--data", str(data), "--out", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--overwrite-eval" in err
+
+
 def test_negative_counts_are_refused_by_the_parser(tmp_path):
     out = _run(str(tmp_path), "--samples", "-1")
     assert out.returncode == 2 and "--samples" in out.stderr and "Traceback" not in out.stderr

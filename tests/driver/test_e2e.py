@@ -129,6 +129,30 @@ def test_evaluate_command_on_the_run_and_ablation_touches_one_node(sync_run, tmp
         assert moved and any(abs(ablated[k]["logprobs"][0] - full[k]["logprobs"][0]) > 1e-4 for k in moved), zeroed
 
 
+def test_evaluate_on_a_data_file_writes_where_told_and_keeps_the_run_s_eval(sync_run, tmp_path):
+    """`evaluate RUN_DIR --data FILE --out DIR`: the held-out questions written as a plain
+    JSONL file give the same greedy answers as the run's own final pass; the run's eval/
+    is untouched."""
+    import json
+
+    from neuromas_dist import evaluate
+    from neuromas_dist.run_dir import run_config
+    from neuromas_dist.tasks.data import load_task_data
+
+    heldout = load_task_data(run_config(sync_run).data).eval
+    data = tmp_path / "heldout.jsonl"
+    data.write_text("".join(json.dumps({"question": e.question, "answer": e.answer}) + "\n" for e in heldout))
+    own = (sync_run / "eval" / "report.json").read_bytes()
+    assert evaluate.main([str(sync_run), "--data", str(data), "--out", str(tmp_path / "out"), "--no-ablation",
+                          "--samples", "0"]) == 0
+    assert (sync_run / "eval" / "report.json").read_bytes() == own
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    mine = pq.read_table(tmp_path / "out" / "trajectories" / "final_greedy.parquet").to_pylist()
+    theirs = pq.read_table(sync_run / "eval" / "trajectories" / "final_greedy.parquet").to_pylist()
+    assert report["questions"] == len(heldout)
+    assert sorted((r["node"], r["answer_text"]) for r in mine) == sorted((r["node"], r["answer_text"]) for r in theirs)
+
+
 def _by_key(path: Path) -> dict:
     return {(r["question_id"], r["node"]): r for r in pq.read_table(path).to_pylist()}
 

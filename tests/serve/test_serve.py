@@ -168,3 +168,62 @@ def test_a_dropped_stream_frees_its_requests(server):
             break
         time.sleep(0.5)
     assert health["requests_in_flight"] == 0 and health["engine_requests"] == 0, health
+
+
+def test_lm_eval_harness_evaluates_the_served_graph(server, tmp_path, monkeypatch):
+    """EleutherAI's harness, `local-chat-completions` against the server, on a generation
+    task defined over a local file of the run's held-out questions: every response it
+    records is the graph's greedy sink text, and its exact match scores them."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    url, run_dir = server
+    sink_text = {}
+    for row in pq.read_table(run_dir / "eval" / "trajectories" / "final_greedy.parquet").to_pylist():
+        if row["node"] == "L1N0":
+            sink_text[row["question_id"]] = (row["answer_text"], row["reward"])
+    questions = eval_questions(run_dir)
+    from neuromas_dist.run_dir import run_config
+    from neuromas_dist.tasks.data import load_task_data
+
+    gold = {e.id: e.answer for e in load_task_data(run_config(run_dir).data).eval}
+    data = tmp_path / "heldout.jsonl"
+    data.write_text("".join(json.dumps({"id": q, "question": questions[q], "answer": gold[q]}) + "\n"
+                            for q in sink_text))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "neuromas_heldout.yaml").write_text(f"""task: neuromas_heldout
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{{{question}}}}"
+doc_to_target: "{{{{answer}}}}"
+generation_kwargs:
+  until: []
+  max_gen_toks: 64
+  do_sample: false
+filter_list:
+  - name: answer
+    filter:
+      - function: regex
+        regex_pattern: "The answer is (-?[0-9]+)"
+      - function: take_first
+metric_list:
+  - metric: exact_match
+    aggregation: mean
+    higher_is_better: true
+""")
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    out = lm_eval.simple_evaluate(
+        model="local-chat-completions", apply_chat_template=True, log_samples=True,
+        model_args=f"model=trained,base_url={url}/v1/chat/completions,num_concurrent=4,max_retries=1,"
+                   f"tokenized_requests=False",
+        tasks=["neuromas_heldout"], task_manager=TaskManager(include_path=str(tmp_path / "tasks")))
+    samples = out["samples"]["neuromas_heldout"]
+    assert len(samples) == len(sink_text) == 8
+    for s in samples:
+        assert s["resps"][0][0] == sink_text[s["doc"]["id"]][0], s["doc"]["id"]
+    score = out["results"]["neuromas_heldout"]["exact_match,answer"]
+    assert score == pytest.approx(sum(s["exact_match"] for s in samples) / 8)
