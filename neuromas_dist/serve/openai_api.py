@@ -13,6 +13,8 @@ JSON, no user message, a prompt that cannot fit), 401 (API key), 404 (unknown mo
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -136,13 +138,18 @@ async def sse_chunks(graph: ServedGraph, req: ChatRequest, question: str, model_
     yield event([{"index": k, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
                  for k in range(req.n)])
     results: dict[int, Any] = {}
-    async for k, delta, result in graph.stream(question, req.n, params_of(req)):
-        if delta:
-            yield event([{"index": k, "delta": {"content": delta}, "finish_reason": None}])
-        if result is not None:
-            results[k] = result
-            yield event([{"index": k, "delta": {}, "finish_reason": finish_reason(result.calls[graph.topology.sink])}],
-                        neuromas={"nodes": {str(k): node_view(result)}})
+    passes = graph.stream(question, req.n, params_of(req))
+    try:
+        async for k, delta, result in passes:
+            if delta:
+                yield event([{"index": k, "delta": {"content": delta}, "finish_reason": None}])
+            if result is not None:
+                results[k] = result
+                sink = result.calls[graph.topology.sink]
+                yield event([{"index": k, "delta": {}, "finish_reason": finish_reason(sink)}],
+                            neuromas={"nodes": {str(k): node_view(result)}})
+    finally:
+        await passes.aclose()  # a client gone mid-stream: its passes are cancelled now, not at GC
     yield event([], usage=usage([results[k] for k in sorted(results)]))
     yield "data: [DONE]\n\n"
 
@@ -161,6 +168,13 @@ def build_app(graph: ServedGraph, model_name: str, api_key: str | None = None, m
 
     app = FastAPI(title="neuromas_dist serve", lifespan=lifespan)
     state = {"in_flight": 0}
+    replica = f"{socket.gethostname()}:{os.getpid()}"
+
+    @app.middleware("http")
+    async def tag(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        response.headers["x-neuromas-replica"] = replica  # which engine answered (Ray Serve: which replica)
+        return response
 
     @app.exception_handler(APIError)
     async def api_error(_request: Request, exc: APIError) -> Any:

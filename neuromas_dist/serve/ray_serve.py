@@ -80,21 +80,38 @@ async def _asgi(app: Any, request: Any) -> Any:
 
 def serve_replicas(run_dir: Path, overrides: Sequence[str], model_name: str, api_key: str | None, replicas: int,
                    host: str, port: int) -> int:
+    import os
+    import signal
+
     import ray
     from ray import serve
 
+    from neuromas_dist.driver.cluster import actor_env, cluster_address
     from neuromas_dist.serve.graph import ServedGraph
 
-    gpus = 1.0 if ServedGraph(run_dir, overrides).cfg.resources.rollout_gpus > 0 else 0.0
+    cfg = ServedGraph(run_dir, overrides).cfg
+    gpus = 1.0 if cfg.resources.rollout_gpus > 0 else 0.0
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, configure_logging=False)
+        address = cluster_address(cfg)
+        env = {"env_vars": {**actor_env(cfg), **{k: v for k, v in os.environ.items() if k.startswith("VLLM_")}}}
+        if address:
+            ray.init(address=address, runtime_env=env)
+        else:  # logical CPUs: a replica per CPU would refuse the second replica on a 2-core box
+            ray.init(num_cpus=max(os.cpu_count() or 1, replicas + 1), include_dashboard=False, runtime_env=env,
+                     configure_logging=False)
     serve.start(http_options={"host": host, "port": port})
     serve.run(deployment(run_dir, overrides, model_name, api_key, replicas, gpus), name=APP_NAME, route_prefix="/")
     print(f"[serve] {run_dir}: {replicas} Ray Serve replicas as model {model_name!r} on http://{host}:{port}",
           flush=True)
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         serve.shutdown()
+        ray.shutdown()
     return 0

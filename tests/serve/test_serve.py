@@ -227,3 +227,42 @@ metric_list:
         assert s["resps"][0][0] == sink_text[s["doc"]["id"]][0], s["doc"]["id"]
     score = out["results"]["neuromas_heldout"]["exact_match,answer"]
     assert score == pytest.approx(sum(s["exact_match"] for s in samples) / 8)
+
+
+def test_two_ray_serve_replicas_share_the_load(trained_run, tmp_path):
+    """`--replicas 2`: two engines under Ray Serve (a Ray of its own in the server process),
+    behind one port; concurrent requests reach both and get the graph's answers."""
+    port = free_port()
+    log = tmp_path / "replicas.log"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "neuromas_dist.serve", str(trained_run), "--port", str(port),
+                                 "--replicas", "2", "--model-name", "trained"], stdout=out, stderr=subprocess.STDOUT,
+                                env={**env, "NEUROMAS_API_KEY": ""})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while "Ray Serve replicas" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(2)
+        questions = list(eval_questions(trained_run).values())
+
+        async def ask_all():
+            async with httpx.AsyncClient(timeout=300) as http:
+                return await asyncio.gather(*(http.post(f"{url}/v1/chat/completions", json={
+                    "model": "trained", "messages": [{"role": "user", "content": questions[i % 8]}]})
+                    for i in range(24)))
+
+        answers = asyncio.run(ask_all())
+        assert [r.status_code for r in answers] == [200] * 24
+        assert len({r.headers["x-neuromas-replica"] for r in answers}) == 2
+        by_question = {}
+        for i, r in enumerate(answers):  # greedy: both replicas answer a question alike
+            by_question.setdefault(i % 8, set()).add(r.json()["choices"][0]["message"]["content"])
+        assert all(len(texts) == 1 for texts in by_question.values())
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
