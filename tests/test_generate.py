@@ -20,7 +20,7 @@ def test_generate_over_a_jsonl_file_matches_the_greedy_evaluation(trained_run, t
     heldout = load_task_data(run_config(trained_run).data).eval
     want = {}
     for row in pq.read_table(trained_run / "eval" / "trajectories" / "final_greedy.parquet").to_pylist():
-        want.setdefault(row["question_id"], {})[row["node"]] = row["answer_text"]
+        want.setdefault(row["question_id"], {})[row["node"]] = row["text"]
     src = tmp_path / "questions.jsonl"
     src.write_text("".join(json.dumps({"qid": e.id, "question": e.question}) + "\n" for e in heldout))
     out = tmp_path / "out" / "answers.parquet"

@@ -22,7 +22,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides of the run's config")
     p.add_argument("--host", default="127.0.0.1", help="listen address (localhost unless told otherwise)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", default=os.environ.get("NEUROMAS_API_KEY"),
+    p.add_argument("--api-key", default=os.environ.get("NEUROMAS_API_KEY") or None,
                    help="require 'Authorization: Bearer KEY' (default: $NEUROMAS_API_KEY; none = open)")
     p.add_argument("--model-name", default=None, help="the model id clients name (default: the run dir's name)")
     p.add_argument("--replicas", type=int, default=0, help="serve N replicas with Ray Serve (0 = one in-process "

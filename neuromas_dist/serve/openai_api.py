@@ -181,7 +181,7 @@ def build_app(graph: ServedGraph, model_name: str, api_key: str | None = None, m
         return JSONResponse(error_body(exc.status, exc.message, exc.kind, exc.param), status_code=exc.status)
 
     def authorize(request: Request) -> None:
-        if api_key is not None and request.headers.get("authorization", "") != f"Bearer {api_key}":
+        if api_key and request.headers.get("authorization", "") != f"Bearer {api_key}":
             raise APIError(401, "missing or wrong API key (Authorization: Bearer <key>)", kind="authentication_error")
 
     @app.get("/health")

@@ -30,11 +30,18 @@ def deployment(run_dir: Path, overrides: Sequence[str], model_name: str, api_key
             self.graph = ServedGraph(*graph_args)
             self.app = build_app(self.graph, model_name, api_key, manage=False)
             self._started = False
+            self._lock: Any = None
 
         async def _start(self) -> None:
-            if not self._started:  # in the replica's event loop, where the engine must live
-                await self.graph.start()
-                self._started = True
+            # in the replica's event loop, where the engine must live; once, however many
+            # requests arrive together
+            import asyncio
+
+            self._lock = self._lock or asyncio.Lock()
+            async with self._lock:
+                if not self._started:
+                    await self.graph.start()
+                    self._started = True
 
         async def __call__(self, request: Any) -> Any:
             await self._start()

@@ -150,7 +150,7 @@ def test_evaluate_on_a_data_file_writes_where_told_and_keeps_the_run_s_eval(sync
     mine = pq.read_table(tmp_path / "out" / "trajectories" / "final_greedy.parquet").to_pylist()
     theirs = pq.read_table(sync_run / "eval" / "trajectories" / "final_greedy.parquet").to_pylist()
     assert report["questions"] == len(heldout)
-    assert sorted((r["node"], r["answer_text"]) for r in mine) == sorted((r["node"], r["answer_text"]) for r in theirs)
+    assert sorted((r["node"], r["text"]) for r in mine) == sorted((r["node"], r["text"]) for r in theirs)
 
 
 def _by_key(path: Path) -> dict:

@@ -77,7 +77,7 @@ def test_answers_are_the_evaluation_s_greedy_pass_node_for_node(server):
     url, run_dir = server
     want = {}
     for row in pq.read_table(run_dir / "eval" / "trajectories" / "final_greedy.parquet").to_pylist():
-        want.setdefault(row["question_id"], {})[row["node"]] = row["answer_text"]
+        want.setdefault(row["question_id"], {})[row["node"]] = row["text"]
     questions = eval_questions(run_dir)
     from openai import AsyncOpenAI
 
