@@ -23,6 +23,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -76,7 +77,10 @@ async def load(url: str, questions: list[str], clients: int, seconds: float, max
                 errors.append(f"{type(exc).__name__}: {exc}"[:200])
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(clients)))
+    try:
+        await asyncio.gather(*(client() for _ in range(clients)))
+    finally:
+        await api.close()
     wall = time.perf_counter() - t0
     lat = sorted(latencies)
     return {"requests": len(lat), "errors": len(errors), "error_examples": errors[:3], "seconds": round(wall, 2),
@@ -112,7 +116,7 @@ def main() -> None:
     args = ap.parse_args()
     run_dir = Path(args.run_dir)
     questions = heldout_questions(run_dir)
-    proc = start_server(run_dir, args.port, Path(args.out).with_suffix(".server.log"))
+    proc = start_server(run_dir, args.port, Path(tempfile.gettempdir()) / "serve_load.server.log")
     try:
         served = asyncio.run(load(f"http://127.0.0.1:{args.port}", questions, args.clients, args.seconds,
                                   args.max_requests))
