@@ -163,6 +163,18 @@ def test_numbers_and_templates_are_taken_as_typed():
         load_config(None, ["learner.lr=fast"])
 
 
+@pytest.mark.parametrize("key,text,value", [
+    ("learner.lr", "1e-5", 1e-5), ("learner.lr", "3e-6", 3e-6), ("learner.lr", "1.0e9", 1.0e9),
+    ("learner.lr", "1_000.5", 1000.5), ("trainer.steps", "1_000", 1000), ("trainer.steps", "30", 30),
+])
+def test_numbers_parse_as_people_write_them_on_the_command_line_and_in_files(tmp_path, key, text, value):
+    section, name = key.split(".")
+    (tmp_path / "c.yaml").write_text(f"{section}:\n  {name}: {text}\n")
+    for cfg in (load_config(None, [f"{key}={text}"]), load_config(tmp_path / "c.yaml")):
+        got = getattr(getattr(cfg, section), name)
+        assert got == value and type(got) is type(value)
+
+
 def test_a_config_extends_the_base_it_names(tmp_path):
     (tmp_path / "shared.yaml").write_text("learner:\n  lr: 0.1\n  baseline: ema\ntopology:\n  widths: [4, 2, 1]\n")
     (tmp_path / "arm.yaml").write_text("base: shared.yaml\nlearner:\n  lr: 1e-5\ntopology:\n  widths: [2, 1]\n")

@@ -50,11 +50,15 @@ def server(trained_run, tmp_path_factory):
             pytest.fail("server did not come up: " + log.read_text()[-3000:])
         yield url, trained_run
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def client(url: str, key: str = KEY):
@@ -261,8 +265,4 @@ def test_two_ray_serve_replicas_share_the_load(trained_run, tmp_path):
             by_question.setdefault(i % 8, set()).add(r.json()["choices"][0]["message"]["content"])
         assert all(len(texts) == 1 for texts in by_question.values())
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
