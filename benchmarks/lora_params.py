@@ -1,4 +1,4 @@
-"""LoRA parameter counts of the paper-scale configs (README table).
+"""LoRA parameter counts of the paper-scale configs (the table in docs/results.md).
 
     python -m benchmarks.lora_params
 

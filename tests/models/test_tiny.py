@@ -25,7 +25,7 @@ def test_is_a_qwen3_vllm_cpu_can_run(tiny_model_dir):
 
 
 def test_warm_up_brings_single_steps_not_their_organisation(build_info):
-    """What the README's demonstration rests on: the base states sub-results and combines
+    """What the default run's demonstration (docs/results.md) rests on: the base states sub-results and combines
     them when both are read, but a single call, or a sink missing one, is near chance
     (10 %), so the graph's organisation is what RL has left to find."""
     skills = build_info["hier_skills"]
