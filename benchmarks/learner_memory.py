@@ -130,16 +130,14 @@ def case_config(case: Case, model_dir: Path) -> Config:
 def one_question(case: Case, seed: int, vocab: int):
     """``case.rows`` samples of one question at node L0N0: one complete leave-one-out group,
     so ``accumulate`` runs exactly one micro-batch of them."""
-    from neuromas_dist.trajectories.schema import TrajectoryRow, to_record_batch
+    from neuromas_dist.trajectories.schema import make_row, to_record_batch
 
     rng = random.Random(seed)
-    rows = [TrajectoryRow(
-        step=0, sample_id=f"q0#{k}", question_id="q0", sample_index=k, node="L0N0", layer=0, node_index=0,
-        prompt_ids=[rng.randrange(3, vocab) for _ in range(case.prompt - 16 * (case.ragged and k % 2))],
-        response_ids=[rng.randrange(3, vocab) for _ in range(case.response)],
-        logprobs=[-1.0] * case.response, finish_reason="length", prompt_truncated=False, response_truncated=False,
-        adapter_version=0, answer_text="", parsed_answer=None, reward=float(k % 2), worker_id=0, latency_s=0.0)
-        for k in range(case.rows)]
+    rows = [make_row("L0N0", "q0", k,
+                     prompt_ids=[rng.randrange(3, vocab) for _ in range(case.prompt - 16 * (case.ragged and k % 2))],
+                     response_ids=[rng.randrange(3, vocab) for _ in range(case.response)], finish_reason="length",
+                     response_truncated=False, reward=float(k % 2))
+            for k in range(case.rows)]
     return to_record_batch(rows)
 
 

@@ -46,7 +46,7 @@ from neuromas_dist.learner.model import build_peft_model, torch_dtype  # noqa: E
 from neuromas_dist.learner.packing import build_inputs, pad_fraction  # noqa: E402
 from neuromas_dist.learner.rank import LearnerRank  # noqa: E402
 from neuromas_dist.learner.rows import Row  # noqa: E402
-from neuromas_dist.trajectories.schema import TrajectoryRow, to_record_batch  # noqa: E402
+from neuromas_dist.trajectories.schema import make_row, to_record_batch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTHS = {3: (2, 1), 7: (4, 2, 1)}
@@ -80,10 +80,10 @@ def make_batch(seed: int, vocab: int, questions: int, samples: int, prompt: int,
             reward = float(rng.random() < 0.5)
             for node in nodes:
                 p, t = row_lengths(lengths, rng, prompt, response, scale)
-                rows.append(TrajectoryRow(
-                    0, f"q{q}#{k}", f"q{q}", k, node, int(node[1]), int(node[3]),
-                    [rng.randrange(3, vocab) for _ in range(p)], [rng.randrange(3, vocab) for _ in range(t)],
-                    [0.0] * t, "length", False, True, seed, "", None, reward, 0, 0.0))
+                rows.append(make_row(
+                    node, f"q{q}", k, prompt_ids=[rng.randrange(3, vocab) for _ in range(p)],
+                    response_ids=[rng.randrange(3, vocab) for _ in range(t)], logprobs=[0.0] * t,
+                    finish_reason="length", adapter_version=seed, reward=reward))
     return to_record_batch(rows)
 
 

@@ -221,6 +221,14 @@ class LoggingConfig(_Checked):
     save_trajectories: bool = _f(True, "write every step's trajectories as Parquet")
     plots: bool = _f(True, "write PNG plots of reward and accuracy at the end")
     progress: bool = _f(True, "show a progress bar")
+    wandb_project: str = _f("", "log every step's metrics to this Weights & Biases project (empty = off)")
+    wandb_mode: str = _f("online", "W&B mode: online, or offline (run files under RUN_DIR/wandb, for wandb sync)",
+                         choices=("online", "offline"))
+    mlflow_tracking_uri: str = _f("", "log every step's metrics to MLflow at this URI (a server, or file:///path "
+                                  "for a local store; empty = off)")
+    mlflow_experiment: str = _f("neuromas", "MLflow experiment name")
+    run_name: str = _f("", "the trackers' run name (empty = the run directory's name)")
+    tags: tuple[str, ...] = _f((), "the trackers' run tags")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB per engine: several 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub access: a test that reaches for it must fail fast
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_SILENT", "true")
 
 
 def _has_gpu() -> bool:
@@ -72,12 +73,15 @@ def ray_local():
 def trained_run(ray_local, tiny_model_dir, tmp_path_factory):
     """A finished 2-step run of the default graph on the real stack (about a minute),
     shared by the end-to-end checks and the commands that read a run directory (evaluate,
-    serve, generate). Tests copy it before changing anything in it."""
+    serve, generate). It logs to W&B offline and to a local MLflow store too. Tests copy
+    it before changing anything in it."""
     from neuromas_dist.config import load_config
     from neuromas_dist.driver.run import run_training
 
     run_dir = tmp_path_factory.mktemp("trained") / "sync"
+    trackers = ["logging.wandb_project=neuromas-tests", "logging.wandb_mode=offline",
+                f"logging.mlflow_tracking_uri=file://{run_dir}/mlruns", "logging.tags=[ci,tiny]"]
     cfg = load_config(None, [*SMALL_RUN, f"logging.run_dir={run_dir}", "trainer.steps=2",
-                             "trainer.checkpoint_every=1", "learner.lr=0.01"])
+                             "trainer.checkpoint_every=1", "learner.lr=0.01", *trackers])
     assert run_training(cfg) == 0
     return run_dir

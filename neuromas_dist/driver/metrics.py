@@ -1,11 +1,12 @@
-"""Metrics sink: slash-named scalars to metrics.jsonl and TensorBoard, one row per step."""
+"""Metrics sink: slash-named scalars to metrics.jsonl, TensorBoard and the configured
+trackers (``trackers.py``: W&B, MLflow), one row per step."""
 
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 
 class MetricsLogger:
@@ -15,8 +16,10 @@ class MetricsLogger:
     the last checkpoint (and redone after resume) never appears twice.
     """
 
-    def __init__(self, run_dir: Path, tensorboard: bool, resume_step: int | None = None):
+    def __init__(self, run_dir: Path, tensorboard: bool, resume_step: int | None = None,
+                 trackers: Sequence[Any] = ()):
         self.path = Path(run_dir) / "metrics.jsonl"
+        self.trackers = list(trackers)
         self._tb_dir = Path(run_dir) / "tensorboard" if tensorboard else None
         self._file = self._tb = None
         self._open(resume_step)
@@ -44,12 +47,18 @@ class MetricsLogger:
             for key, value in row.items():
                 if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
                     self._tb.add_scalar(key, value, step)
+        for tracker in self.trackers:
+            tracker.log(step, row)
         return row
 
-    def close(self) -> None:
+    def close(self, trackers: bool = False) -> None:
+        """Close the files (a rewind reopens them); with ``trackers``, end the tracker runs too."""
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+        if trackers:
+            for tracker in self.trackers:
+                tracker.close()
 
 
 def _plain(value: Any) -> Any:

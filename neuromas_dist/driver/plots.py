@@ -58,10 +58,11 @@ def _plot_nodes(rows: list[dict], path: Path) -> Path:
                     ax.plot(xs, ys, label=node, color=f"C{i}")
         ax.set_ylabel(title, fontsize=8)
         ax.grid(alpha=0.3)
-    if nodes:
-        axes[0, 0].legend(fontsize=7, ncol=min(len(nodes), 4))
     axes[-1, 0].set_xlabel("step")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / len(panels)))
+    if nodes:  # one legend for every panel: a node keeps its colour throughout
+        handles = [plt.Line2D([], [], color=f"C{i}") for i in range(len(nodes))]
+        fig.legend(handles, nodes, loc="upper center", ncol=min(len(nodes), 8), fontsize=8, frameon=False)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -24,6 +24,7 @@ from typing import Any
 
 from neuromas_dist.config import Config, dump_yaml
 from neuromas_dist.driver.metrics import MetricsLogger, read_metrics
+from neuromas_dist.driver.trackers import TrackerError, from_config as tracker_list
 
 EXIT_INTERRUPTED = 130
 EXIT_FAILED = 1
@@ -92,7 +93,12 @@ def run_training(cfg: Config, resume: bool = False) -> int:
         f"{len(data.train)} train / {len(data.eval)} eval questions | {init_ray(cfg)['ray']}")
     # --resume with no checkpoint starts over: step -1 forgets every row and output of the attempt
     after = -1 if resume and ckpt is None else _ckpt_step(ckpt)
-    log = MetricsLogger(run_dir, cfg.logging.tensorboard, resume_step=after)
+    try:
+        trackers = tracker_list(cfg, run_dir)
+    except TrackerError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    log = MetricsLogger(run_dir, cfg.logging.tensorboard, resume_step=after, trackers=trackers)
     trainer = Trainer(cfg, run_dir, model_dir, data, log, say)
     if after == -1:
         trainer.forget_after(-1)
@@ -101,7 +107,7 @@ def run_training(cfg: Config, resume: bool = False) -> int:
         return _train(cfg, trainer, ckpt, stop)
     finally:
         stop.restore()
-        log.close()
+        log.close(trackers=True)
         trainer.shutdown()
 
 

@@ -73,6 +73,24 @@ TRAJECTORY_SCHEMA = pa.schema(
 assert tuple(TRAJECTORY_SCHEMA.names) == TrajectoryRow._fields, "schema and row type drifted"
 
 
+def make_row(node: str, question_id: str = "q0", sample_index: int = 0, *, response_ids: Sequence[int] = (2,),
+             logprobs: Sequence[float] | None = None, **fields) -> TrajectoryRow:
+    """A row by keyword, everything derivable derived: ``sample_id``, ``layer`` and
+    ``node_index`` (from the node's name), ``logprobs`` (-1 per response token) and
+    ``response_truncated`` (from ``finish_reason``); the rest defaults to an on-policy,
+    unrewarded call. For tests and benchmarks, which build rows without a rollout."""
+    from neuromas_dist.graph.topology import parse_node_name
+
+    layer, index = parse_node_name(node)
+    base = dict(step=0, prompt_ids=[1], finish_reason="stop", prompt_truncated=False, adapter_version=0,
+                answer_text="", parsed_answer=None, reward=0.0, worker_id=0, latency_s=0.0)
+    base.update(fields)
+    base.setdefault("response_truncated", base["finish_reason"] == "length")
+    return TrajectoryRow(sample_id=f"{question_id}#{sample_index}", question_id=question_id, sample_index=sample_index,
+                         node=node, layer=layer, node_index=index, response_ids=list(response_ids),
+                         logprobs=[-1.0] * len(response_ids) if logprobs is None else list(logprobs), **base)
+
+
 class SchemaError(ValueError):
     """A record batch that does not follow TRAJECTORY_SCHEMA."""
 

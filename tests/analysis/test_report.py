@@ -10,7 +10,7 @@ import pytest
 from neuromas_dist.analysis.evaluation import EvalPass, ablated, sink_scores
 from neuromas_dist.analysis.plots import plot_report
 from neuromas_dist.analysis.report import build_report, write_report
-from neuromas_dist.trajectories.schema import TrajectoryRow, concat, to_record_batch
+from neuromas_dist.trajectories.schema import concat, make_row, to_record_batch
 
 QUESTIONS = {  # id -> (question, gold); x and y in the comments
     "q0": ("Let x = (1 + 2) mod 10 and y = (2 * 3) mod 10. What is (x + y) mod 10?", "9"),  # 3, 6
@@ -23,8 +23,8 @@ IDS = list(QUESTIONS)
 
 def _row(qid, k, node, text, reward):
     question, gold = QUESTIONS[qid]
-    return TrajectoryRow(0, f"{qid}#{k}", qid, k, node, int(node[1]), int(node[3]), [1], [2, 3], [-0.1, -0.2],
-                         "stop", False, False, 0, "", None, reward, 0, 0.0, text, question, gold)
+    return make_row(node, qid, k, response_ids=[2, 3], logprobs=[-0.1, -0.2], reward=reward, text=text,
+                    question=question, gold_answer=gold)
 
 
 def _pass(sink_rewards, first_texts, samples=1):

@@ -6,14 +6,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from neuromas_dist.analysis.texts import load_rows, main, summarize
-from neuromas_dist.trajectories.schema import TrajectoryRow, concat, to_record_batch
+from neuromas_dist.trajectories.schema import concat, make_row, to_record_batch
 
 Q = "Let x = (4 + 8) mod 10 and y = (8 * 7) mod 10. What is (x + y) mod 10?"  # x=2, y=6, answer 8
 
 
 def _row(sample, node, text):
-    return TrajectoryRow(1, f"q#{sample}", "q", sample, node, int(node[1]), int(node[3]), [1], [5, 6], [-0.1, -0.2],
-                         "stop", False, False, 0, "", None, 0.0, 0, 0.0, text, Q, "8")
+    return make_row(node, "q", sample, step=1, response_ids=[5, 6], logprobs=[-0.1, -0.2], text=text, question=Q,
+                    gold_answer="8")
 
 
 SAMPLES = [  # (L0N0, L0N1, L1N0)

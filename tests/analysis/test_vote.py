@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from neuromas_dist.analysis.vote import majority_vote, vote_scores
-from neuromas_dist.trajectories.schema import TrajectoryRow, concat, to_record_batch
+from neuromas_dist.trajectories.schema import concat, make_row, to_record_batch
 
 
 @pytest.mark.parametrize("parsed,rewards,expected", [
@@ -22,8 +22,7 @@ def test_majority_vote(parsed, rewards, expected):
 
 
 def _row(qid, k, parsed, reward, node="L0N0"):
-    return TrajectoryRow(-1, f"{qid}#{k}", qid, k, node, 0, 0, [1], [2], [-0.1], "stop", False, False, 0, "",
-                         parsed, reward, 0, 0.0)
+    return make_row(node, qid, k, step=-1, logprobs=[-0.1], parsed_answer=parsed, reward=reward)
 
 
 def test_vote_scores_use_the_first_k_samples_in_sample_order():

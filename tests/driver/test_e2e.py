@@ -16,7 +16,7 @@ from neuromas_dist.config import load_config
 from neuromas_dist.trajectories.parquet import read_step
 from neuromas_dist.trajectories.schema import TRAJECTORY_SCHEMA
 
-from driver_helpers import SMALL, metrics
+from driver_helpers import SMALL, check_trackers, metrics
 
 pytestmark = [pytest.mark.ray, pytest.mark.vllm]
 
@@ -190,3 +190,9 @@ def test_async_run_with_growth_from_a_run_and_within_the_run(sync_run, tmp_path)
     # The step-0 evaluation ran the 3-node graph: the 7-node report does not pair with it.
     report = json.loads((grown / "eval" / "report.json").read_text())
     assert "gain" not in report and set(report["ablation"]) == {f"L{l}N{i}" for l, w in enumerate((4, 2, 1)) for i in range(w)}
+
+
+def test_the_run_logged_every_step_to_wandb_offline_and_a_local_mlflow_store(sync_run):
+    rows = metrics(sync_run)
+    for key in ("rollout/reward_mean", "eval/accuracy", "node/L0N0/logprob_gap"):
+        check_trackers(sync_run, rows, key)

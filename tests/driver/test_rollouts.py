@@ -13,7 +13,7 @@ from collections import Counter, namedtuple
 import pytest
 
 from neuromas_dist.config import load_config
-from neuromas_dist.trajectories.schema import TrajectoryRow, concat, to_record_batch
+from neuromas_dist.trajectories.schema import concat, make_row, to_record_batch
 from neuromas_dist.trajectories.shards import owner_rank, split_by_owner
 from neuromas_dist.trajectories.summary import StepTally, summarize
 
@@ -24,8 +24,8 @@ NODES = ("L0N0", "L1N0")
 
 
 def _rows(step, qid, k):
-    return [TrajectoryRow(step, f"{qid}#{k}", qid, k, node, int(node[1]), 0, [1], [2, 3], [-1.0, -2.0], "stop",
-                          False, False, 0, "", "1", 1.0, 0, 0.0) for node in NODES]
+    return [make_row(node, qid, k, step=step, response_ids=[2, 3], logprobs=[-1.0, -2.0], parsed_answer="1",
+                     reward=1.0) for node in NODES]
 
 
 class StreamingWorker:

@@ -10,7 +10,7 @@ import pyarrow as pa
 import torch
 
 from neuromas_dist.config import Config
-from neuromas_dist.trajectories.schema import TrajectoryRow, to_record_batch
+from neuromas_dist.trajectories.schema import TrajectoryRow, make_row, to_record_batch
 
 NODES = ("L0N0", "L0N1", "L1N0")
 
@@ -38,16 +38,12 @@ def make_batch(n_questions: int = 4, n_samples: int = 2, nodes: Sequence[str] = 
         for k in range(n_samples):
             sid = f"q{q}#{k}"
             reward = rewards[sid] if rewards and sid in rewards else float(rng.random() < 0.5)
-            for i, node in enumerate(nodes):
+            for node in nodes:
                 p, t = rng.randint(3, 9), rng.randint(1, 6)
-                rows.append(TrajectoryRow(
-                    step=step, sample_id=sid, question_id=f"q{q}", sample_index=k, node=node,
-                    layer=int(node[1]), node_index=int(node[3]),
-                    prompt_ids=[rng.randrange(3, vocab) for _ in range(p)],
-                    response_ids=[rng.randrange(3, vocab) for _ in range(t)],
-                    logprobs=[logprobs] * t, finish_reason="stop", prompt_truncated=False,
-                    response_truncated=False, adapter_version=version, answer_text="", parsed_answer=None,
-                    reward=reward, worker_id=0, latency_s=0.0))
+                rows.append(make_row(
+                    node, f"q{q}", k, step=step, prompt_ids=[rng.randrange(3, vocab) for _ in range(p)],
+                    response_ids=[rng.randrange(3, vocab) for _ in range(t)], logprobs=[logprobs] * t,
+                    adapter_version=version, reward=reward))
     return to_record_batch(rows)
 
 

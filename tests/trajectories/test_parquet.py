@@ -7,12 +7,12 @@ import pytest
 
 from neuromas_dist.trajectories.parquet import (TrajectoryWriter, read_all, read_step, remove_after, step_files,
                                                 step_path)
-from neuromas_dist.trajectories.schema import SchemaError, TrajectoryRow, to_record_batch
+from neuromas_dist.trajectories.schema import SchemaError, TrajectoryRow, make_row, to_record_batch
 
 
 def _row(step: int, sample: int, node: str = "L1N0") -> TrajectoryRow:
-    return TrajectoryRow(step, f"q{sample}#0", f"q{sample}", 0, node, 1, 0, [1, 2, 3], [4, 5], [-0.5, -1.25],
-                         "stop", False, False, 3, "The answer is 4.", "4", 1.0, 0, 0.01)
+    return make_row(node, f"q{sample}", 0, step=step, prompt_ids=[1, 2, 3], response_ids=[4, 5], logprobs=[-0.5, -1.25],
+                    adapter_version=3, answer_text="The answer is 4.", parsed_answer="4", reward=1.0, latency_s=0.01)
 
 
 def test_batches_append_to_one_step_file_and_pandas_reads_it(tmp_path):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from neuromas_dist.trajectories.schema import TrajectoryRow, to_record_batch
+from neuromas_dist.trajectories.schema import make_row, to_record_batch
 from neuromas_dist.trajectories.shards import owner_rank, split_by_owner
 
 
 def make_batch(questions: int, samples: int):
-    return to_record_batch([TrajectoryRow(1, f"q{q}#{k}", f"q{q}", k, node, int(node[1]), 0, [1], [2], [-1.0], "stop",
-                                          False, False, 0, "", None, 0.0, 0, 0.0)
-                            for q in range(questions) for k in range(samples) for node in ("L0N0", "L1N0")])
+    return to_record_batch([make_row(node, f"q{q}", k, step=1) for q in range(questions) for k in range(samples)
+                            for node in ("L0N0", "L1N0")])
 
 
 def test_each_rank_gets_exactly_its_questions_once():

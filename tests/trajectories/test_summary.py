@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from neuromas_dist.trajectories.schema import TrajectoryRow, concat, to_record_batch
+from neuromas_dist.trajectories.schema import concat, make_row, to_record_batch
 from neuromas_dist.trajectories.shards import split_by_owner
 from neuromas_dist.trajectories.summary import StepTally, summarize
 
@@ -14,11 +14,11 @@ HIER = "Let x = (4 + 8) mod 10 and y = (3 * 3) mod 10. What is (x + y) mod 10?"
 
 
 def _row(sample: str, node: str, reward: float, n_tokens: int, parsed, cut=False, version=3, text=""):
-    return TrajectoryRow(step=1, sample_id=sample, question_id=sample.split("#")[0], sample_index=0, node=node,
-                         layer=int(node[1]), node_index=int(node[3]), prompt_ids=[1, 2], response_ids=[5] * n_tokens,
-                         logprobs=[-0.5] * n_tokens, finish_reason="length" if cut else "stop", prompt_truncated=False,
-                         response_truncated=cut, adapter_version=version, answer_text="x", parsed_answer=parsed,
-                         reward=reward, worker_id=0, latency_s=0.1, text=text, question=HIER, gold_answer="1")
+    qid, k = sample.split("#")
+    return make_row(node, qid, int(k), step=1, prompt_ids=[1, 2], response_ids=[5] * n_tokens,
+                    logprobs=[-0.5] * n_tokens, finish_reason="length" if cut else "stop", adapter_version=version,
+                    answer_text="x", parsed_answer=parsed, reward=reward, latency_s=0.1, text=text, question=HIER,
+                    gold_answer="1")
 
 
 ROWS = [_row("q1#0", "L0N0", 1.0, 4, "1", text="x = (4 + 8) mod 10 = 2."), _row("q1#0", "L1N0", 1.0, 6, "1"),
