@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Mapping, Protocol
@@ -70,9 +71,13 @@ class MlflowTracker:
     server, or ``file:///path`` for a local store)."""
 
     def __init__(self, cfg: Config, run_dir: Path):
+        lg = cfg.logging
+        if lg.mlflow_tracking_uri.startswith("file:"):
+            # MLflow 3 keeps its file store in maintenance and refuses it unless asked; a
+            # file:// URI in the config is that ask (a local store, no server)
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         from mlflow.tracking import MlflowClient
 
-        lg = cfg.logging
         self.client = MlflowClient(tracking_uri=lg.mlflow_tracking_uri)
         run_id = _ids(run_dir).get("mlflow")
         if run_id is None:
