@@ -113,14 +113,14 @@ def gathered(logits: torch.Tensor, x) -> torch.Tensor:
     transformers user writes it (and this learner did): its backward keeps all of
     ``logits``. ``logits=full`` is that reference, for benchmarks and the memory model's
     calibration against the H200."""
-    pos = torch.zeros(logits.shape[0], x.shape[1] if logits.shape[0] > 1 else len(x.tok), dtype=torch.long,
-                      device=logits.device)
-    if logits.shape[0] > 1:
-        pos[x.row, x.col] = x.at[1]
+    packed = x.attn is None  # one sequence: the response positions in order
+    if packed:
+        pos = x.at[1].unsqueeze(0)
     else:
-        pos[0] = x.at[1]
+        pos = torch.zeros(x.shape, dtype=torch.long, device=logits.device)
+        pos[x.row, x.col] = x.at[1]
     picked = logits.gather(1, pos.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
-    return picked[x.row, x.col] if logits.shape[0] > 1 else picked[0]
+    return picked[0] if packed else picked[x.row, x.col]
 
 
 def response_logprobs(module: torch.nn.Module, rows: Sequence, spec: ForwardSpec,

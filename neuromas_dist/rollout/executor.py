@@ -142,7 +142,7 @@ class GraphExecutor:
         # Seeded by the node's name in the graph it runs (the small one when gated), so a
         # gated sample draws what the small graph drew: sampled passes match too, not only greedy.
         params = _sampling_params(policy, max_tokens, request_seed(
-            policy.seed, seed_step, str(spec.example.id), spec.sample_index, node))
+            policy.seed, seed_step, str(spec.example.id), spec.sample_index, node), stream=tokens is not None)
         start = time.perf_counter()
         out = await self._generate(prompt_ids, params, pin.requests[serving], tokens)
         completion = out.outputs[0]
@@ -157,11 +157,8 @@ class GraphExecutor:
     async def _generate(self, prompt_ids: list[int], params: Any, lora_request: Any,
                         tokens: "asyncio.Queue | None" = None) -> Any:
         from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
 
         final, sent = None, 0
-        if tokens is not None:
-            params.output_kind = RequestOutputKind.CUMULATIVE  # every step: all ids so far
         request_id = f"n{next(self._request_ids)}"
         try:
             async for final in self.engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params,
@@ -263,7 +260,7 @@ def _upstream(topology: Topology, node: str, calls: Mapping[str, NodeCall]) -> d
     return {src: calls[src].text for src in topology.node(node).inputs}
 
 
-def _sampling_params(policy: SamplingPolicy, max_tokens: int, seed: int) -> Any:
+def _sampling_params(policy: SamplingPolicy, max_tokens: int, seed: int, stream: bool = False) -> Any:
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
@@ -273,6 +270,7 @@ def _sampling_params(policy: SamplingPolicy, max_tokens: int, seed: int) -> Any:
         max_tokens=max_tokens,
         logprobs=0,  # 0 = only the sampled token's logprob
         seed=None if policy.temperature == 0 else seed,
-        output_kind=RequestOutputKind.FINAL_ONLY,  # no per-token deltas: less IPC
+        # no per-token deltas (less IPC), unless a caller streams the tokens: then all ids so far
+        output_kind=RequestOutputKind.CUMULATIVE if stream else RequestOutputKind.FINAL_ONLY,
         detokenize=False,  # the executor decodes the final ids itself
     )

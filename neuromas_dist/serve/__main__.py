@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.replicas > 0:
         from neuromas_dist.serve.ray_serve import serve_replicas
 
-        return serve_replicas(run_dir, args.overrides, name, args.api_key, args.replicas, args.host, args.port)
+        return serve_replicas(graph, args.overrides, name, args.api_key, args.replicas, args.host, args.port)
     import uvicorn
 
     from neuromas_dist.serve.openai_api import build_app

@@ -84,8 +84,8 @@ class ServedGraph:
                               self.cfg.trainer.seed if p.seed is None else p.seed)
 
     def _spec(self, question: str, index: int, request: int) -> SampleSpec:
-        # seeded by the request and the sample: n samples of one request differ, and a request
-        # with a seed draws alike every time (the id enters the seed: same id for a same seed)
+        # the request id and the sample index enter each node's request seed: the n samples of
+        # a request differ, and requests with a seed share id 0, so they draw alike every time
         return SampleSpec(0, Example(f"r{request}", question, ""), index)
 
     async def answer(self, question: str, n: int = 1, params: Params = Params()) -> list[SampleResult]:
@@ -146,13 +146,11 @@ class IncrementalText:
 
     def push(self, ids: Sequence[int]) -> str:
         self.ids.extend(ids)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):
-            return ""
-        delta, self.sent = text[self.sent:], len(text)
-        return delta
+        return self.rest(hold_split_char=True)
 
-    def rest(self) -> str:
+    def rest(self, hold_split_char: bool = False) -> str:
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if hold_split_char and text.endswith("\ufffd"):
+            return ""
         delta, self.sent = text[self.sent:], len(text)
         return delta

@@ -85,8 +85,10 @@ async def _asgi(app: Any, request: Any) -> Any:
     return Response(b"".join(chunks), status_code=start["status"], headers=headers)
 
 
-def serve_replicas(run_dir: Path, overrides: Sequence[str], model_name: str, api_key: str | None, replicas: int,
+def serve_replicas(graph: Any, overrides: Sequence[str], model_name: str, api_key: str | None, replicas: int,
                    host: str, port: int) -> int:
+    """``graph``: the checked ``ServedGraph`` (its engine is not started here: each replica
+    starts its own from the same run directory)."""
     import os
     import signal
 
@@ -94,9 +96,8 @@ def serve_replicas(run_dir: Path, overrides: Sequence[str], model_name: str, api
     from ray import serve
 
     from neuromas_dist.driver.cluster import actor_env, cluster_address
-    from neuromas_dist.serve.graph import ServedGraph
 
-    cfg = ServedGraph(run_dir, overrides).cfg
+    cfg, run_dir = graph.cfg, graph.run_dir
     gpus = 1.0 if cfg.resources.rollout_gpus > 0 else 0.0
     if not ray.is_initialized():
         address = cluster_address(cfg)
