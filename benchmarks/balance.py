@@ -63,7 +63,6 @@ def phases_apart(steps: int, workers: int) -> dict[str, Any]:
 
     from neuromas_dist.config import load_config
     from neuromas_dist.driver.cluster import init_ray
-    from neuromas_dist.driver.metrics import MetricsLogger
     from neuromas_dist.driver.trainer import Trainer
     from neuromas_dist.rollout.worker import resolve_model_dir
     from neuromas_dist.tasks.data import load_task_data
@@ -72,15 +71,13 @@ def phases_apart(steps: int, workers: int) -> dict[str, Any]:
                              "logging.save_trajectories=false"])
     run_dir = Path(tempfile.mkdtemp(prefix="balance_"))
     init_ray(cfg)
-    log = MetricsLogger(run_dir, tensorboard=False)
-    trainer = Trainer(cfg, run_dir, resolve_model_dir(cfg), load_task_data(cfg.data), log, say=lambda _: None)
+    trainer = Trainer(cfg, run_dir, resolve_model_dir(cfg), load_task_data(cfg.data), say=lambda _: None)
     try:
         trainer.start()
         rows = [_one_step_apart(trainer, step) for step in range(1, steps + 1)]
         transfer = sync_transfer(trainer) if workers == 1 else None
     finally:
         trainer.shutdown()
-        log.close()
         ray.shutdown()
     rollout_s, learn_s = median_after_first(rows, "rollout_s"), median_after_first(rows, "learn_s")
     out = {"workers": workers, "steps": rows, "rollout_s": rollout_s, "learn_s": learn_s,
@@ -96,7 +93,7 @@ def phases_apart(steps: int, workers: int) -> dict[str, Any]:
 def _one_step_apart(trainer: Any, step: int) -> dict[str, float]:
     from neuromas_dist.trajectories.summary import StepTally
 
-    rollout = trainer.launch(step)
+    rollout = trainer.rollouts.next(trainer.pool, step)
     arrived = list(rollout.batches())
     rollout_s = time.perf_counter() - rollout.started
     tally = StepTally()

@@ -51,7 +51,7 @@ def _count(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     run_dir = Path(args.run_dir)
-    from neuromas_dist.analysis.run_eval import evaluate_run_dir, prepare
+    from neuromas_dist.driver.evaluation import evaluate_run_dir, prepare
 
     try:
         check_run_dir(run_dir)

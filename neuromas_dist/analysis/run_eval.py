@@ -1,8 +1,7 @@
 """A run's ``eval/`` directory: the passes behind the report, the report, the plots.
 
-Two callers share this: the training run at its end (its workers, its last held-out
-pass) and ``python -m neuromas_dist.evaluate`` on any run directory (a fresh worker,
-the run's saved adapters).
+Files only: ``driver/evaluation.py`` runs the passes (a training run's workers, or a
+fresh worker on a finished run's adapters) and hands them here.
 
     eval/trajectories/before_{greedy,sampled}.parquet   step-0 held-out passes (saved by training),
     eval/trajectories/before_nodes.json                 and the nodes of the graph they ran
@@ -19,14 +18,16 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pyarrow as pa
+import torch
 
-from neuromas_dist.analysis.evaluation import EvalPass, ablation_passes, evaluate_pass, load_table, save_table
+from neuromas_dist.analysis.evaluation import EvalPass, load_table, save_table
 from neuromas_dist.analysis.plots import plot_report
 from neuromas_dist.analysis.report import build_report, write_report
 from neuromas_dist.config import Config
+from neuromas_dist.graph.topology import Topology
 
 BEFORE, FINAL = "before", "final"
 
@@ -74,13 +75,11 @@ def _comparable(before: tuple[EvalPass, list[str]] | None, full: EvalPass, nodes
 
 
 def write_eval_dir(run_dir: Path, full: EvalPass, ablations: Mapping[str, pa.Table], examples: Sequence[Any],
-                   sink: str, nodes: Sequence[str], step: int, answer_type: str = "number",
-                   eval_dir: Path | None = None) -> dict[str, Any]:
+                   sink: str, nodes: Sequence[str], step: int, metrics: Sequence[Mapping[str, Any]] = (),
+                   answer_type: str = "number", eval_dir: Path | None = None) -> dict[str, Any]:
     """Save the passes, build the report (paired with the step-0 pass when there is one),
     write report.json / report.md and the plots into ``eval_dir`` (RUN_DIR/eval by
-    default); returns the report."""
-    from neuromas_dist.driver.metrics import read_metrics
-
+    default); returns the report. ``metrics``: the run's metrics.jsonl rows (the report's curves)."""
     run_dir = Path(run_dir)
     eval_dir = Path(eval_dir or run_dir / "eval")
     tables = _tables_dir(run_dir, eval_dir)
@@ -89,53 +88,16 @@ def write_eval_dir(run_dir: Path, full: EvalPass, ablations: Mapping[str, pa.Tab
     save_pass(run_dir, FINAL, full, nodes, eval_dir)
     for node, table in ablations.items():
         save_table(table, tables / f"ablate_{node}_greedy.parquet")
-    metrics_path = run_dir / "metrics.jsonl"
-    metrics = read_metrics(metrics_path) if metrics_path.is_file() else []
     report = build_report(full, ablations, _comparable(load_pass(run_dir, BEFORE), full, nodes),
-                          [str(e.id) for e in examples], sink, nodes, step, metrics, answer_type)
+                          [str(e.id) for e in examples], sink, nodes, step, list(metrics), answer_type)
     write_report(report, eval_dir, title=str(run_dir))
     plot_report(report, eval_dir)
     return report
 
 
-def evaluate_on(workers: Sequence[Any], adapters: Any, examples: Sequence[Any], run_dir: Path, topology: Any,
-                step: int, samples: int, ablate: bool, full: EvalPass | None = None,
-                answer_type: str = "number", eval_dir: Path | None = None) -> dict[str, Any]:
-    """Full pass (unless given), ablations, report. The workers must hold ``adapters``."""
-    full = full or evaluate_pass(workers, examples, step, samples)
-    ablations = ablation_passes(workers, examples, adapters, step) if ablate else {}
-    return write_eval_dir(run_dir, full, ablations, examples, topology.sink, topology.names, step, answer_type,
-                          eval_dir)
-
-
-class Prepared(NamedTuple):
-    cfg: Config  # the run's config, made to run here (one worker, local unless RAY_ADDRESS)
-    data: Any  # tasks.data.TaskData
-    adapters: Any  # AdapterSet read from RUN_DIR/adapters
-    topology: Any  # the graph the adapters belong to
-
-
-def prepare(cfg: Config, run_dir: Path) -> Prepared:
-    """Everything an evaluation needs that can be wrong, checked before Ray starts.
-    Raises ValueError (DataError, TopologyError) or FileNotFoundError with one line."""
-    from neuromas_dist.adapters.peft_io import read_adapter_set
-    from neuromas_dist.tasks.data import load_task_data
-
-    data = load_task_data(cfg.data)
-    # Version 1: above the worker's own placeholder adapters, so the load takes.
-    adapters = read_adapter_set(Path(run_dir) / "adapters", version=1)
-    topology = run_topology(cfg, run_dir)
-    if set(adapters.tensors) != set(topology.names):
-        raise ValueError(f"{run_dir}/adapters holds nodes {', '.join(sorted(adapters.tensors))} but the run's graph "
-                         f"{list(topology.widths)} has {', '.join(topology.names)}")
-    return Prepared(local_config(cfg), data, adapters, topology)
-
-
 def run_topology(cfg: Config, run_dir: Path) -> Any:
     """The graph the run ended with: summary.json's widths (a run may have grown), with
     the config's edges when the widths are the configured ones."""
-    from neuromas_dist.graph.topology import Topology
-
     summary = Path(run_dir) / "summary.json"
     widths = json.loads(summary.read_text()).get("topology") if summary.is_file() else None
     widths = tuple(widths or cfg.topology.widths)
@@ -146,37 +108,7 @@ def run_topology(cfg: Config, run_dir: Path) -> Any:
 def local_config(cfg: Config) -> Config:
     """One rollout worker; the run's cluster address dropped (RAY_ADDRESS still joins
     one), and no GPU asked for where none is visible (a run dir copied off a cluster)."""
-    import torch
-
     resources = dataclasses.replace(cfg.resources, ray_address="")
     if not torch.cuda.is_available() and not os.environ.get("RAY_ADDRESS"):
         resources = dataclasses.replace(resources, rollout_gpus=0.0, learner_gpus=0.0, colocate=False)
     return dataclasses.replace(cfg, resources=resources, rollout=dataclasses.replace(cfg.rollout, num_workers=1))
-
-
-def evaluate_run_dir(prepared: Prepared, run_dir: Path, samples: int, ablate: bool,
-                     eval_dir: Path | None = None) -> dict[str, Any]:
-    """Evaluate a finished run's ``adapters/`` on one fresh rollout worker; the report goes
-    to ``eval_dir`` (RUN_DIR/eval by default)."""
-    import ray
-
-    from neuromas_dist.driver.cluster import init_ray
-    from neuromas_dist.rollout.actors import broadcast_adapters, start_workers
-    from neuromas_dist.rollout.worker import resolve_model_dir
-
-    cfg, data, adapters, topology = prepared
-    init_ray(cfg)
-    workers = start_workers(cfg, model_dir=resolve_model_dir(cfg), task=data.task)
-    try:
-        ray.get([w.set_topology.remote(topology.widths, topology.to_dict()["edges"]) for w in workers])
-        broadcast_adapters(workers, adapters)
-        return evaluate_on(workers, adapters, data.eval, run_dir, topology, _run_step(run_dir), samples, ablate,
-                           answer_type=data.task.answer_type, eval_dir=eval_dir)
-    finally:
-        for w in workers:
-            ray.get(w.shutdown.remote())
-
-
-def _run_step(run_dir: Path) -> int:
-    summary = Path(run_dir) / "summary.json"
-    return int(json.loads(summary.read_text()).get("steps", -1)) if summary.is_file() else -1

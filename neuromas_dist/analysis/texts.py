@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from neuromas_dist.analysis.node_text import summarize_node
+from neuromas_dist.tasks.node_text import summarize_node
 from neuromas_dist.graph.topology import parse_node_name
 
 

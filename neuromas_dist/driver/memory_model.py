@@ -42,7 +42,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+from transformers import AutoConfig, Qwen3Config
+
+from neuromas_dist.adapters.counting import arch_config, lora_linears, meta_model, vllm_rank_bucket
 from neuromas_dist.config import Config, resolve_dtype
+from neuromas_dist.models.tiny import MODEL_SHAPE, VOCAB_SIZE
+from neuromas_dist.rollout.engine import lora_slots, max_nodes, on_gpu
 
 GIB = 1024 ** 3
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -76,18 +82,10 @@ class Arch:
 
 def model_arch(cfg: Config) -> Any:
     """The transformers config of ``cfg``'s model, without weights or download."""
-    from transformers import AutoConfig
-
     m = cfg.model
     if m.arch_config:
-        from neuromas_dist.adapters.counting import arch_config
-
         return arch_config(m.arch_config)
     if m.name_or_path == "tiny":
-        from transformers import Qwen3Config
-
-        from neuromas_dist.models.tiny import MODEL_SHAPE, VOCAB_SIZE
-
         return Qwen3Config(vocab_size=VOCAB_SIZE, **MODEL_SHAPE)  # the tokenizer's size at most
     try:
         return AutoConfig.from_pretrained(m.name_or_path, local_files_only=True, trust_remote_code=m.trust_remote_code)
@@ -97,18 +95,10 @@ def model_arch(cfg: Config) -> Any:
 
 
 def measure(cfg: Config) -> Arch:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from neuromas_dist.rollout.engine import _lora_rank_bucket
-
     conf = model_arch(cfg)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(conf)
+    model = meta_model(conf)
     targets = set(cfg.lora.target_modules)
-    linears = [(name, m) for name, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets]
-    per_rank = sum(m.in_features + m.out_features for _, m in linears)
+    per_rank = sum(m.in_features + m.out_features for _, m in lora_linears(model, targets))
     text = conf.get_text_config() if hasattr(conf, "get_text_config") else conf
     heads = text.num_attention_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
@@ -117,7 +107,7 @@ def measure(cfg: Config) -> Arch:
     short = [(name.rsplit(".", 1)[-1], m) for name, m in layer]
     inputs = {SHARED_INPUT.get(n, n): m.in_features for n, m in short if n in targets and isinstance(m, torch.nn.Linear)}
     return Arch(params=sum(p.numel() for p in model.parameters()), lora_per_node=per_rank * cfg.lora.rank,
-                lora_per_slot=per_rank * _lora_rank_bucket(cfg.lora.rank), layers=text.num_hidden_layers,
+                lora_per_slot=per_rank * vllm_rank_bucket(cfg.lora.rank), layers=text.num_hidden_layers,
                 hidden=text.hidden_size, kv_per_token=2 * text.num_hidden_layers * kv_heads * head_dim,
                 vocab=text.vocab_size, heads=heads, q_dim=heads * head_dim, kv_dim=kv_heads * head_dim,
                 intermediate=text.intermediate_size,
@@ -160,7 +150,6 @@ def pass_shape(cfg: Config, packed: bool) -> tuple[int, int, int]:
 
 
 def rollout_memory(cfg: Config, a: Arch) -> dict[str, float]:
-    from neuromas_dist.rollout.engine import lora_slots, on_gpu
 
     nb = DTYPE_BYTES[resolve_dtype(cfg.model.dtype, on_gpu(cfg))]
     out = {"weights": a.params * nb, "lora_slots": lora_slots(cfg) * a.lora_per_slot * nb}
@@ -184,7 +173,6 @@ def learner_memory(cfg: Config, a: Arch, padded: bool | None = None) -> dict[str
     (``pass_shape``). ``padded``: rows of different lengths under a padding mask (the usual
     case unless ``learner.padding_free=on``; ``auto`` packs only where varlen attention is
     installed, which a plan made elsewhere cannot see); False for rows of one length."""
-    from neuromas_dist.rollout.engine import max_nodes
 
     lc = cfg.learner
     packed = lc.padding_free == "on"

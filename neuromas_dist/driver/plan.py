@@ -23,7 +23,9 @@ from __future__ import annotations
 from typing import Any
 
 from neuromas_dist.config import Config
+from neuromas_dist.driver.placement import bundles, rollout_bundle_index
 from neuromas_dist.driver.memory_model import GIB, PlanError, learner_memory, measure, pass_shape, rollout_memory
+from neuromas_dist.rollout.engine import max_nodes
 
 __all__ = ["GIB", "PlanError", "make_plan", "measure", "print_plan"]
 
@@ -32,8 +34,6 @@ CUDA_CONTEXT_BYTES = 1 * GIB
 
 
 def placement_lines(cfg: Config) -> list[str]:
-    from neuromas_dist.driver.placement import bundles, rollout_bundle_index
-
     r = cfg.resources
     owners: dict[int, list[str]] = {}
     for k in range(cfg.learner.num_ranks):
@@ -53,8 +53,6 @@ def make_plan(cfg: Config) -> tuple[str, dict[str, Any]]:
     a = measure(cfg)
     roll, learn = rollout_memory(cfg, a), learner_memory(cfg, a)
     r = cfg.resources
-    from neuromas_dist.rollout.engine import max_nodes
-
     nodes = max_nodes(cfg)
     adapter_bytes = nodes * a.lora_per_node * (2 if r.learner_gpus > 0 else 4)
     full_bytes = a.params * (2 if r.learner_gpus > 0 else 4)

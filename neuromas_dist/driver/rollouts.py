@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+from ray.exceptions import GetTimeoutError, RayError
 
 from neuromas_dist.config import Config
 from neuromas_dist.rollout.rows import sample_id
@@ -39,8 +42,6 @@ class WorkersExhausted(RuntimeError):
 
 class WorkerPool:
     def __init__(self, cfg: Config, actors: list[Any], say: Callable[[str], None]):
-        import ray
-
         self.cfg, self.actors, self.say = cfg, actors, say
         self.restarts = 0
         # Which process each worker is: a restart must not kill a worker Ray already restarted.
@@ -54,8 +55,6 @@ class WorkerPool:
         self._on_every_worker("setting the topology", lambda w: w.set_topology.remote(*self._topology))
 
     def load_adapters(self, adapters: Any) -> None:
-        import ray
-
         self._adapters = ray.put(adapters)
         self.version = adapters.version
         self._on_every_worker(f"loading adapters v{adapters.version}", lambda w: w.load_adapters.remote(self._adapters))
@@ -63,9 +62,6 @@ class WorkerPool:
     def _on_every_worker(self, what: str, call: Callable[[Any], Any]) -> None:
         """``call`` on every worker; one that dies (or hangs) meanwhile is restarted, and the
         restart itself reloads what this call was bringing."""
-        import ray
-        from ray.exceptions import GetTimeoutError, RayError
-
         refs = [call(w) for w in self.actors]
         for i, ref in enumerate(refs):
             try:
@@ -79,8 +75,6 @@ class WorkerPool:
         WorkersExhausted past the configured budget. ``failed_on``: the incarnation the failed
         call ran on; if the pool has replaced it since (an older stream failing late), nothing
         is restarted and False is returned."""
-        import ray
-
         f = self.cfg.faults
         if failed_on is not None and failed_on != self.incarnations[i]:
             return False
@@ -121,9 +115,17 @@ class WorkerPool:
         for i in stale or (range(len(self.actors)) if failed else []):
             self.restart(i, why, hung=not stale)
 
-    def _incarnation(self, i: int, timeout: float) -> str | None:
-        import ray
+    def call_healing(self, what: str, call: Callable[[list[Any]], Any]) -> Any:
+        """``call(actors)`` over all workers (an evaluation pass); restart the workers that
+        failed and call again until it succeeds or the restart budget is spent (WorkersExhausted)."""
+        self.heal(f"{what}: replaced since the last broadcast", failed=False)
+        while True:
+            try:
+                return call(self.actors)
+            except RayError as exc:
+                self.heal(f"{what}: {short_error(exc)}")
 
+    def _incarnation(self, i: int, timeout: float) -> str | None:
         try:
             return ray.get(self.actors[i].process_ids.remote(), timeout=timeout)["incarnation"]
         except Exception:  # noqa: BLE001 - dead, restarting or stuck: no answer is the answer
@@ -174,8 +176,6 @@ class StepRollout:
 
     def batches(self) -> Iterator[Arrival]:
         """Every batch of new samples, in the order they finish."""
-        import ray
-
         while self.streams:
             timeout = max(0.0, min(s.deadline for s in self.streams) - time.monotonic())
             ready, _ = ray.wait([s.gen for s in self.streams], num_returns=1,
@@ -196,9 +196,6 @@ class StepRollout:
 
     def _next(self, stream: _Stream) -> Arrival | None:
         """Take the stream's next object: a piece is held until its batch's summary comes."""
-        import ray
-        from ray.exceptions import RayError
-
         try:
             ref = next(stream.gen)
             if len(stream.held) < self.shards:
@@ -228,9 +225,6 @@ class StepRollout:
     def _without(self, pieces: list[Any], repeats: set[str]) -> Arrival | None:
         """The batch minus samples that already arrived (a rerun raced its first run): the
         one case where the driver reads the rows."""
-        import ray
-        import pyarrow.compute as pc
-
         kept, dropped = [], 0
         for piece in ray.get(pieces):
             kept.append(piece.filter(pc.invert(pc.is_in(piece.column("sample_id"), value_set=pa.array(sorted(repeats))))))
@@ -269,8 +263,6 @@ class StepRollout:
 
 
 def _cancel(gen: Any) -> None:
-    import ray
-
     try:
         ray.cancel(gen)
     except Exception:  # noqa: BLE001 - a finished or dead stream has nothing to cancel

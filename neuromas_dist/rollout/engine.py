@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from neuromas_dist.adapters.counting import vllm_rank_bucket
 from neuromas_dist.config import Config, resolve_dtype
 
 GIB = 1 << 30
@@ -49,7 +50,7 @@ def engine_kwargs(cfg: Config, model_dir: str, *, seed: int = 0) -> dict[str, An
         max_loras=lora_slots(cfg),
         # Two versions coexist while the old one drains after a hot swap.
         max_cpu_loras=2 * nodes + 1,
-        max_lora_rank=_lora_rank_bucket(cfg.lora.rank),
+        max_lora_rank=vllm_rank_bucket(cfg.lora.rank),
         max_num_seqs=cfg.rollout.max_num_seqs,
         enforce_eager=cfg.rollout.enforce_eager,
         logprobs_mode=LOGPROBS_MODE,
@@ -67,14 +68,6 @@ def engine_kwargs(cfg: Config, model_dir: str, *, seed: int = 0) -> dict[str, An
     kwargs["enable_chunked_prefill"] = False
     kwargs["max_num_batched_tokens"] = max(cfg.model.max_model_len, CPU_BATCHED_TOKENS)
     return kwargs
-
-
-def _lora_rank_bucket(rank: int) -> int:
-    # vLLM accepts only a fixed ladder of max ranks; take the smallest that fits.
-    for bucket in (1, 8, 16, 32, 64, 128, 256, 320, 512):
-        if rank <= bucket:
-            return bucket
-    raise ValueError(f"lora.rank={rank}: vLLM serves ranks up to 512")
 
 
 def build_engine(cfg: Config, model_dir: str, *, seed: int = 0) -> Any:

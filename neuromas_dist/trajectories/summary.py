@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from neuromas_dist.analysis.node_text import carry_counts
+from neuromas_dist.tasks.node_text import carry_counts
 
 _CARRIES = "carries/"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from neuromas_dist.adapters.peft_io import AdapterSet, write_adapter_set
-from neuromas_dist.driver.trainer import adapters_from_run
+from neuromas_dist.driver.growth import adapters_from_run
 from neuromas_dist.graph.topology import Topology
 
 KEY = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"
@@ -38,7 +38,7 @@ def test_adapters_of_another_model_or_lora_config_are_refused_in_one_line(tiny_m
     import pytest
 
     from neuromas_dist.config import load_config
-    from neuromas_dist.driver.trainer import check_grow_from
+    from neuromas_dist.driver.growth import check_grow_from
     from neuromas_dist.rollout.adapters import IncompatibleAdapters, zero_adapter_set
 
     cfg = load_config(None, [f"trainer.grow_from={tmp_path}", "topology.widths=[2, 2, 1]", "trainer.growth_mode=carry"])

@@ -1,11 +1,11 @@
-"""What a node's text carries (neuromas_dist.analysis.node_text) and the synthetic-task
+"""What a node's text carries (neuromas_dist.tasks.node_text) and the synthetic-task
 helpers it reads sub-results with, on hand-made texts."""
 
 from __future__ import annotations
 
 import pytest
 
-from neuromas_dist.analysis.node_text import carries, carry_fractions, pattern, states, top_patterns
+from neuromas_dist.tasks.node_text import carries, carry_fractions, pattern, states, top_patterns
 from neuromas_dist.tasks.synthetic import stated_values, subresult_sentence, subresults
 
 Q = "Let x = (4 + 8) mod 10 and y = (8 * 7) mod 10. What is (x + y) mod 10?"  # x=2, y=6
