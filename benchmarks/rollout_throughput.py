@@ -73,7 +73,7 @@ async def timed_raw(worker: Any, rows: list[dict]) -> float:
     from vllm.inputs import TokensPrompt
     from vllm.sampling_params import RequestOutputKind
 
-    pin = worker.registry.acquire()
+    pin = worker.adapters.acquire()
     calls = [r for r in rows if r["response_ids"]]
     await worker.engine.reset_prefix_cache()
 
@@ -89,7 +89,7 @@ async def timed_raw(worker: Any, rows: list[dict]) -> float:
     t0 = time.perf_counter()
     await asyncio.gather(*(one(i, r) for i, r in enumerate(calls)))
     elapsed = time.perf_counter() - t0
-    worker.registry.release(pin)
+    worker.adapters.release(pin)
     return elapsed
 
 

@@ -24,17 +24,17 @@ How a step runs (why it is built this way):
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
 import torch
 
 from neuromas_dist.adapters.peft_io import AdapterSet, peft_config_dict
 from neuromas_dist.config import Config
-from neuromas_dist.learner import algos, baselines, checkpoint, forward, model, packing, stats
-from neuromas_dist.learner.rows import Row, by_node, own_batch, recorded_logprobs, rows_from_batch, rows_of
+from neuromas_dist.learner import algos, baselines, checkpoint, forward, model, stats
+from neuromas_dist.learner.rows import Row, own_batch, rows_from_batch, rows_of
 from neuromas_dist.learner.stats import LogprobGapError  # noqa: F401 - the learner's public error
-from neuromas_dist.learner.sums import StaleChecks, StepSums, VersionHistory
+from neuromas_dist.learner.step_grads import StepGradients
+from neuromas_dist.learner.sums import VersionHistory
 from neuromas_dist.trajectories.parquet import TrajectoryWriter
 
 
@@ -80,11 +80,9 @@ class LearnerRank:
     # ------------------------------------------------------------ streaming
 
     def _reset_step(self) -> None:
-        self._pending: dict[tuple[str, str], list[Row]] = defaultdict(list)  # loo: (question, node) incomplete
-        self._ready: dict[str, list[Row]] = defaultdict(list)
-        self.sums = StepSums(self.params, self.nodes)
+        self.grads = StepGradients(self.cfg.learner, self.cfg.sampling.n_samples, self.nodes, self.params,
+                                   self.version, self.ema, self.history, self._logprobs, self.spec.packed, self.device)
         self._busy_s = 0.0
-        self._stale = StaleChecks(self.cfg.learner.stale_check_rows, self.history)
 
     def accumulate(self, batch: Any) -> int:
         """Take one trajectory batch (or ObjectRef resolved by Ray); returns rows kept by this rank."""
@@ -96,35 +94,11 @@ class LearnerRank:
             raise ValueError(f"trajectory rows for nodes {unknown} this learner does not hold ({self.nodes})")
         if self._writer is not None and own.num_rows:
             self._writer.write(own.column("step")[0].as_py(), own)
-        lc = self.cfg.learner
-        for row in rows:
-            if lc.baseline == "loo":
-                self._pending[(row.question_id, row.node)].append(row)
-            else:
-                row.adv_known = row.reward - baselines.known_baseline(lc.baseline, self.ema, row.node)
-                self._ready[self._queue(row.node)].append(row)
-        self._run_micro_batches()
+        self.grads.add(rows)  # forward/backward of every full pass, now
         self._busy_s += time.perf_counter() - t0
         return len(rows)
 
-    def _queue(self, node: str) -> str:
-        """Ready rows wait per node, or all in one queue when micro-batches mix nodes."""
-        return "" if self.cfg.learner.micro_batches == "mixed" else node
-
-    def _run_micro_batches(self, force: bool = False) -> None:
-        """Move complete leave-one-out groups to the ready queues, then run every full
-        micro-batch (every non-empty one with ``force``, at the step's end)."""
-        for node, rows in baselines.pop_complete_groups(self._pending, self.cfg.sampling.n_samples, force):
-            self._ready[self._queue(node)].extend(rows)
-        lc = self.cfg.learner
-        for key in dict.fromkeys(self._queue(n) for n in self.nodes):  # topology order
-            while self._ready[key] and (force or packing.pass_ready(self._ready[key], lc.micro_batch_size,
-                                                                     lc.max_tokens_per_micro_batch)):
-                chunk, self._ready[key] = packing.take_pass(self._ready[key], lc.micro_batch_size,
-                                                            lc.max_tokens_per_micro_batch, self.spec.packed)
-                self._micro_batch(chunk)
-
-    # ------------------------------------------------------------ forward / backward
+    # ------------------------------------------------------------ forward
 
     def _activate(self, node: str) -> None:
         # PEFT's set_adapter freezes the other adapters; they must stay trainable so the
@@ -139,38 +113,6 @@ class LearnerRank:
         self._activate(rows[0].node)
         return forward.response_logprobs(self.module, rows, self.spec, self.device)
 
-    def _micro_batch(self, rows: list[Row]) -> None:
-        """Forward/backward of rows (of one node, or of several when micro-batches mix):
-        their terms' gradients into G_known and G_one, their statistics per node."""
-        # An empty response has no token to credit, but its reward is one of the node's
-        # outcomes: it counts in batch-mean and EMA baselines as it does in leave-one-out.
-        for node, empty in by_node([r for r in rows if not r.response]):
-            self.sums.count_rewards(node, empty)
-        rows = sorted((r for r in rows if r.response), key=lambda r: self.nodes.index(r.node))  # grouped by node
-        if not rows:
-            return
-        lp, mask = self._logprobs(rows)
-        lc, dev = self.cfg.learner, self.device
-        beh = recorded_logprobs(rows, lp)
-        stale = torch.tensor([r.version != self.version for r in rows], device=dev)
-        self._stale.pick([r for r in rows if r.version != self.version])
-        w = algos.importance_weights(lp, beh, stale, lc.importance_cap) * mask
-        coef = algos.token_coefficients(mask, lc.loss_norm)
-        adv = torch.tensor([r.adv_known for r in rows], device=dev)
-        needs = {n: baselines.needs_step_constant(lc.baseline, self.ema, n) for n in {r.node for r in rows}}
-        unit = torch.tensor([float(needs[r.node]) for r in rows], device=dev)
-        nodes = [n for n in self.nodes if n in needs]
-        self.sums.add_grads(nodes, algos.reinforce_terms(lp, adv, w, coef), retain=unit.any().item())
-        if unit.any():
-            self.sums.add_grads([n for n in nodes if needs[n]], algos.reinforce_terms(lp, unit, w, coef), unit=True)
-        lp = lp.detach()
-        for node in nodes:
-            i = torch.tensor([j for j, r in enumerate(rows) if r.node == node], device=dev)
-            terms = (algos.reinforce_terms(lp[i], adv[i], w[i], coef[i]),
-                     algos.reinforce_terms(lp[i], torch.ones_like(adv[i]), w[i], coef[i]))
-            self.sums.count(node, [rows[j] for j in i.tolist()], lp[i], beh[i], mask[i], stale[i], w[i], terms,
-                            lc.loss_norm)
-
     # ------------------------------------------------------------ the step
 
     def finish_step(self) -> dict[str, float]:
@@ -179,9 +121,10 @@ class LearnerRank:
         lc = self.cfg.learner
         done = False
         try:
-            self._run_micro_batches(force=True)
-            self._stale.score(self._logprobs, self.sums)
-            totals, bad = stats.all_reduce(self.sums.stats, self.nodes, self.sums.bad, self.device, self.world_size)
+            self.grads.flush()
+            sums = self.grads.sums
+            self.grads.stale.score(self._logprobs, sums)
+            totals, bad = stats.all_reduce(sums.stats, self.nodes, sums.bad, self.device, self.world_size)
             consts = baselines.step_constants(totals, lc.baseline, self.ema)
             stats.check_gap(totals, lc.max_logprob_gap, self.version)
             grad_norm = float("nan")
@@ -212,7 +155,7 @@ class LearnerRank:
         denom = sum(s["denom"] for s in totals.values())
         scale = self.world_size / max(denom, 1.0)  # DeepSpeed averages over ranks; we want the global sum / D
         surrogate = torch.zeros((), device=self.device)
-        for p, g in zip(self._all_params, self.sums.gradient(consts)):
+        for p, g in zip(self._all_params, self.grads.sums.gradient(consts)):
             surrogate = surrogate + (p * (scale * g).to(p.dtype)).sum()
         self.engine.backward(surrogate)
         grads = [p.grad for p in self._all_params if p.grad is not None]
@@ -257,8 +200,10 @@ class LearnerRank:
         return out
 
     def set_version(self, version: int) -> None:
+        """Renumber the current weights (between steps: the step in progress restarts)."""
         self.version = int(version)
         self.history.remember(self.version, forget_older=True)
+        self._reset_step()
 
     def info(self) -> dict[str, Any]:
         return {"rank": self.rank, "world_size": self.world_size, "version": self.version,

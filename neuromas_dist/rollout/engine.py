@@ -9,7 +9,10 @@ number of bytes (several workers and the learner share the host's RAM).
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any
+
+import psutil
 
 from neuromas_dist.adapters.counting import vllm_rank_bucket
 from neuromas_dist.config import Config, resolve_dtype
@@ -68,6 +71,21 @@ def engine_kwargs(cfg: Config, model_dir: str, *, seed: int = 0) -> dict[str, An
     kwargs["enable_chunked_prefill"] = False
     kwargs["max_num_batched_tokens"] = max(cfg.model.max_model_len, CPU_BATCHED_TOKENS)
     return kwargs
+
+
+def child_pids() -> list[int]:
+    """Every process below this one: a worker's vLLM EngineCore and its workers."""
+    return [c.pid for c in psutil.Process().children(recursive=True)]
+
+
+def kill_pids(pids: list[int]) -> int:
+    """SIGKILL ``pids`` (those already gone are skipped); returns how many were signalled."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(pids)
 
 
 def build_engine(cfg: Config, model_dir: str, *, seed: int = 0) -> Any:

@@ -10,25 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import signal
-import tempfile
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from neuromas_dist.adapters.peft_io import AdapterSet, write_adapter_set
+from neuromas_dist.adapters.peft_io import AdapterSet
+from neuromas_dist.rollout.adapter_slots import AdapterSlots
 from neuromas_dist.config import Config
 from neuromas_dist.graph.prompts import PromptStyle
 from neuromas_dist.graph.topology import Topology
-from neuromas_dist.rollout.engine import build_engine
+from neuromas_dist.rollout.adapters import zero_adapter_set
+from neuromas_dist.rollout.engine import build_engine, child_pids, kill_pids
 from neuromas_dist.rollout.executor import GraphExecutor, SampleResult, SampleSpec, SamplingPolicy
-from neuromas_dist.rollout.lora_registry import LoraRegistry, Pin, Retired
 from neuromas_dist.rollout.rows import call_flags, sample_rows, score_text_async
 from neuromas_dist.trajectories.schema import to_record_batch
 from neuromas_dist.trajectories.shards import split_by_owner
@@ -37,17 +34,6 @@ from neuromas_dist.trajectories.summary import BatchSummary, summarize
 _END = object()
 PLACEHOLDER_VERSION = -1  # the worker's own zero adapters, before any learner broadcast
 EVAL_SEED_STEP = -1  # the "step" that seeds sampled evaluation: fixed, so every evaluation draws alike
-
-
-def _remove_orphaned_scratch(root: str | None) -> None:
-    """Adapter scratch dirs of worker processes that died without shutdown (SIGKILL, OOM):
-    in /dev/shm they would hold RAM for good."""
-    import psutil
-
-    for path in Path(root or tempfile.gettempdir()).glob("neuromas_rollout_p*_*"):
-        pid = path.name.split("_")[2][1:]
-        if pid.isdigit() and not psutil.pid_exists(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
 
 
 class StaleWorker(RuntimeError):
@@ -63,12 +49,6 @@ def resolve_model_dir(cfg: Config) -> str:
     return cfg.model.name_or_path
 
 
-def _scratch_root() -> str | None:
-    # Adapter files are read once per load: RAM-backed /dev/shm avoids disk when present.
-    shm = Path("/dev/shm")
-    return str(shm) if shm.is_dir() and shm.stat().st_mode & 0o222 else None
-
-
 class RolloutWorker:
     """One vLLM engine executing the agent graph with per-node LoRA adapters."""
 
@@ -79,16 +59,13 @@ class RolloutWorker:
         self.model_dir = str(model_dir) if model_dir else resolve_model_dir(cfg)
         self.topology = Topology.of_config(cfg.topology.widths, cfg.topology.edges)
         self.task = task if task is not None else default_task(cfg)
-        self.registry = LoraRegistry()
+        self.adapters = AdapterSlots()
         self.counters: Counter = Counter()
         self.gauges: dict[str, float] = {}
-        _remove_orphaned_scratch(_scratch_root())
-        self._root = Path(tempfile.mkdtemp(prefix=f"neuromas_rollout_p{os.getpid()}_", dir=_scratch_root()))
         self._engine: Any = None
         self._executor: GraphExecutor | None = None
         self._start_lock: asyncio.Lock | None = None
         self.gate: Any = None  # graph.growth.GrowthGate while a grown graph fades in
-        self._drops: set[asyncio.Task] = set()
         self.incarnation = uuid.uuid4().hex  # new after every (Ray) restart of this worker
 
     # ------------------------------------------------------------ lifecycle
@@ -103,11 +80,15 @@ class RolloutWorker:
 
                 self.tokenizer = AutoTokenizer.from_pretrained(
                     self.model_dir, trust_remote_code=self.cfg.model.trust_remote_code)
-                self._engine = self._build_engine()
+                self._engine = self.adapters.engine = self._build_engine()
                 self._executor = self._make_executor()
                 self.gauges["rollout/engine_start_s"] = time.perf_counter() - t0
-            if self.registry.current_version is None:
-                await self.load_adapters(self._initial_adapters())
+            if self.adapters.version is None:
+                # Zero-contribution adapters so a started worker can serve at once. Version -1:
+                # the learner's own initial adapters are version 0 and must still install over these.
+                zero = zero_adapter_set(self.model_dir, self.topology.names, self.cfg.lora, seed=self.cfg.trainer.seed,
+                                        trust_remote_code=self.cfg.model.trust_remote_code)
+                await self.load_adapters(zero._replace(version=PLACEHOLDER_VERSION))
         return dict(self.gauges)
 
     def _build_engine(self) -> Any:
@@ -127,42 +108,23 @@ class RolloutWorker:
                              style=PromptStyle(self.cfg.topology.upstream_cut, self.cfg.prompts.system,
                                                self.cfg.prompts.enable_thinking))
 
-    def _initial_adapters(self) -> AdapterSet:
-        """Zero-contribution adapters so a started worker can serve at once. Version -1:
-        the learner's own initial adapters are version 0 and must still be installable
-        over these (versions only move forward)."""
-        from neuromas_dist.rollout.adapters import zero_adapter_set
-
-        zero = zero_adapter_set(self.model_dir, self.topology.names, self.cfg.lora, seed=self.cfg.trainer.seed,
-                                trust_remote_code=self.cfg.model.trust_remote_code)
-        return zero._replace(version=PLACEHOLDER_VERSION)
-
     def process_ids(self) -> dict[str, Any]:
         """This worker's process and its engine's processes (vLLM's EngineCore and workers):
         what fault injection kills, and what :meth:`kill_engine` stops."""
-        import psutil
-
-        return {"incarnation": self.incarnation, "actor": os.getpid(),
-                "engine": [c.pid for c in psutil.Process().children(recursive=True)]}
+        return {"incarnation": self.incarnation, "actor": os.getpid(), "engine": child_pids()}
 
     def kill_engine(self) -> int:
         """SIGKILL the engine's processes (a hung engine cannot be shut down politely, and a
         stopped one would outlive this actor). Returns how many were signalled."""
-        pids = self.process_ids()["engine"]
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        return len(pids)
+        return kill_pids(child_pids())
 
     async def shutdown(self) -> None:
         if self._engine is not None:
             self._engine.shutdown()
             # Drop every reference (the executor holds one too): an AsyncLLM finalised
             # at interpreter exit, after asyncio is gone, prints a TypeError traceback.
-            self._engine = self._executor = None
-        shutil.rmtree(self._root, ignore_errors=True)
+            self._engine = self._executor = self.adapters.engine = None
+        self.adapters.close()
 
     # ------------------------------------------------------------ adapters and topology
 
@@ -174,15 +136,8 @@ class RolloutWorker:
             raise ValueError(f"adapter set v{adapters.version} lacks nodes {', '.join(missing)}")
         if self._engine is None:
             await self.start()  # loads v0 first, then this version replaces it below
-        t0 = time.perf_counter()
-        directory = self._root / f"v{adapters.version}"
-        paths = {node: str(p) for node, p in write_adapter_set(directory, adapters).items()}
-        pin, retired = self.registry.install(adapters.version, paths, directory)
-        for request in pin.requests.values():
-            await self._engine.add_lora(request)  # preload so the first request does not stall
-        await self._drop(retired)
-        self.gauges.update({"rollout/adapter_version": adapters.version,
-                            "rollout/adapter_load_s": time.perf_counter() - t0,
+        seconds = await self.adapters.install(adapters)
+        self.gauges.update({"rollout/adapter_version": adapters.version, "rollout/adapter_load_s": seconds,
                             "rollout/adapter_bytes": adapters.nbytes()})
         return {k: self.gauges[k] for k in ("rollout/adapter_version", "rollout/adapter_load_s")}
 
@@ -194,22 +149,6 @@ class RolloutWorker:
         if self._engine is not None:
             self._executor = self._make_executor()
         return list(self.topology.names)
-
-    async def _drop(self, retired: list[Retired]) -> None:
-        for old in retired:
-            for lora_id in old.lora_ids:
-                await self._engine.remove_lora(lora_id)
-            if old.directory is not None:
-                shutil.rmtree(old.directory, ignore_errors=True)
-            self.counters["rollout/adapter_versions_retired"] += 1
-
-    def _release(self, pin: Pin) -> None:
-        retired = self.registry.release(pin)
-        if retired:
-            # release runs inside the executor's sync callback: drop the ids in a task.
-            task = asyncio.ensure_future(self._drop(retired))
-            self._drops.add(task)
-            task.add_done_callback(self._drops.discard)
 
     # ------------------------------------------------------------ rollouts
 
@@ -232,7 +171,7 @@ class RolloutWorker:
         than sample silently from them."""
         if incarnation is not None and incarnation != self.incarnation:
             raise StaleWorker(f"rollout worker {self.worker_id} was restarted since the driver last loaded it "
-                              f"(adapter version {self.registry.current_version}); refusing to sample")
+                              f"(adapter version {self.adapters.version}); refusing to sample")
         await self.start()
         n = n_samples or self.cfg.sampling.n_samples
         ks = indices if indices is not None else [range(n)] * len(examples)
@@ -252,15 +191,14 @@ class RolloutWorker:
         """
         await self.start()
         greedy = await self._collect([SampleSpec(step, ex, 0) for ex in examples], greedy=True)
-        rewards = self._sink_rewards(greedy)
-        metrics = {"eval/accuracy": sum(rewards) / len(rewards) if rewards else 0.0, "eval/questions": len(rewards)}
+        acc, n = sink_accuracy(greedy, self.topology.sink)
+        metrics = {"eval/accuracy": acc, "eval/questions": n}
         sampled = None
         if samples > 0:
             sampled = await self._collect(
                 [SampleSpec(step, ex, k, EVAL_SEED_STEP) for ex in examples for k in range(samples)], greedy=False)
-            sampled_rewards = self._sink_rewards(sampled)
-            metrics.update({"eval/sampled_accuracy": sum(sampled_rewards) / len(sampled_rewards)
-                            if sampled_rewards else 0.0, "eval/samples": len(sampled_rewards)})
+            acc, n = sink_accuracy(sampled, self.topology.sink)
+            metrics.update({"eval/sampled_accuracy": acc, "eval/samples": n})
         return {"metrics": metrics, "greedy": greedy, "sampled": sampled}
 
     async def run_one(self, spec: SampleSpec, policy: SamplingPolicy, sink_tokens: asyncio.Queue | None = None
@@ -268,11 +206,11 @@ class RolloutWorker:
         """One pass of the graph under the current adapters (a served request; unscored).
         Cancelling it cancels its engine requests."""
         await self.start()
-        pin = self.registry.acquire()
+        pin = self.adapters.acquire()
         try:
             return await self._executor.run_sample(spec, pin, policy, sink_tokens)
         finally:
-            self._release(pin)
+            self.adapters.release(pin)
 
     def prompt_tokens(self, question: str) -> int | None:
         """Tokens of a first-layer node's prompt for ``question``; None when it leaves no
@@ -285,15 +223,10 @@ class RolloutWorker:
         batches = [b async for b in self._run(specs, self._policy(greedy=greedy), self.cfg.rollout.scheduling)]
         return pa.Table.from_batches(batches) if batches else None
 
-    def _sink_rewards(self, table: pa.Table | None) -> list[float]:
-        if table is None:
-            return []
-        return table.filter(pc.equal(table["node"], self.topology.sink))["reward"].to_pylist()
-
     async def _run(self, specs: list[SampleSpec], policy: SamplingPolicy, scheduling: str
                    ) -> AsyncIterator[pa.RecordBatch]:
         t0, tokens = time.perf_counter(), 0
-        results = self._executor.stream(specs, self.registry.acquire, self._release, policy, scheduling)
+        results = self._executor.stream(specs, self.adapters.acquire, self.adapters.release, policy, scheduling)
         async for group in _grouped(results, self.cfg.rollout.batch_samples, self.cfg.rollout.batch_seconds):
             rows = [row for scored in await asyncio.gather(*map(self._score, group)) for row in scored]
             tokens += sum(len(r.response_ids) for r in rows)
@@ -312,10 +245,8 @@ class RolloutWorker:
 
     def stats(self) -> dict[str, float]:
         """Counters since start plus gauges of the last rollout and adapter load."""
-        return {**{k: float(v) for k, v in self.counters.items()}, **self.gauges,
-                "rollout/worker_id": self.worker_id,
-                "rollout/live_adapter_versions": len(self.registry.live_versions()),
-                "rollout/pinned_samples": sum(self.registry.refs(v) for v in self.registry.live_versions())}
+        return {**{k: float(v) for k, v in self.counters.items()}, **self.gauges, **self.adapters.stats(),
+                "rollout/worker_id": self.worker_id}
 
 
 async def _grouped(results: AsyncIterator[SampleResult], every: int, seconds: float
@@ -355,6 +286,12 @@ async def _grouped(results: AsyncIterator[SampleResult], every: int, seconds: fl
             yield group
     finally:
         producer.cancel()
+
+
+def sink_accuracy(table: pa.Table | None, sink: str) -> tuple[float, int]:
+    """(mean reward of the sink's rows, how many): a pass's accuracy (0.0 on no rows)."""
+    rewards = [] if table is None else table.filter(pc.equal(table["node"], sink))["reward"].to_pylist()
+    return (sum(rewards) / len(rewards) if rewards else 0.0), len(rewards)
 
 
 def default_task(cfg: Config) -> Any:
