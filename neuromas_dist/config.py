@@ -18,6 +18,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
+from neuromas_dist.graph.topology import Topology, TopologyError
+
 
 class ConfigError(ValueError):
     """A bad config: the message is one line naming the key and the value."""
@@ -265,8 +267,6 @@ def resolve_dtype(name: str, gpu: bool) -> str:
 # ---------------------------------------------------------------- cross-field checks
 
 def _check_topology(cfg: Config) -> None:
-    from neuromas_dist.graph.topology import Topology, TopologyError
-
     def build(widths: Sequence[int], edges: Sequence[str], key: str) -> Topology:
         try:
             return Topology.of_config(widths, edges)

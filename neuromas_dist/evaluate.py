@@ -51,12 +51,14 @@ def _count(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     run_dir = Path(args.run_dir)
-    from neuromas_dist.driver.evaluation import evaluate_run_dir, prepare
-
     try:
         check_run_dir(run_dir)
         out = eval_dir(run_dir, args)
-        prepared = prepare(run_config(run_dir, _overrides(args)), run_dir)
+        cfg = run_config(run_dir, _overrides(args))
+        # The stack (Ray, vLLM's worker, torch) loads once the arguments are sound: a typo answers at once.
+        from neuromas_dist.driver.evaluation import evaluate_run_dir, prepare
+
+        prepared = prepare(cfg, run_dir)
     except (ValueError, FileNotFoundError) as exc:  # RunDirError, ConfigError, DataError, TopologyError
         print(f"evaluate: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
+import peft
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -40,8 +41,6 @@ class AdapterSet(NamedTuple):
 def peft_lora_config(lora_cfg: LoraConfig, base_model: str | None = None) -> Any:
     """The one ``peft.LoraConfig`` of config section ``lora_cfg``: the learner's adapters,
     the rollout's zero adapters and every exported adapter_config.json come from it."""
-    import peft
-
     return peft.LoraConfig(r=lora_cfg.rank, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
                            target_modules=list(lora_cfg.target_modules), task_type="CAUSAL_LM",
                            base_model_name_or_path=base_model)

@@ -16,8 +16,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import ray
 
 from neuromas_dist.adapters.peft_io import AdapterSet
+from neuromas_dist.rollout.actors import broadcast_adapters, split_examples
+
 
 class EvalPass(NamedTuple):
     greedy: pa.Table  # one greedy pass per question
@@ -38,10 +41,6 @@ def ablated(adapters: AdapterSet, node: str, version: int) -> AdapterSet:
 
 def evaluate_pass(workers: Sequence[Any], examples: Sequence[Any], step: int, samples: int) -> EvalPass:
     """Greedy (and ``samples`` sampled) passes over ``examples``, shared across workers."""
-    import ray
-
-    from neuromas_dist.rollout.actors import split_examples
-
     shares = [(w, s) for w, s in zip(workers, split_examples(examples, len(workers))) if s]
     results = ray.get([w.evaluate.remote(share, step, samples) for w, share in shares])
     greedy = pa.concat_tables([r["greedy"] for r in results if r["greedy"] is not None])
@@ -53,8 +52,6 @@ def ablation_passes(workers: Sequence[Any], examples: Sequence[Any], adapters: A
                     ) -> dict[str, pa.Table]:
     """Greedy pass with each node ablated in turn; the workers end holding the last
     ablated set (callers that go on training must broadcast their adapters again)."""
-    from neuromas_dist.rollout.actors import broadcast_adapters
-
     out = {}
     for i, node in enumerate(sorted(adapters.tensors)):
         broadcast_adapters(workers, ablated(adapters, node, adapters.version + 1 + i))

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+from transformers import AutoTokenizer
 
-from neuromas_dist.tasks.node_text import summarize_node
 from neuromas_dist.graph.topology import parse_node_name
+from neuromas_dist.tasks.node_text import summarize_node
 
 
 def load_rows(run_dir: Path, tokenizer: Any = None) -> list[dict[str, Any]]:
@@ -67,8 +68,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         tokenizer = None
         if args.tokenizer:
-            from transformers import AutoTokenizer
-
             tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
         summary = summarize(load_rows(Path(args.run_dir), tokenizer))
     except (ValueError, OSError) as exc:

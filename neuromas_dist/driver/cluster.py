@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import ray
+
 from neuromas_dist.config import Config
 
 # Passed to every actor: set before torch/DeepSpeed/vLLM import inside the actor process.
@@ -33,8 +35,6 @@ def needed_cpus(cfg: Config) -> float:
 
 def init_ray(cfg: Config) -> dict[str, Any]:
     """Start or join Ray; returns a short description for the run header."""
-    import ray
-
     if ray.is_initialized():  # a caller (a notebook, a test) already chose the cluster
         return {"ray": "already initialised by the caller"}
     address = cluster_address(cfg)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from neuromas_dist.config import Config
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from neuromas_dist.config import Config
 
 NODE_RESOURCE_SHARE = 0.001  # of a node's custom resource per bundle: any number of bundles fit one node
 
@@ -41,9 +44,6 @@ class Placement:
     """The run's placement group and the scheduling strategies cut from it."""
 
     def __init__(self, cfg: Config):
-        import ray
-        from ray.util.placement_group import placement_group
-
         self.cfg = cfg
         self.group = placement_group(bundles(cfg), strategy=cfg.resources.placement_strategy)
         ready, _ = ray.wait([self.group.ready()], timeout=300)
@@ -52,13 +52,9 @@ class Placement:
                                f"the cluster lacks the CPUs/GPUs that resources.* ask for")
 
     def rollout_strategies(self) -> list[Any]:
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
         return [PlacementGroupSchedulingStrategy(placement_group=self.group,
                                                  placement_group_bundle_index=rollout_bundle_index(self.cfg, i))
                 for i in range(self.cfg.rollout.num_workers)]
 
     def remove(self) -> None:
-        from ray.util.placement_group import remove_placement_group
-
         remove_placement_group(self.group)

@@ -30,6 +30,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayError
 
 from neuromas_dist.config import Config
+from neuromas_dist.rollout.actors import split_examples
 from neuromas_dist.rollout.rows import sample_id
 from neuromas_dist.tasks.data import answer_type_of
 from neuromas_dist.trajectories.schema import concat
@@ -154,8 +155,6 @@ class StepRollout:
 
     def __init__(self, pool: WorkerPool, step: int, examples: Sequence[Any], n_samples: int,
                  cursor: dict[str, Any]):
-        from neuromas_dist.rollout.actors import split_examples
-
         self.pool, self.step, self.n, self.cursor = pool, step, n_samples, cursor
         self.shards = pool.cfg.learner.num_ranks
         self.started = time.perf_counter()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import tempfile
 from pathlib import Path
@@ -126,8 +127,6 @@ def master_weights(optimizer: Any) -> list[torch.Tensor]:
 def rank_state(optimizer: Any) -> dict[str, Any]:
     """A rank's optimizer state (its master weights included) and RNG state:
     safetensors-ready tensors and JSON-able meta."""
-    import random
-
     tensors, meta = flatten_optimizer(torch_optimizer(optimizer).state_dict())
     for i, p in enumerate(master_weights(optimizer)):
         tensors[f"master.{i}"] = p.detach().cpu().contiguous()
@@ -139,8 +138,6 @@ def rank_state(optimizer: Any) -> dict[str, Any]:
 
 
 def restore_rank_state(optimizer: Any, state: Mapping[str, Any]) -> None:
-    import random
-
     tensors, meta = dict(state["tensors"]), state["meta"]
     torch.set_rng_state(tensors.pop("rng.torch"))
     cuda_rng = tensors.pop("rng.cuda", None)

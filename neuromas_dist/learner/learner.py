@@ -20,7 +20,11 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import ray
 import torch
+from ray.exceptions import RayActorError, RayTaskError
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from neuromas_dist.adapters.peft_io import AdapterSet
 from neuromas_dist.config import Config
@@ -34,9 +38,6 @@ class LearnerGroup:
     def __init__(self, cfg: Config, model_dir: str | os.PathLike, nodes: Sequence[str],
                  init_adapters: AdapterSet | None = None, placement_group: Any = None,
                  traj_dir: str | os.PathLike | None = None):
-        import ray
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
         self.cfg, self.nodes = cfg, list(nodes)
         self.world_size = int(cfg.learner.num_ranks)
         self._owns_pg = placement_group is None
@@ -58,9 +59,6 @@ class LearnerGroup:
         ray.get([rank.setup.remote(addr, port) for rank in self.ranks])
 
     def _make_placement_group(self) -> Any:
-        import ray
-        from ray.util.placement_group import placement_group
-
         res = self.cfg.resources
         bundle = {"CPU": res.learner_cpus}
         if res.learner_gpus > 0:
@@ -84,8 +82,6 @@ class LearnerGroup:
 
     def finish_step(self) -> dict[str, float]:
         """Apply the step on all ranks; rank 0's metrics. Raises LogprobGapError on a large gap."""
-        import ray
-
         return self.gather(self.finish_step_async())
 
     def finish_step_async(self) -> list[Any]:
@@ -97,9 +93,6 @@ class LearnerGroup:
         """Rank 0's result of ``finish_step_async``. Waits on every rank (and on the step's
         accumulate calls), failing as soon as any fails: a dead rank leaves the others
         blocked in a collective, so waiting on rank 0 first would wait for ever."""
-        import ray
-        from ray.exceptions import RayActorError, RayTaskError
-
         pending, self._accumulated = list(refs) + self._accumulated, []
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
@@ -121,41 +114,29 @@ class LearnerGroup:
     def set_version(self, version: int) -> None:
         """Renumber the current adapters (a learner rebuilt from a checkpoint whose version
         the rollout workers have already moved past)."""
-        import ray
-
         ray.get([rank.set_version.remote(version) for rank in self.ranks])
 
     # ------------------------------------------------------------ adapters
 
     def adapters(self) -> AdapterSet:
         """All node adapters at the current version (from rank 0; ranks are identical)."""
-        import ray
-
         return ray.get(self.ranks[0].export.remote())
 
     def load_adapters(self, adapters: AdapterSet | Mapping[str, Mapping[str, torch.Tensor]]) -> list[str]:
         """Growth/warm start: copy the given nodes' tensors into every rank; others unchanged."""
-        import ray
-
         return ray.get([rank.load_adapters.remote(adapters) for rank in self.ranks])[0]
 
     def score(self, batch: Any) -> list[list[float]]:
         """Learner logprobs of every row's response tokens (rank 0)."""
-        import ray
-
         return ray.get(self.ranks[0].score.remote(batch))
 
     # ------------------------------------------------------------ checkpoint
 
     def save_checkpoint(self, path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
-        import ray
-
         return ckpt.save_checkpoint(path, ray.get([rank.get_state.remote() for rank in self.ranks]), extra)
 
     def load_checkpoint(self, path: str | os.PathLike) -> dict[str, Any]:
         """Restore every rank; returns the ``extra`` dict saved with it (e.g. the data cursor)."""
-        import ray
-
         adapters, learner, ranks = ckpt.load_checkpoint(path)
         check_nodes(learner["nodes"], self.nodes)
         stage = self.cfg.learner.zero_stage
@@ -164,9 +145,6 @@ class LearnerGroup:
         return dict(learner.get("extra", {}))
 
     def shutdown(self) -> None:
-        import ray
-        from ray.util.placement_group import remove_placement_group
-
         for rank in self.ranks:
             ray.kill(rank)
         self.ranks = []

@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+import peft
 import torch
+from peft.tuners.lora import LoraLayer
+from torch.utils.cpp_extension import _get_build_directory
+from transformers import AutoModelForCausalLM
 
 from neuromas_dist.adapters.peft_io import peft_lora_config
 from neuromas_dist.config import Config, resolve_dtype
@@ -47,8 +51,6 @@ def clear_stale_build_lock(extension: str) -> bool:
     rebuilt after a fault included) waits on it for ever. A build takes about a minute
     here; a lock older than STALE_BUILD_LOCK_S is taken as orphaned."""
     try:
-        from torch.utils.cpp_extension import _get_build_directory
-
         lock = Path(_get_build_directory(extension, False)) / "lock"
         if lock.is_file() and time.time() - lock.stat().st_mtime > STALE_BUILD_LOCK_S:
             lock.unlink()
@@ -61,9 +63,6 @@ def clear_stale_build_lock(extension: str) -> bool:
 def build_peft_model(model_dir: str, nodes: Sequence[str], cfg: Config, dtype: torch.dtype,
                      attn_implementation: str | None = None) -> torch.nn.Module:
     """Base model (frozen) wrapped by PEFT with one adapter per node, all trainable."""
-    import peft
-    from transformers import AutoModelForCausalLM
-
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=cfg.model.trust_remote_code,
                                                 **extra)
@@ -160,8 +159,6 @@ def build(cfg: Config, model_dir: str, nodes: Sequence[str],
 
 def node_tensors(module: torch.nn.Module, nodes: Sequence[str]) -> dict[str, dict[str, torch.Tensor]]:
     """node -> its LoRA tensors under PEFT's keys, as CPU copies."""
-    import peft
-
     out = {}
     for node in nodes:
         state = peft.get_peft_model_state_dict(module, adapter_name=node)
@@ -172,8 +169,6 @@ def node_tensors(module: torch.nn.Module, nodes: Sequence[str]) -> dict[str, dic
 def set_node_tensors(module: torch.nn.Module, nodes: Sequence[str],
                      tensors: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
     """Copy the given nodes' tensors in; a node or key this model lacks is an error."""
-    import peft
-
     for node, state in tensors.items():
         if node not in nodes:
             raise ValueError(f"adapter for node {node!r}: this learner holds {list(nodes)}")
@@ -207,8 +202,6 @@ def rows_to_adapters(module: torch.nn.Module, names: Sequence[str], extents: Seq
     term computed on that node's contiguous block.
     tests/learner/test_update_equals_autograd.py checks the gradient against per-node
     passes and plain autograd."""
-    from peft.tuners.lora import LoraLayer
-
     spans = node_spans(names)
     extents = [1] * len(names) if extents is None else list(extents)
     sizes = [sum(extents[a:b]) for _, a, b in spans]

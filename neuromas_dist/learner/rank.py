@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping, Sequence
 
+import ray
 import torch
 
 from neuromas_dist.adapters.peft_io import AdapterSet, peft_config_dict
@@ -57,8 +58,6 @@ class LearnerRank:
 
     def address(self) -> tuple[str, int]:
         """(ip, free port) of this rank's host: rank 0's becomes MASTER_ADDR/PORT."""
-        import ray
-
         ip = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
         return ip, model.free_port()
 

@@ -7,6 +7,7 @@ import math
 from typing import Mapping, Sequence
 
 import torch
+import torch.distributed as dist
 
 # Per-node statistics summed over ranks; their order fixes the all-reduce layout.
 NODE_STATS = ("rows", "reward_sum", "adv_known_sum", "tokens", "onpolicy_tokens", "gap_sum", "kl_sum",
@@ -27,8 +28,6 @@ def empty(nodes: Sequence[str]) -> dict[str, dict[str, float]]:
 def all_reduce(stats: Totals, nodes: Sequence[str], bad: bool, device: torch.device, world_size: int
                ) -> tuple[dict[str, dict[str, float]], bool]:
     """Sum every rank's statistics (and whether any rank saw a non-finite gradient)."""
-    import torch.distributed as dist
-
     flat = [stats[n][k] for n in nodes for k in NODE_STATS] + [float(bad)]
     buf = torch.tensor(flat, dtype=torch.float64, device=device)
     if world_size > 1:
@@ -39,8 +38,6 @@ def all_reduce(stats: Totals, nodes: Sequence[str], bad: bool, device: torch.dev
 
 
 def all_reduce_max(value: float, device: torch.device, world_size: int) -> float:
-    import torch.distributed as dist
-
     buf = torch.tensor([value], dtype=torch.float64, device=device)
     if world_size > 1:
         dist.all_reduce(buf, op=dist.ReduceOp.MAX)

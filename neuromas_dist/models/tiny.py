@@ -17,8 +17,11 @@ import hashlib
 import json
 import os
 import pathlib
+import platform
 import random
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -241,10 +244,6 @@ PINNED_ENV = {
 def build_pinned(out_dir: str | os.PathLike, seed: int = 0, sft_steps: int | None = None,
                  eval_questions: int = EVAL_QUESTIONS) -> dict:
     """:func:`build_tiny_model` in a child process with :data:`PINNED_ENV` (x86-64)."""
-    import platform
-    import subprocess
-    import sys
-
     env = {**os.environ, **(PINNED_ENV if platform.machine() in ("x86_64", "AMD64") else {})}
     args = [str(out_dir), str(seed), "" if sft_steps is None else str(sft_steps), str(eval_questions)]
     subprocess.run([sys.executable, "-m", "neuromas_dist.models.tiny", *args], env=env, check=True)
@@ -266,7 +265,5 @@ def _log(message: str) -> None:
 
 
 if __name__ == "__main__":  # the child process of build_pinned
-    import sys
-
     out, seed_arg, steps_arg, eval_arg = sys.argv[1:5]
     build_tiny_model(out, int(seed_arg), sft_steps=int(steps_arg) if steps_arg else None, eval_questions=int(eval_arg))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import ray
+
 from neuromas_dist.config import Config
 from neuromas_dist.rollout.worker import RolloutWorker
 
@@ -30,8 +32,6 @@ def start_workers(cfg: Config, *, model_dir: str | None = None, task: Any = None
     """Start ``cfg.rollout.num_workers`` actors (engines start lazily on first use or
     on ``worker.start.remote()``). ``scheduling_strategies``: one per worker, e.g.
     placement-group bundles chosen by the driver."""
-    import ray
-
     cls = ray.remote(RolloutWorker)
     actors = []
     for i in range(cfg.rollout.num_workers):
@@ -55,7 +55,5 @@ def split_examples(examples: Sequence[Any], parts: int) -> list[list[Any]]:
 
 def broadcast_adapters(actors: Sequence[Any], adapters: Any) -> list[dict[str, float]]:
     """Put the adapter set in the object store once; every worker loads it."""
-    import ray
-
     ref = ray.put(adapters)
     return ray.get([actor.load_adapters.remote(ref) for actor in actors])

@@ -13,7 +13,9 @@ import zlib
 from pathlib import Path
 from typing import Any, Sequence
 
+import peft
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from neuromas_dist.adapters.peft_io import AdapterSet, peft_config_dict, peft_lora_config
 from neuromas_dist.config import LoraConfig
@@ -22,9 +24,6 @@ from neuromas_dist.config import LoraConfig
 def lora_shapes(model_dir: str | Path, lora_cfg: LoraConfig, *, trust_remote_code: bool = False
                 ) -> tuple[dict[str, tuple[int, ...]], dict[str, Any]]:
     """PEFT state-dict key -> shape of one node adapter, and its adapter_config."""
-    import peft
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     peft_cfg = peft_config_dict(lora_cfg, str(model_dir))
     config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
     with torch.device("meta"):

@@ -17,16 +17,19 @@ from typing import Any, AsyncIterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from transformers import AutoTokenizer
 
 from neuromas_dist.adapters.peft_io import AdapterSet
-from neuromas_dist.rollout.adapter_slots import AdapterSlots
 from neuromas_dist.config import Config
 from neuromas_dist.graph.prompts import PromptStyle
 from neuromas_dist.graph.topology import Topology
+from neuromas_dist.models.tiny import ensure_tiny_model
+from neuromas_dist.rollout.adapter_slots import AdapterSlots
 from neuromas_dist.rollout.adapters import zero_adapter_set
 from neuromas_dist.rollout.engine import build_engine, child_pids, kill_pids
 from neuromas_dist.rollout.executor import GraphExecutor, SampleResult, SampleSpec, SamplingPolicy
 from neuromas_dist.rollout.rows import call_flags, sample_rows, score_text_async
+from neuromas_dist.tasks import make_task, synthetic_task
 from neuromas_dist.trajectories.schema import to_record_batch
 from neuromas_dist.trajectories.shards import split_by_owner
 from neuromas_dist.trajectories.summary import BatchSummary, summarize
@@ -43,8 +46,6 @@ class StaleWorker(RuntimeError):
 def resolve_model_dir(cfg: Config) -> str:
     """``tiny`` -> the locally built tiny model; anything else is given to vLLM as is."""
     if cfg.model.name_or_path == "tiny":
-        from neuromas_dist.models.tiny import ensure_tiny_model
-
         return str(ensure_tiny_model(seed=cfg.model.tiny_seed))
     return cfg.model.name_or_path
 
@@ -76,8 +77,6 @@ class RolloutWorker:
         async with self._start_lock:
             if self._engine is None:
                 t0 = time.perf_counter()
-                from transformers import AutoTokenizer
-
                 self.tokenizer = AutoTokenizer.from_pretrained(
                     self.model_dir, trust_remote_code=self.cfg.model.trust_remote_code)
                 self._engine = self.adapters.engine = self._build_engine()
@@ -296,8 +295,6 @@ def sink_accuracy(table: pa.Table | None, sink: str) -> tuple[float, int]:
 
 def default_task(cfg: Config) -> Any:
     """The config's task without loading its data (the driver owns the examples)."""
-    from neuromas_dist.tasks import make_task, synthetic_task
-
     if cfg.data.task.startswith("synthetic/"):
         return synthetic_task(cfg.data.task.removeprefix("synthetic/"))
     return make_task(cfg.data.task, cfg.data.answer_type)

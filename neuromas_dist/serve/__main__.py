@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from neuromas_dist.run_dir import check_run_dir
+
 EXIT_BAD_INPUT = 2
 
 
@@ -34,9 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     run_dir = Path(args.run_dir)
     name = args.model_name or run_dir.resolve().name
-    from neuromas_dist.serve.graph import ServedGraph
-
     try:
+        check_run_dir(run_dir)  # before the stack loads: a wrong path answers at once
+        from neuromas_dist.serve.graph import ServedGraph
+
         graph = ServedGraph(run_dir, args.overrides)
     except (ValueError, FileNotFoundError) as exc:  # RunDirError, ConfigError, TopologyError
         print(f"serve: {exc}", file=sys.stderr)

@@ -12,7 +12,10 @@ import itertools
 from pathlib import Path
 from typing import Any, AsyncIterator, NamedTuple, Sequence
 
+from neuromas_dist.adapters.peft_io import read_adapter_set
+from neuromas_dist.analysis.run_eval import local_config, run_topology
 from neuromas_dist.rollout.executor import SampleResult, SampleSpec, SamplingPolicy
+from neuromas_dist.rollout.worker import RolloutWorker, default_task
 from neuromas_dist.run_dir import RunDirError, check_run_dir, run_config
 from neuromas_dist.tasks.base import Example
 
@@ -30,10 +33,6 @@ class ServedGraph:
     """The run's graph on one engine. ``start`` in the event loop that will serve."""
 
     def __init__(self, run_dir: str | Path, overrides: Sequence[str] = ()):
-        from neuromas_dist.adapters.peft_io import read_adapter_set
-        from neuromas_dist.analysis.run_eval import local_config, run_topology
-        from neuromas_dist.rollout.worker import default_task
-
         self.run_dir = Path(run_dir)
         check_run_dir(self.run_dir)
         cfg = run_config(self.run_dir, overrides)
@@ -48,8 +47,6 @@ class ServedGraph:
         self._ids = itertools.count()
 
     async def start(self) -> None:
-        from neuromas_dist.rollout.worker import RolloutWorker
-
         self.worker = RolloutWorker(self.cfg, task=self.task)
         await self.worker.start()
         await self.worker.set_topology(self.topology.widths, self.topology.to_dict()["edges"])

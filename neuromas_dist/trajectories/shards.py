@@ -10,6 +10,9 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 
 def owner_rank(question_id: str, world_size: int) -> int:
     """The rank that trains a question: all its samples, so leave-one-out stays local."""
@@ -17,22 +20,16 @@ def owner_rank(question_id: str, world_size: int) -> int:
 
 
 def _owners(batch: Any, world_size: int) -> Any:
-    import pyarrow as pa
-
     return pa.array([owner_rank(q, world_size) for q in batch.column("question_id").to_pylist()], type=pa.int64())
 
 
 def owned_mask(batch: Any, rank: int, world_size: int) -> Any:
     """Boolean Arrow array: the rows of ``batch`` whose question ``rank`` owns."""
-    import pyarrow.compute as pc
-
     return pc.equal(_owners(batch, world_size), rank)
 
 
 def split_by_owner(batch: Any, world_size: int) -> list[Any]:
     """One piece of a trajectory batch per rank: the rows of the questions it owns."""
-    import pyarrow.compute as pc
-
     if world_size == 1:
         return [batch]
     owners = _owners(batch, world_size)
