@@ -160,11 +160,12 @@ def _put_and_fetch(obj: Any, trainer: Any) -> float:
 # ----------------------------------------------------------------- 2. the system's own step
 
 def system_step(mode: str, steps: int, root: Path) -> dict[str, Any]:
-    from benchmarks.chaos import launch
+    from neuromas_dist.testing.faults import launch
 
     run_dir = root / mode
     shutil.rmtree(run_dir, ignore_errors=True)  # the launcher refuses a directory holding an earlier run
-    proc = launch("--run-dir", str(run_dir), *overrides(steps), f"trainer.mode={mode}", log=root / f"{mode}.log")
+    proc = launch("--run-dir", str(run_dir), *overrides(steps), f"trainer.mode={mode}", cwd=REPO,
+                  log=root / f"{mode}.log")
     if proc.wait(timeout=3600) != 0:
         raise SystemExit(f"the {mode} run failed: see {root / f'{mode}.log'}")
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

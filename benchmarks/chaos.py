@@ -19,65 +19,18 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import signal
-import subprocess
+import shutil
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from neuromas_dist.testing.faults import audit, descendants, kill_tree, launch, steps_logged
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT = REPO / "benchmarks" / "results" / "chaos.json"
 FAULTS = (("worker actor", "RolloutWorker"), ("worker engine", "VLLM::EngineCore"),
           ("worker actor", "RolloutWorker"), ("learner rank", "LearnerRank"))
-
-
-# ----------------------------------------------------------------- fault injection (also used by tests/faults)
-
-def launch(*args: str, log: Path | None = None) -> subprocess.Popen:
-    """``python -m neuromas_dist.launch ARGS`` as a user runs it, with its own embedded Ray."""
-    import os
-
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    out = log.open("w") if log else subprocess.PIPE
-    return subprocess.Popen([sys.executable, "-m", "neuromas_dist.launch", *args], cwd=REPO, env=env,
-                            stdout=out, stderr=subprocess.STDOUT, text=True)
-
-
-def descendants(proc: subprocess.Popen, title: str) -> list:
-    """The launcher's descendant processes whose command line (Ray's process title, or
-    vLLM's) contains ``title``."""
-    import psutil
-
-    found = []
-    for child in psutil.Process(proc.pid).children(recursive=True):
-        try:
-            if title in " ".join(child.cmdline()) or title in child.name():
-                found.append(child)
-        except psutil.NoSuchProcess:
-            pass
-    return found
-
-
-def kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL the launcher and everything it started (its embedded Ray)."""
-    import psutil
-
-    tree = psutil.Process(proc.pid).children(recursive=True)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    for p in tree:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-
-
-def steps_logged(run_dir: Path) -> list[int]:
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line)["step"] for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 # ----------------------------------------------------------------- the benchmark
@@ -100,7 +53,7 @@ def plan(steps: int, seed: int) -> list[tuple[int, str, str]]:
 def run(run_dir: Path, args: list[str], faults: list[tuple[int, str, str]], seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     t0 = time.perf_counter()
-    proc = launch("--run-dir", str(run_dir), *args, log=run_dir.with_suffix(".log"))
+    proc = launch("--run-dir", str(run_dir), *args, cwd=REPO, log=run_dir.with_suffix(".log"))
     injected = []
     try:
         for step, what, title in faults:
@@ -122,35 +75,6 @@ def run(run_dir: Path, args: list[str], faults: list[tuple[int, str, str]], seed
     return {"exit_code": code, "wall_s": time.perf_counter() - t0, "injected": injected}
 
 
-def audit(run_dir: Path) -> dict[str, Any]:
-    """What the run left behind, checked against what it should hold."""
-    import pyarrow.parquet as pq
-
-    from neuromas_dist.config import load_config
-
-    cfg = load_config(run_dir / "config.yaml")
-    nodes = sum(cfg.topology.widths)
-    steps = cfg.trainer.steps
-    want = steps * cfg.trainer.questions_per_step * cfg.sampling.n_samples * nodes
-    keys: Counter = Counter()
-    for path in sorted((run_dir / "trajectories").glob("step_*.parquet")):
-        table = pq.read_table(path, columns=["step", "sample_id", "node"])
-        keys.update(zip(*(table.column(c).to_pylist() for c in ("step", "sample_id", "node"))))
-    logged = Counter(steps_logged(run_dir))
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    return {
-        "rows": sum(keys.values()), "rows_expected": want, "rows_duplicated": sum(c - 1 for c in keys.values() if c > 1),
-        "steps_lost": sum(1 for s in range(steps + 1) if logged[s] != 1),
-        "worker_restarts": summary.get("worker_restarts"), "learner_restarts": summary.get("learner_restarts"),
-        "rerun_samples": sum(r.get("faults/rerun_samples", 0) for r in metrics),
-        "hung_workers": sum(r.get("faults/hung_workers", 0) for r in metrics),
-        "eval_accuracy_after": summary.get("eval_accuracy_after"),
-        "checkpoint_seconds_mean": summary.get("checkpoint_seconds_mean"),
-        "checkpoint_bytes": summary.get("checkpoint_bytes"),
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=20)
@@ -166,8 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     for name, injected in (("undisturbed", []), ("chaos", faults)):
         run_dir = root / name
         if run_dir.exists():
-            import shutil
-
             shutil.rmtree(run_dir)
         print(f"[chaos] {name} run -> {run_dir}", flush=True)
         result[name] = {**run(run_dir, overrides(args.steps), injected, args.seed), **audit(run_dir)}

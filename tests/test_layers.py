@@ -25,7 +25,7 @@ LAYERS = [
     {"driver"},
     {"run_dir"},
     {"serve"},
-    {"evaluate", "generate", "launch", "__init__"},
+    {"evaluate", "generate", "launch", "testing", "__init__"},
 ]
 PEERS: set[tuple[str, str]] = set()
 # Deferred on purpose: the engines (vLLM and DeepSpeed cost seconds and set up devices on import),

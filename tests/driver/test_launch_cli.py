@@ -5,7 +5,6 @@ cluster form under `ray job submit` against a three-node Ray cluster on this mac
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
@@ -17,41 +16,23 @@ from pathlib import Path
 
 import pytest
 
-from driver_helpers import SMALL, metrics
+from driver_helpers import SMALL
+from neuromas_dist.testing.faults import audit, launch_env, steps_logged, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.vllm]
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def env() -> dict[str, str]:
-    # The venv's bin first: `ray start` and the job's `python` must be the project's.
-    e = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
-    return e
-
-
 def launch(*args: str) -> list[str]:
     return [sys.executable, "-m", "neuromas_dist.launch", *args]
-
-
-def steps_logged(run_dir: Path) -> list[int]:
-    return [row["step"] for row in metrics(run_dir)]
-
-
-def wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert proc.poll() is None, f"exited early with {proc.returncode}: {proc.stdout.read()[-2000:]}"
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.5)
 
 
 def disturb_after_step_1(run_dir: Path, steps: int, disturb, *overrides: str) -> tuple[int, str]:
     """Launch a run, call ``disturb(proc)`` once step 1 is logged; (exit code, output)."""
     proc = subprocess.Popen(launch("--run-dir", str(run_dir), *SMALL, f"trainer.steps={steps}",
                                    "trainer.checkpoint_every=0", *overrides),
-                            cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=REPO, env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(lambda: 1 in steps_logged(run_dir), 400, proc)
         disturb(proc)
@@ -70,7 +51,7 @@ def test_ctrl_c_checkpoints_and_resume_continues_without_gap_or_repeat(tiny_mode
     assert (run_dir / "checkpoints" / f"step_{stopped:06d}").is_dir()
     assert f"--resume {run_dir}" in out and "Traceback" not in out
 
-    resumed = subprocess.run(launch("--resume", str(run_dir)), cwd=REPO, env=env(), capture_output=True,
+    resumed = subprocess.run(launch("--resume", str(run_dir)), cwd=REPO, env=launch_env(), capture_output=True,
                              text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert f"resumed from {run_dir / 'checkpoints'}" in resumed.stdout
@@ -109,7 +90,7 @@ def ray_cluster():
     temp_dir = tempfile.mkdtemp(prefix="nmh", dir="/tmp")  # short: Ray's socket paths have a length limit
     port = free_port()
     # A lost node is declared dead after 3 missed 1 s health checks instead of 5 x 3 s.
-    head_env = {**env(), "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+    head_env = {**launch_env(), "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
     # Own ports too: the session's embedded Ray already holds the dashboard agent's
     # default port 52365, and a head whose agent cannot bind refuses every job.
     start = subprocess.run([str(REPO / "cluster" / "local_head.sh"), "start", "--port", str(port),
@@ -126,7 +107,7 @@ def ray_cluster():
             node = subprocess.run(["ray", "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "2",
                                    "--resources", '{"rollout_node": 1}', "--dashboard-agent-listen-port",
                                    str(free_port()), "--temp-dir", f"{temp_dir}/n{i}", "--disable-usage-stats"],
-                                  env={**env(), "RAY_AUTH_MODE": "token"}, capture_output=True, text=True,
+                                  env={**launch_env(), "RAY_AUTH_MODE": "token"}, capture_output=True, text=True,
                                   timeout=180)
             assert node.returncode == 0, node.stdout + node.stderr
         yield "http://127.0.0.1:8265", temp_dir
@@ -152,13 +133,14 @@ def submit(address: str, *args: str) -> subprocess.Popen:
     """`cluster/submit.sh ARGS` once the head's job agent takes jobs (`ray start` returns
     before it is up, and a job submitted earlier is refused, not queued)."""
     for _ in range(30):
-        agent = subprocess.run(["ray", "job", "list", "--address", address], env={**env(), "RAY_AUTH_MODE": "token"},
+        agent = subprocess.run(["ray", "job", "list", "--address", address],
+                               env={**launch_env(), "RAY_AUTH_MODE": "token"},
                                capture_output=True, text=True, timeout=60)
         if agent.returncode == 0:
             break
         time.sleep(2)
     return subprocess.Popen([str(REPO / "cluster" / "submit.sh"), *args], cwd=REPO,
-                            env={**env(), "RAY_ADDRESS": address}, stdout=subprocess.PIPE,
+                            env={**launch_env(), "RAY_ADDRESS": address}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
 
@@ -193,8 +175,6 @@ def test_ray_job_submit_places_actors_by_node_and_survives_losing_a_rollout_node
     state API says where every actor ran. Mid-run the node holding the rollout worker is
     killed: the worker comes back on the other rollout node and the run finishes with
     every step once and every trajectory row once."""
-    from benchmarks.chaos import audit
-
     address, temp_dir = ray_cluster
     run_dir = tmp_path / "job"
     steps = 3
@@ -243,7 +223,7 @@ def where_actors_ran(address: str) -> dict:
     """Node kinds and node ids each actor class runs on (or ran on last), from Ray's state
     API. In a subprocess: the head authenticates every client (RAY_AUTH_MODE=token), and
     Ray reads that once per process."""
-    done = subprocess.run([sys.executable, "-c", WHERE, address], env={**env(), "RAY_AUTH_MODE": "token"},
+    done = subprocess.run([sys.executable, "-c", WHERE, address], env={**launch_env(), "RAY_AUTH_MODE": "token"},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -13,8 +13,7 @@ import psutil
 import pytest
 
 from neuromas_dist.config import load_config
-
-from fault_helpers import kill
+from neuromas_dist.testing.faults import kill_worker
 
 pytestmark = [pytest.mark.ray, pytest.mark.vllm, pytest.mark.faults]
 
@@ -85,7 +84,7 @@ def test_a_killed_worker_is_restarted_and_its_lost_samples_rerun_once(pool, faul
 
     def fault(i):
         if i == 0:
-            killed.append(kill(pool.actors[0], target))
+            killed.append(kill_worker(pool.actors[0], target))
 
     batches, faults = run_step(pool, 1, examples, fault)
     assert_exactly_once(batches, examples, version=5)
@@ -109,7 +108,7 @@ def test_a_hung_engine_misses_the_deadline_and_is_replaced(pool, fault_examples)
 
     def fault(i):
         if i == 0:
-            stopped.append(kill(pool.actors[0], "engine", signal.SIGSTOP))
+            stopped.append(kill_worker(pool.actors[0], "engine", signal.SIGSTOP))
 
     t0 = time.monotonic()
     batches, faults = run_step(pool, 2, examples, fault)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fault_helpers import descendants, kill_tree, launch, steps_logged, wait_for
+from neuromas_dist.testing.faults import descendants, kill_tree, launch, steps_logged, wait_for
 from neuromas_dist.trajectories.parquet import read_step, step_files, step_of
 
 pytestmark = [pytest.mark.ray, pytest.mark.vllm, pytest.mark.faults]
