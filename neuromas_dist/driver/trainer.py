@@ -80,10 +80,10 @@ class Trainer:
     # ------------------------------------------------------------ actors
 
     def start(self, init_adapters: AdapterSet | None = None) -> None:
-        self.learner = self._learner_group(init_adapters)
-        workers = start_workers(self.cfg, model_dir=self.model_dir, task=self.data.task,
-                                scheduling_strategies=self.placement.rollout_strategies())
-        ray.get([w.start.remote() for w in workers])  # no deadline on a first engine start (downloads, compiles)
+        self.learner, workers = start_actors(
+            self.cfg, lambda: self._learner_group(init_adapters),
+            lambda: start_workers(self.cfg, model_dir=self.model_dir, task=self.data.task,
+                                  scheduling_strategies=self.placement.rollout_strategies()))
         self.pool = WorkerPool(self.cfg, workers, self.say)
         self.pool.set_topology(self.widths, list(self.cfg.topology.edges), self.gate)
         self.broadcast()
@@ -250,6 +250,20 @@ class Trainer:
     def report(self) -> dict[str, Any]:
         """The final report at the current step (``HeldOut.report``)."""
         return self.held_out.report(self.pool, self.learner.adapters(), self.topology, self.step)
+
+
+def start_actors(cfg: Config, learner: Callable[[], LearnerGroup], workers: Callable[[], list[Any]]
+                 ) -> tuple[LearnerGroup, list[Any]]:
+    """The learner group and the rollout workers with their engines started. The engines start
+    while the learner ranks set up (5 s of a 30 s start here), except beside a learner on one
+    GPU, where vLLM would size its KV cache from memory the learner is still taking."""
+    shared_gpu = cfg.resources.colocate and cfg.resources.rollout_gpus > 0
+    group = learner() if shared_gpu else None
+    actors = workers()
+    engines = [w.start.remote() for w in actors]
+    group = group or learner()
+    ray.get(engines)  # no deadline on a first engine start (downloads, compiles)
+    return group, actors
 
 
 def lost_object(exc: BaseException) -> bool:
