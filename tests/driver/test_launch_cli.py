@@ -17,22 +17,17 @@ from pathlib import Path
 import pytest
 
 from driver_helpers import SMALL
-from neuromas_dist.testing.faults import audit, launch_env, steps_logged, wait_for
+from neuromas_dist.testing.faults import audit, launch, launch_env, steps_logged, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.vllm]
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def launch(*args: str) -> list[str]:
-    return [sys.executable, "-m", "neuromas_dist.launch", *args]
-
-
 def disturb_after_step_1(run_dir: Path, steps: int, disturb, *overrides: str) -> tuple[int, str]:
     """Launch a run, call ``disturb(proc)`` once step 1 is logged; (exit code, output)."""
-    proc = subprocess.Popen(launch("--run-dir", str(run_dir), *SMALL, f"trainer.steps={steps}",
-                                   "trainer.checkpoint_every=0", *overrides),
-                            cwd=REPO, env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = launch("--run-dir", str(run_dir), *SMALL, f"trainer.steps={steps}", "trainer.checkpoint_every=0",
+                  *overrides, cwd=REPO)
     try:
         wait_for(lambda: 1 in steps_logged(run_dir), 400, proc)
         disturb(proc)
@@ -51,10 +46,10 @@ def test_ctrl_c_checkpoints_and_resume_continues_without_gap_or_repeat(tiny_mode
     assert (run_dir / "checkpoints" / f"step_{stopped:06d}").is_dir()
     assert f"--resume {run_dir}" in out and "Traceback" not in out
 
-    resumed = subprocess.run(launch("--resume", str(run_dir)), cwd=REPO, env=launch_env(), capture_output=True,
-                             text=True, timeout=900)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert f"resumed from {run_dir / 'checkpoints'}" in resumed.stdout
+    resumed = launch("--resume", str(run_dir), cwd=REPO)
+    out, _ = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, out[-3000:]
+    assert f"resumed from {run_dir / 'checkpoints'}" in out
     assert steps_logged(run_dir) == list(range(7))  # step 0 is the "before" evaluation
 
 
