@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from driver_helpers import SMALL
-from neuromas_dist.testing.faults import audit, launch, launch_env, steps_logged, wait_for
+from neuromas_dist.testing.faults import audit, descendants, launch, launch_env, steps_logged, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.vllm]
 
@@ -54,11 +54,8 @@ def test_ctrl_c_checkpoints_and_resume_continues_without_gap_or_repeat(tiny_mode
 
 
 def kill_rollout_workers(proc: subprocess.Popen) -> None:
-    import psutil
-
     # The embedded Ray's processes are the launcher's descendants: kill its rollout actor.
-    workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
-               if "RolloutWorker" in " ".join(c.cmdline())]
+    workers = descendants(proc, "RolloutWorker")
     assert workers
     for w in workers:
         w.kill()
