@@ -62,7 +62,7 @@ def count_ops(rank, rows) -> dict[str, dict[str, int]]:
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        rank._micro_batch(rows)
+        rank.grads._micro_batch(rows)
     by_op: dict[str, Counter] = defaultdict(Counter)
     for e in prof.events():
         if e.name in WATCH:
@@ -99,7 +99,7 @@ def main() -> None:
         rank.setup()
         tag_modules(rank.module)
         rows = [r for r in rows_of(make_batch(1, 4096, 1, args.rows, args.tokens, args.tokens, ("L0N0",)))]
-        rank._micro_batch(rows)  # warm-up
+        rank.grads._micro_batch(rows)  # warm-up
         ops = count_ops(rank, rows)
     totals = {op: sum(c.values()) for op, c in ops.items()}
     result = {"settings": vars(args), "per_pass": totals,

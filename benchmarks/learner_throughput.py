@@ -216,17 +216,25 @@ OPTIONS = {
 
 
 class PassLog:
-    """The row lengths of every pass a learner runs (wraps ``LearnerRank._micro_batch``)."""
+    """The row lengths of every pass a learner runs: wraps the ``_micro_batch`` of each
+    step's ``StepGradients`` (a rank makes a fresh one per step)."""
 
     def __init__(self, rank: LearnerRank):
         self.passes: list[list[int]] = []
-        inner = rank._micro_batch
+        reset = rank._reset_step
 
-        def logged(rows):
-            self.passes.append([len(r.prompt) + len(r.response) for r in rows])
-            return inner(rows)
+        def reset_and_log() -> None:
+            reset()
+            inner = rank.grads._micro_batch
 
-        rank._micro_batch = logged
+            def logged(rows):
+                self.passes.append([len(r.prompt) + len(r.response) for r in rows])
+                return inner(rows)
+
+            rank.grads._micro_batch = logged
+
+        rank._reset_step = reset_and_log
+        reset_and_log()
 
 
 def measure_options(args: argparse.Namespace, model_dir: str, vocab: int) -> dict:
