@@ -1,4 +1,4 @@
-"""``run_training``: the run directory, the step schedule, and how a run stops.
+"""``run_training``: the run directory and the training loop, from step 0 to how a run stops.
 
 Run directory::
 
@@ -78,9 +78,11 @@ def run_training(cfg: Config, resume: bool = False) -> int:
     ckpt = latest_checkpoint(run_dir) if resume else None
     if resume and ckpt is None:
         say(f"--resume {run_dir}: no checkpoint there yet; starting from step 0")
-    model_dir = resolve_model_dir(cfg)
-    data = _checked_inputs(cfg, model_dir, grown=bool(cfg.trainer.grow_from) and ckpt is None)
+    data = _task_data(cfg)
     if data is None:
+        return 2
+    model_dir = resolve_model_dir(cfg)  # the tiny model is built here on a machine's first run
+    if cfg.trainer.grow_from and ckpt is None and not _grow_from_fits(cfg, model_dir):
         return 2
     say(f"run dir {run_dir} | model {model_dir} | topology {list(cfg.topology.widths)} | "
         f"{len(data.train)} train / {len(data.eval)} eval questions | {init_ray(cfg)['ray']}")
@@ -104,9 +106,8 @@ def run_training(cfg: Config, resume: bool = False) -> int:
         trainer.shutdown()
 
 
-def _checked_inputs(cfg: Config, model_dir: str, grown: bool) -> TaskData | None:
-    """The task's data, and a grown run's small adapters checked against this model; None
-    (after one line on stderr) when either is wrong."""
+def _task_data(cfg: Config) -> TaskData | None:
+    """The task's data; None (after one line on stderr) when it cannot train."""
     try:
         data = load_task_data(cfg.data)
     except DataError as exc:
@@ -116,13 +117,17 @@ def _checked_inputs(cfg: Config, model_dir: str, grown: bool) -> TaskData | None
         print(f"data error: trainer.questions_per_step={cfg.trainer.questions_per_step} but the training split has "
               f"{len(data.train)} questions: a step would hold a question twice", file=sys.stderr)
         return None
-    if grown:
-        try:
-            check_grow_from(cfg, model_dir)
-        except (IncompatibleAdapters, FileNotFoundError) as exc:
-            print(f"growth error: {exc}", file=sys.stderr)
-            return None
     return data
+
+
+def _grow_from_fits(cfg: Config, model_dir: str) -> bool:
+    """Do ``trainer.grow_from``'s adapters fit this model and LoRA config? (One line if not.)"""
+    try:
+        check_grow_from(cfg, model_dir)
+    except (IncompatibleAdapters, FileNotFoundError) as exc:
+        print(f"growth error: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 class TrainingLoop:
