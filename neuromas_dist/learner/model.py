@@ -15,7 +15,6 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import peft
 import torch
 from peft.tuners.lora import LoraLayer
-from torch.utils.cpp_extension import _get_build_directory
 from transformers import AutoModelForCausalLM
 
 from neuromas_dist.adapters.peft_io import peft_lora_config
@@ -51,6 +50,9 @@ def clear_stale_build_lock(extension: str) -> bool:
     rebuilt after a fault included) waits on it for ever. A build takes about a minute
     here; a lock older than STALE_BUILD_LOCK_S is taken as orphaned."""
     try:
+        # Deferred: it imports setuptools, which only an op build needs.
+        from torch.utils.cpp_extension import _get_build_directory
+
         lock = Path(_get_build_directory(extension, False)) / "lock"
         if lock.is_file() and time.time() - lock.stat().st_mtime > STALE_BUILD_LOCK_S:
             lock.unlink()
