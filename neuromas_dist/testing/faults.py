@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import ray
 
 from neuromas_dist.config import load_config
+from neuromas_dist.driver.metrics import read_metrics
 
 
 def launch_env() -> dict[str, str]:
@@ -86,8 +87,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float, proc: subprocess.Pop
 
 
 def steps_logged(run_dir: Path) -> list[int]:
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line)["step"] for line in path.read_text().splitlines()] if path.is_file() else []
+    return [row["step"] for row in read_metrics(Path(run_dir) / "metrics.jsonl")]
 
 
 def audit(run_dir: Path) -> dict[str, Any]:
@@ -101,8 +101,8 @@ def audit(run_dir: Path) -> dict[str, Any]:
     for path in sorted((run_dir / "trajectories").glob("step_*.parquet")):
         table = pq.read_table(path, columns=["step", "sample_id", "node"])
         keys.update(zip(*(table.column(c).to_pylist() for c in ("step", "sample_id", "node"))))
-    logged = Counter(steps_logged(run_dir))
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    metrics = read_metrics(run_dir / "metrics.jsonl")
+    logged = Counter(row["step"] for row in metrics)
     summary = json.loads((run_dir / "summary.json").read_text())
     return {
         "rows": sum(keys.values()), "rows_expected": want, "rows_duplicated": sum(c - 1 for c in keys.values() if c > 1),
