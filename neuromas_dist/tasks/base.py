@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from neuromas_dist.tasks.answers import ANSWER_TYPES, answers_match, extract_answer
-from neuromas_dist.tasks.sandbox import SandboxLimits, check, check_async, program_of
+from neuromas_dist.tasks.sandbox import CodeJob, CodeOutcome, SandboxLimits, check, check_async, job_of, require
 
 
 class Example(NamedTuple):
@@ -88,43 +88,47 @@ class Task:
         """:meth:`score` where scoring may wait (a code task runs its tests in a sandbox)."""
         return self.score(text, example)
 
+    def check_environment(self) -> str:
+        """What a run should print about where this task's rewards are computed ("": nothing
+        to say); raises when this machine cannot compute them as the config requires."""
+        return ""
+
 
 @dataclass(frozen=True)
 class CodeTask(Task):
-    """A function-completion task (HumanEval's layout): the reply's code runs against the
-    example's tests in the sandbox (``tasks/sandbox.py``); 1.0 when every test passes.
-    ``parsed`` is the sandbox's verdict, so trajectories say why a sample scored 0."""
+    """A function-completion task (HumanEval's layout): the reply's code answers calls from
+    the example's tests, which run in a separate judge process (``tasks/sandbox``); 1.0 when
+    every test passes. ``parsed`` is the verdict, so trajectories say why a sample scored 0."""
 
-    timeout_s: float = 5.0
-    memory_mb: int = 512
+    limits: SandboxLimits = SandboxLimits()
+    require: str = "process"  # data.sandbox.require: the weakest isolation a check may run under
 
-    def _job(self, text: str, example: Example) -> tuple[str, str] | None:
+    def check_environment(self) -> str:
+        """The isolation line a run prints; IsolationError when the machine gives less than required."""
+        return require(self.require).describe()
+
+    def _job(self, text: str, example: Example) -> CodeJob | None:
         code = self.extract(text)
         meta = example.meta or {}
         if code is None or "entry_point" not in meta:
             return None
-        # a reply holding the whole function replaces the prompt's stub; a bare body continues it
-        prompt = meta.get("prompt", "")
-        body_only = f"def {meta['entry_point']}" not in code
-        return program_of(prompt if body_only else prompt + "\n    pass\n\n", code, example.answer), meta["entry_point"]
+        return job_of(meta.get("prompt", ""), code, example.answer, meta["entry_point"])
 
-    def _scored(self, outcome: Any) -> Score:
-        return Score(1.0 if outcome.passed else 0.0, outcome.status, (f"rollout/code_{outcome.status}",))
-
-    def _limits(self) -> Any:
-        return SandboxLimits(timeout_s=self.timeout_s, memory_mb=self.memory_mb)
+    def _scored(self, outcome: CodeOutcome) -> Score:
+        return Score(1.0 if outcome.passed else 0.0, outcome.status,
+                     (f"rollout/code_{outcome.status}", f"rollout/code_isolation_{outcome.isolation}"))
 
     def score(self, text: str, example: Example) -> Score:
         if self.reward_fn:
             return custom_score(self, text, example)
         job = self._job(text, example)
-        return Score(0.0, None) if job is None else self._scored(check(*job, self._limits()))
+        return Score(0.0, None) if job is None else self._scored(check(job, self.limits, self.require))
 
     async def score_async(self, text: str, example: Example) -> Score:
         if self.reward_fn:
             return custom_score(self, text, example)
         job = self._job(text, example)
-        return Score(0.0, None) if job is None else self._scored(await check_async(*job, self._limits()))
+        return Score(0.0, None) if job is None else self._scored(await check_async(job, self.limits, self.require))
 
 
 @functools.lru_cache(maxsize=None)
