@@ -21,6 +21,9 @@ import yaml
 from neuromas_dist.graph.topology import Topology, TopologyError
 
 
+SECTION_NAMES = {"GrowthStage": "trainer.growth[]", "SandboxConfig": "data.sandbox"}  # sections nested in a section
+
+
 class ConfigError(ValueError):
     """A bad config: the message is one line naming the key and the value."""
 
@@ -38,7 +41,7 @@ class _Checked:
 
     def __post_init__(self) -> None:
         name = type(self).__name__
-        section = "trainer.growth[]" if name == "GrowthStage" else name.removesuffix("Config").lower()
+        section = SECTION_NAMES.get(name, name.removesuffix("Config").lower())
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             for item in value if isinstance(value, (tuple, list)) else (value,):
@@ -164,6 +167,16 @@ class TrainerConfig(_Checked):
 
 
 @dataclass(frozen=True)
+class SandboxConfig(_Checked):
+    require: str = _f("process", "weakest isolation a code check may run under, else the run refuses to start: "
+                      "process (tests in a judge process, the code in another under limits) or full (also a private "
+                      "filesystem, PID namespace and no network)", choices=("process", "full"))
+    timeout_s: float = _f(5.0, "wall clock of one check (its CPU time: this + 1 s)", lo=0.1)
+    memory_mb: int = _f(512, "address space of the checked code's process", lo=64)
+    file_mb: int = _f(16, "the checked code's private /tmp and largest file", lo=1)
+
+
+@dataclass(frozen=True)
 class DataConfig(_Checked):
     task: str = _f("synthetic/hier", "synthetic/arith, synthetic/hier, synthetic/op, file (local JSONL/Parquet), hf "
                    "(datasets by name), or a paper benchmark: arc_challenge, bbh_navigate, mmlu, humaneval",
@@ -189,6 +202,7 @@ class DataConfig(_Checked):
     n_train: int = _f(4000, "synthetic: training questions; file/hf: cap (0 = all)", lo=0)
     n_eval: int = _f(500, "synthetic: distinct held-out questions (at most the split holds); file/hf: cap (0 = all)", lo=0)
     seed: int = _f(0, "seed of the synthetic generators", lo=0)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig, metadata={"doc": "code tasks: how replies are run"})
 
 
 @dataclass(frozen=True)
@@ -524,6 +538,6 @@ def describe(cls: type = Config, prefix: str = "") -> list[str]:
 
 __all__ = [
     "Config", "ConfigError", "DataConfig", "FaultsConfig", "GrowthStage", "LearnerConfig", "LoggingConfig",
-    "LoraConfig", "ModelConfig", "ResourcesConfig", "RolloutConfig", "SamplingConfig",
+    "LoraConfig", "ModelConfig", "ResourcesConfig", "RolloutConfig", "SamplingConfig", "SandboxConfig",
     "TopologyConfig", "TrainerConfig", "describe", "dump_yaml", "load_config",
 ]

@@ -37,6 +37,7 @@ from neuromas_dist.driver.trainer import LearnerLost, StepOutcome, Trainer
 from neuromas_dist.rollout.adapters import IncompatibleAdapters
 from neuromas_dist.rollout.worker import resolve_model_dir
 from neuromas_dist.tasks.data import DataError, TaskData, load_task_data
+from neuromas_dist.tasks.sandbox import IsolationError
 
 EXIT_INTERRUPTED = 130
 EXIT_FAILED = 1
@@ -81,6 +82,9 @@ def run_training(cfg: Config, resume: bool = False) -> int:
     data = _task_data(cfg)
     if data is None:
         return 2
+    isolation = data.task.check_environment()  # probed once per process: _task_data asked already
+    if isolation is not None:
+        write_summary(run_dir, {"code_checks": isolation.record()})
     model_dir = resolve_model_dir(cfg)  # the tiny model is built here on a machine's first run
     if cfg.trainer.grow_from and ckpt is None and not _grow_from_fits(cfg, model_dir):
         return 2
@@ -117,6 +121,13 @@ def _task_data(cfg: Config) -> TaskData | None:
         print(f"data error: trainer.questions_per_step={cfg.trainer.questions_per_step} but the training split has "
               f"{len(data.train)} questions: a step would hold a question twice", file=sys.stderr)
         return None
+    try:  # a code task: can this machine isolate its checks as data.sandbox.require asks?
+        isolation = data.task.check_environment()
+    except IsolationError as exc:
+        print(f"sandbox error: {exc}", file=sys.stderr)
+        return None
+    if isolation is not None:
+        say(isolation.describe())
     return data
 
 

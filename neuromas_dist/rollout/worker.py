@@ -76,6 +76,10 @@ class RolloutWorker:
         self._start_lock = self._start_lock or asyncio.Lock()
         async with self._start_lock:
             if self._engine is None:
+                # Each worker's machine, not only the driver's, must isolate code checks as required:
+                # raises IsolationError (one line) before the engine costs anything.
+                if isolation := self.task.check_environment():
+                    self.gauges["rollout/code_isolation_full"] = float(isolation.level == "full")
                 t0 = time.perf_counter()
                 self.tokenizer = AutoTokenizer.from_pretrained(
                     self.model_dir, trust_remote_code=self.cfg.model.trust_remote_code)

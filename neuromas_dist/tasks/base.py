@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from neuromas_dist.tasks.answers import ANSWER_TYPES, answers_match, extract_answer
-from neuromas_dist.tasks.sandbox import CodeJob, CodeOutcome, SandboxLimits, check, check_async, job_of, require
+from neuromas_dist.tasks.sandbox import (CodeJob, CodeOutcome, Isolation, SandboxLimits, check, check_async, job_of,
+                                         require)
 
 
 class Example(NamedTuple):
@@ -88,10 +89,10 @@ class Task:
         """:meth:`score` where scoring may wait (a code task runs its tests in a sandbox)."""
         return self.score(text, example)
 
-    def check_environment(self) -> str:
-        """What a run should print about where this task's rewards are computed ("": nothing
-        to say); raises when this machine cannot compute them as the config requires."""
-        return ""
+    def check_environment(self) -> Isolation | None:
+        """Where this task's rewards run untrusted code, the isolation this machine gives it
+        (None: no code runs); raises IsolationError when it is weaker than the config requires."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -103,9 +104,8 @@ class CodeTask(Task):
     limits: SandboxLimits = SandboxLimits()
     require: str = "process"  # data.sandbox.require: the weakest isolation a check may run under
 
-    def check_environment(self) -> str:
-        """The isolation line a run prints; IsolationError when the machine gives less than required."""
-        return require(self.require).describe()
+    def check_environment(self) -> Isolation:
+        return require(self.require)
 
     def _job(self, text: str, example: Example) -> CodeJob | None:
         code = self.extract(text)

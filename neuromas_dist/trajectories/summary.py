@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from neuromas_dist.tasks.node_text import carry_counts
 
 _CARRIES = "carries/"
+_CODE = "code/"  # a code task's verdicts (its parsed answer is the sandbox's status)
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,13 @@ def node_sums(rows: pa.Table, answer_type: str = "number") -> dict[str, float]:
             "prompt_truncated": float(pc.sum(rows["prompt_truncated"].cast(pa.int64())).as_py() or 0),
             "reward": float(pc.sum(rows["reward"].cast(pa.float64())).as_py() or 0.0),
             "unparsable": float(pc.sum(pc.is_null(rows["parsed_answer"]).cast(pa.int64())).as_py() or 0),
-            **{_CARRIES + kind: float(c) for kind, c in carried.items()}}
+            **{_CARRIES + kind: float(c) for kind, c in carried.items()},
+            **(_verdicts(rows) if answer_type == "code" else {})}
+
+
+def _verdicts(rows: pa.Table) -> dict[str, float]:
+    counts = pc.value_counts(rows["parsed_answer"].drop_null()).to_pylist()
+    return {_CODE + c["values"]: float(c["counts"]) for c in counts}
 
 
 class StepTally:
@@ -92,6 +99,8 @@ class StepTally:
             "rollout/prompt_truncated_frac": _ratio(total["prompt_truncated"], rows),
             "rollout/adapter_version_min": self.version_min,
         }
+        for key in sorted(k for k in sink_sums if k.startswith(_CODE)):  # passed, failed, timeout, memory, crashed
+            m[f"rollout/code_{key.removeprefix(_CODE)}_frac"] = _ratio(sink_sums[key], sink_sums["rows"])
         for node in sorted(self.sums):
             m.update(_node_metrics(node, self.sums[node]))
         return m

@@ -1,5 +1,6 @@
 """HumanEval (openai/openai_humaneval): complete a Python function from its signature and
-docstring; the reward is 1 when the task's own tests pass in the sandbox (``tasks/sandbox.py``).
+docstring; the reward is 1 when the task's own tests pass against it (``tasks/sandbox``: the tests in a
+judge process, the reply in a jailed one that only answers calls).
 
 Rows: ``task_id``, ``prompt`` (imports, signature, docstring), ``canonical_solution``,
 ``test`` (defines ``check(candidate)``), ``entry_point``. HumanEval has 164 problems in one
@@ -9,9 +10,9 @@ may hold the whole function in a fenced block, or continue the body.
 
 from __future__ import annotations
 
-from neuromas_dist.tasks.base import CodeTask, Example
-from neuromas_dist.tasks.base import ANSWER_FORMATS
+from neuromas_dist.tasks.base import ANSWER_FORMATS, CodeTask, Example
 from neuromas_dist.tasks.benchmarks import Benchmark, Source, register
+from neuromas_dist.tasks.sandbox import SandboxLimits
 
 SOURCE = Source("openai/openai_humaneval", "", "test[:50%]", "test[50%:]",
                 "trains on HumanEval/0-81, evaluates on HumanEval/82-163 (its only split, cut in two)")
@@ -27,7 +28,9 @@ def example(row: dict, prefix: str) -> Example:
 
 
 def task(cfg) -> CodeTask:
-    return CodeTask(name="humaneval", answer_type="code", answer_format=ANSWER_FORMATS["code"])
+    box = cfg.sandbox
+    return CodeTask(name="humaneval", answer_type="code", answer_format=ANSWER_FORMATS["code"],
+                    limits=SandboxLimits(box.timeout_s, box.memory_mb, box.file_mb), require=box.require)
 
 
 BENCHMARK = register("humaneval", Benchmark(SOURCE, task, example))

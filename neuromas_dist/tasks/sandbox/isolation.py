@@ -18,6 +18,7 @@ interfaces). The answer is cached per process.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -54,6 +55,10 @@ class Isolation:
     @property
     def level(self) -> str:
         return "full" if self.private_fs and self.pid_namespace and self.no_network else "process"
+
+    def record(self) -> dict[str, object]:
+        """What summary.json keeps of it."""
+        return {"level": self.level, **dataclasses.asdict(self)}
 
     def describe(self) -> str:
         """The one line a run prints at start."""

@@ -100,7 +100,7 @@ def judge(job: dict) -> tuple[str, str]:
     except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt included: all fail
         if candidate.lost is not None:  # a bare ``except:`` in the tests swallowed the loss
             return candidate.lost.status, str(candidate.lost)
-        return "failed", type(exc).__name__
+        return "failed", f"{type(exc).__name__}: {exc}".removesuffix(": ")
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
     if candidate.lost is not None:
