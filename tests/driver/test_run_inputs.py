@@ -12,6 +12,7 @@ from neuromas_dist.adapters.peft_io import write_adapter_set
 from neuromas_dist.config import load_config
 from neuromas_dist.driver.run import run_training
 from neuromas_dist.rollout.adapters import zero_adapter_set
+from neuromas_dist.tasks.sandbox import isolation
 
 
 def _one_line_exit_2(cfg, capsys, starts: str) -> None:
@@ -42,3 +43,14 @@ def test_growing_from_adapters_of_another_lora_rank_is_one_line(tmp_path, tiny_m
     cfg = load_config(None, [f"trainer.grow_from={small}", "topology.widths=[2, 2, 1]", "trainer.growth_mode=carry",
                              f"logging.run_dir={tmp_path / 'run'}"])
     _one_line_exit_2(cfg, capsys, "growth error: ")
+
+
+def test_a_machine_that_cannot_isolate_code_checks_as_required_is_one_line(tmp_path, capsys, monkeypatch):
+    """data.sandbox.require=full on a machine that gives less (simulated: the probe answers
+    'none'): the run refuses before Ray, naming the fix."""
+    weak = isolation.Isolation("none", False, False, False, False)
+    monkeypatch.setattr(isolation, "probe", lambda: weak)
+    cfg = load_config("configs/paper/humaneval/neuromas3.yaml", [
+        "data.local_dir=tests/tasks/fixtures/humaneval", "data.sandbox.require=full", "trainer.questions_per_step=1",
+        f"logging.run_dir={tmp_path / 'run'}"])
+    _one_line_exit_2(cfg, capsys, "sandbox error: data.sandbox.require=full but this machine gives code checks only")

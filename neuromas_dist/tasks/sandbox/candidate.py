@@ -59,7 +59,8 @@ def serve(fn, calls_fd: int, results_fd: int) -> None:
 
 def probe(job: dict) -> None:
     report = {"pid": os.getpid(), "uid": os.getuid(), "sees_host": os.path.exists(job["marker"]),
-              "interfaces": sorted(name for _, name in socket.if_nameindex())}
+              "interfaces": sorted(name for _, name in socket.if_nameindex()),
+              "syscall_filter": jail.unshare_refused()}
     os.write(1, (json.dumps(report) + "\n").encode())
 
 

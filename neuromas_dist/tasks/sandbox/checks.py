@@ -34,6 +34,8 @@ import threading
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import psutil
+
 from neuromas_dist.tasks.sandbox.isolation import CANDIDATE, CHILD_ENV, JUDGE, LEVELS, Isolation, candidate_uid, probe
 
 # Checks running at once in this process: a batch of samples is scored concurrently, and each
@@ -157,13 +159,26 @@ def _talk(proc: subprocess.Popen, wall_s: float) -> tuple[bytes, bool]:
 
 
 def _kill_session(proc: subprocess.Popen) -> None:
-    """SIGKILL the child's session: the judge, or the candidate's P0 and its namespace's init
-    (init dies with P0 too, and the kernel then kills everything in the namespace)."""
-    for kill in (lambda: os.killpg(proc.pid, signal.SIGKILL), proc.kill):
+    """SIGKILL the child's session (the judge, or the candidate's P0 with its namespace's init:
+    init dies with P0 too, and the kernel then kills everything in the namespace), and return
+    only once every one of those processes is gone. A child already reaped is left alone: its
+    pid may name another process by now."""
+    if proc.poll() is None:
         try:
-            kill()
-        except (ProcessLookupError, PermissionError):
-            pass
+            inside = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            inside = []
+        for kill in (lambda: os.killpg(proc.pid, signal.SIGKILL), proc.kill):
+            try:
+                kill()
+            except (ProcessLookupError, PermissionError):
+                pass
+        for child in inside:
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(inside, timeout=5.0)
     proc.wait()
     if proc.stdout is not None:
         proc.stdout.close()

