@@ -37,7 +37,8 @@ CHILD_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
 UID_BASE, UID_SPAN = 0x7F000000, 1 << 24  # candidate uids under the root plan: far above any real user
 FIXES = ("run the rollout workers as root, or enable unprivileged user namespaces "
          "(sysctl kernel.unprivileged_userns_clone=1 and user.max_user_namespaces>0; on Ubuntu 24.04+ also "
-         "kernel.apparmor_restrict_unprivileged_userns=0), or accept the weaker level with data.sandbox.require=process")
+         "kernel.apparmor_restrict_unprivileged_userns=0), "
+         "or accept the weaker level with data.sandbox.require=process")
 
 
 class IsolationError(RuntimeError):
@@ -55,7 +56,8 @@ class Isolation:
 
     @property
     def level(self) -> str:
-        return "full" if self.private_fs and self.pid_namespace and self.no_network and self.syscall_filter else "process"
+        jailed = self.private_fs and self.pid_namespace and self.no_network and self.syscall_filter
+        return "full" if jailed else "process"
 
     def record(self) -> dict[str, object]:
         """What summary.json keeps of it."""

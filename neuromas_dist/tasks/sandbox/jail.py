@@ -24,7 +24,8 @@ The root the candidate sees (``pivot_root``, the old root detached): ``/usr`` an
 ``/etc``, no ``/run`` or host ``/tmp``: no host files, data sets, Ray sockets or other checks.
 The network namespace has only a loopback that is down (abstract unix sockets are per
 network namespace). A seccomp filter refuses the syscalls that reach state no namespace
-covers (kernel keyrings are per uid) or that a Python function never needs (``BLOCKED``). Init dies with P0 (``PR_SET_PDEATHSIG``), and with init the kernel kills
+covers (kernel keyrings are per uid) or that a Python function never needs (``BLOCKED``).
+Init dies with P0 (``PR_SET_PDEATHSIG``), and with init the kernel kills
 every process of the namespace, whatever the candidate did to its session or process group.
 """
 
@@ -78,9 +79,12 @@ def _call(name: str, *args) -> int:
     return result
 
 
+def _enc(path: str | None) -> bytes | None:
+    return None if path is None else os.fsencode(path)
+
+
 def _mount(source, target, fstype, flags, data=None) -> None:
-    enc = (lambda s: None if s is None else os.fsencode(s))
-    _call("mount", enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data))
+    _call("mount", _enc(source), _enc(target), _enc(fstype), ctypes.c_ulong(flags), _enc(data))
 
 
 def _bind(source: str, target: str, device: bool = False) -> None:

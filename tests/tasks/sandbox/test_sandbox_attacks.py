@@ -16,7 +16,6 @@ the candidate's process, several of these scored 1.0 on all 164.
 
 from __future__ import annotations
 
-import os
 import secrets
 import socket
 import threading
