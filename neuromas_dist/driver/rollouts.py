@@ -32,6 +32,7 @@ from ray.exceptions import GetTimeoutError, RayError
 from neuromas_dist.config import Config
 from neuromas_dist.rollout.actors import split_examples
 from neuromas_dist.rollout.rows import sample_id
+from neuromas_dist.rollout.worker import CODE_ISOLATION
 from neuromas_dist.tasks.data import answer_type_of
 from neuromas_dist.trajectories.schema import concat
 from neuromas_dist.trajectories.summary import BatchSummary, summarize
@@ -50,6 +51,14 @@ class WorkerPool:
         self._topology: tuple[Any, ...] | None = None
         self._adapters: Any = None  # ObjectRef of the AdapterSet every worker holds now
         self.version: int | None = None  # its version: workers only ever move forward from it
+
+    def code_isolation(self) -> dict[str, float]:
+        """``rollout/code_isolation_full``: 1.0 when every worker's machine jails code checks
+        fully, 0.0 when any gives only the separate judge ({} for a task that runs no code).
+        Each worker checked ``data.sandbox.require`` against its own machine when it started."""
+        gauges = ray.get([a.start.remote() for a in self.actors])  # started already: returns its gauges
+        full = [g[CODE_ISOLATION] for g in gauges if CODE_ISOLATION in g]
+        return {CODE_ISOLATION: min(full)} if full else {}
 
     def set_topology(self, widths: Sequence[int], edges: Sequence[str], gate: Any) -> None:
         self._topology = (tuple(widths), list(edges), gate)

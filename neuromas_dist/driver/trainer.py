@@ -64,6 +64,7 @@ class Trainer:
         self.applied_step = 0  # the last step whose update the learner may hold (past ``step`` mid-step)
         self.placement = Placement(cfg)
         self.pool: WorkerPool | None = None
+        self.code_isolation: dict[str, float] = {}
         self.learner: LearnerGroup | None = None
         self.learner_restarts = 0
         self.checkpoint_costs: list[dict[str, float]] = []  # seconds and bytes of each checkpoint
@@ -85,6 +86,7 @@ class Trainer:
             lambda: start_workers(self.cfg, model_dir=self.model_dir, task=self.data.task,
                                   scheduling_strategies=self.placement.rollout_strategies()))
         self.pool = WorkerPool(self.cfg, workers, self.say)
+        self.code_isolation = self.pool.code_isolation()  # into every step's row
         self.pool.set_topology(self.widths, list(self.cfg.topology.edges), self.gate)
         self.broadcast()
 
@@ -238,7 +240,7 @@ class Trainer:
         interval = now - (self._last_step_done or rollout.started)
         self._last_step_done = now
         return StepOutcome(step, {
-            **tally.metrics(self.topology.sink), **learner_metrics, **sync, **rollout.faults,
+            **tally.metrics(self.topology.sink), **learner_metrics, **sync, **rollout.faults, **self.code_isolation,
             "faults/worker_restarts_total": self.pool.restarts, "faults/learner_restarts_total": self.learner_restarts,
             "timing_s/rollout": t_rollout, "timing_s/learn_tail": t_learn,
             "timing_s/step": now - rollout.started, "timing_s/step_interval": interval}, failure)

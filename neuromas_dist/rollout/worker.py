@@ -36,6 +36,7 @@ from neuromas_dist.trajectories.summary import BatchSummary, summarize
 
 _END = object()
 PLACEHOLDER_VERSION = -1  # the worker's own zero adapters, before any learner broadcast
+CODE_ISOLATION = "rollout/code_isolation_full"  # 1.0: this worker's code checks run fully jailed
 EVAL_SEED_STEP = -1  # the "step" that seeds sampled evaluation: fixed, so every evaluation draws alike
 
 
@@ -79,7 +80,7 @@ class RolloutWorker:
                 # Each worker's machine, not only the driver's, must isolate code checks as required:
                 # raises IsolationError (one line) before the engine costs anything.
                 if isolation := self.task.check_environment():
-                    self.gauges["rollout/code_isolation_full"] = float(isolation.level == "full")
+                    self.gauges[CODE_ISOLATION] = float(isolation.level == "full")
                 t0 = time.perf_counter()
                 self.tokenizer = AutoTokenizer.from_pretrained(
                     self.model_dir, trust_remote_code=self.cfg.model.trust_remote_code)

@@ -5,6 +5,7 @@ is expected), rows are written and the step is trained and evaluated. About 30 s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -12,6 +13,7 @@ import pytest
 
 from driver_helpers import SMALL, metrics
 from neuromas_dist.config import load_config
+from neuromas_dist.tasks.sandbox import probe
 
 pytestmark = [pytest.mark.ray, pytest.mark.vllm]
 FIXTURES = Path(__file__).resolve().parents[1] / "tasks" / "fixtures"
@@ -35,6 +37,9 @@ def test_one_step_of_each_benchmark(task, ray_local, tiny_model_dir, tmp_path):
     assert all(r["question"].startswith(QUESTION_START.get(task, "")) for r in rows)
     if task == "humaneval":
         assert all("def check(candidate)" in r["gold_answer"] for r in rows)
+        full = probe().level == "full"  # what the workers' machine (this one) gives, in every step's row
+        assert metrics(run_dir)[-1]["rollout/code_isolation_full"] == float(full)
+        assert json.loads((run_dir / "summary.json").read_text())["code_checks"]["level"] == probe().level
     elif task in ("arc_challenge", "mmlu"):
         assert {r["gold_answer"] for r in rows} <= set("ABCDE") and all("\n(A) " in r["question"] for r in rows)
     else:

