@@ -38,6 +38,14 @@ from neuromas_dist.trajectories.schema import concat
 from neuromas_dist.trajectories.summary import BatchSummary, summarize
 
 
+def code_isolation(started: Sequence[dict[str, float]]) -> dict[str, float]:
+    """``rollout/code_isolation_full`` from the workers' start gauges: 1.0 when every worker's
+    machine jails code checks fully, 0.0 when any gives only the separate judge ({} for a task
+    that runs no code). Each worker checked ``data.sandbox.require`` on its own machine."""
+    full = [g[CODE_ISOLATION] for g in started if CODE_ISOLATION in g]
+    return {CODE_ISOLATION: min(full)} if full else {}
+
+
 class WorkersExhausted(RuntimeError):
     """More rollout worker failures than ``faults.max_worker_restarts`` allows."""
 
@@ -51,14 +59,6 @@ class WorkerPool:
         self._topology: tuple[Any, ...] | None = None
         self._adapters: Any = None  # ObjectRef of the AdapterSet every worker holds now
         self.version: int | None = None  # its version: workers only ever move forward from it
-
-    def code_isolation(self) -> dict[str, float]:
-        """``rollout/code_isolation_full``: 1.0 when every worker's machine jails code checks
-        fully, 0.0 when any gives only the separate judge ({} for a task that runs no code).
-        Each worker checked ``data.sandbox.require`` against its own machine when it started."""
-        gauges = ray.get([a.start.remote() for a in self.actors])  # started already: returns its gauges
-        full = [g[CODE_ISOLATION] for g in gauges if CODE_ISOLATION in g]
-        return {CODE_ISOLATION: min(full)} if full else {}
 
     def set_topology(self, widths: Sequence[int], edges: Sequence[str], gate: Any) -> None:
         self._topology = (tuple(widths), list(edges), gate)

@@ -28,7 +28,7 @@ from neuromas_dist.driver import checkpoints, growth
 from neuromas_dist.driver.evaluation import HeldOut
 from neuromas_dist.driver.placement import Placement
 from neuromas_dist.driver.rollout_queue import RolloutQueue
-from neuromas_dist.driver.rollouts import WorkerPool, WorkersExhausted
+from neuromas_dist.driver.rollouts import WorkerPool, WorkersExhausted, code_isolation
 from neuromas_dist.graph.growth import GrowthGate
 from neuromas_dist.graph.topology import Topology
 from neuromas_dist.learner.learner import LearnerGroup
@@ -81,12 +81,12 @@ class Trainer:
     # ------------------------------------------------------------ actors
 
     def start(self, init_adapters: AdapterSet | None = None) -> None:
-        self.learner, workers = start_actors(
+        self.learner, workers, started = start_actors(
             self.cfg, lambda: self._learner_group(init_adapters),
             lambda: start_workers(self.cfg, model_dir=self.model_dir, task=self.data.task,
                                   scheduling_strategies=self.placement.rollout_strategies()))
         self.pool = WorkerPool(self.cfg, workers, self.say)
-        self.code_isolation = self.pool.code_isolation()  # into every step's row
+        self.code_isolation = code_isolation(started)  # into every step's row
         self.pool.set_topology(self.widths, list(self.cfg.topology.edges), self.gate)
         self.broadcast()
 
@@ -255,10 +255,11 @@ class Trainer:
 
 
 def start_actors(cfg: Config, learner: Callable[[], LearnerGroup], workers: Callable[[], list[Any]]
-                 ) -> tuple[LearnerGroup, list[Any]]:
-    """The learner group and the rollout workers with their engines started. The engines start
-    while the learner ranks set up (5 s of a 30 s start here), except where a GPU may hold both
-    (colocated, or fractional shares), as vLLM sizes its KV cache from the memory free then."""
+                 ) -> tuple[LearnerGroup, list[Any], list[dict[str, float]]]:
+    """The learner group, the rollout workers with their engines started, and each worker's
+    start gauges. The engines start while the learner ranks set up (5 s of a 30 s start here),
+    except where a GPU may hold both (colocated, or fractional shares), as vLLM sizes its KV
+    cache from the memory free then."""
     r = cfg.resources
     shared_gpu = r.rollout_gpus > 0 and (r.colocate or r.rollout_gpus % 1 > 0 or r.learner_gpus % 1 > 0)
     group = learner() if shared_gpu else None
@@ -266,11 +267,11 @@ def start_actors(cfg: Config, learner: Callable[[], LearnerGroup], workers: Call
     engines = [w.start.remote() for w in actors]
     group = group or learner()
     try:
-        ray.get(engines)  # no deadline on a first engine start (downloads, compiles)
+        started = ray.get(engines)  # no deadline on a first engine start (downloads, compiles)
     except BaseException:
         group.shutdown()  # not yet the trainer's to shut down
         raise
-    return group, actors
+    return group, actors, started
 
 
 def lost_object(exc: BaseException) -> bool:

@@ -105,3 +105,14 @@ def test_a_piece_lost_with_its_node_is_a_lost_step_not_a_crash():
 
     assert lost_object(Wrapped())
     assert not lost_object(ValueError("trajectory batch: column 'reward' is missing"))
+
+
+def test_a_runs_code_isolation_is_its_weakest_workers():
+    """rollout/code_isolation_full in each step's row: 0.0 as soon as one worker's machine
+    gives less than full isolation; nothing for a task that runs no code."""
+    from neuromas_dist.driver.rollouts import code_isolation
+    from neuromas_dist.rollout.worker import CODE_ISOLATION
+
+    assert code_isolation([{}, {"rollout/seconds": 1.0}]) == {}
+    assert code_isolation([{CODE_ISOLATION: 1.0}, {CODE_ISOLATION: 1.0}]) == {CODE_ISOLATION: 1.0}
+    assert code_isolation([{CODE_ISOLATION: 1.0}, {CODE_ISOLATION: 0.0}]) == {CODE_ISOLATION: 0.0}
