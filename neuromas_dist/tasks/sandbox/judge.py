@@ -14,6 +14,7 @@ The verdict goes to a private copy of stdout; the tests' own prints go to /dev/n
 """
 
 import builtins
+import ctypes
 import json
 import os
 import resource
@@ -114,7 +115,13 @@ def _alarm(signum, frame):
     raise CandidateTimeout("the tests ran past the time limit")
 
 
+PR_SET_DUMPABLE = 4
+
+
 def main():
+    # Not dumpable: a process of the same uid (the candidate, where no jail gives it a uid of its
+    # own) can neither ptrace this one nor read or write its memory through /proc/<pid>/mem.
+    ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     job = json.loads(sys.stdin.read())
     verdict = os.fdopen(os.dup(1), "w")
     devnull = os.open(os.devnull, os.O_WRONLY)

@@ -128,3 +128,12 @@ def test_a_machine_weaker_than_required_is_refused_in_one_line(monkeypatch):
 
 def test_limits_are_a_frozen_config_shape():
     assert dataclasses.asdict(FAST) == FAST.as_dict()
+
+
+def test_the_judge_is_not_dumpable():
+    """So a process of its uid (a candidate under the plain 'none' plan) can neither ptrace it
+    nor reach its memory through /proc/<pid>/mem. The tests run in the judge: they can ask."""
+    tests = ("def check(candidate):\n    import ctypes\n"
+             "    assert ctypes.CDLL(None).prctl(3, 0, 0, 0, 0) == 0  # PR_GET_DUMPABLE\n"
+             "    assert candidate(2, 3) == 5\n")
+    assert run(GOOD, tests).passed
