@@ -116,7 +116,7 @@ class CodeTask(Task):
 
     def _scored(self, outcome: CodeOutcome) -> Score:
         return Score(1.0 if outcome.passed else 0.0, outcome.status,
-                     (f"rollout/code_{outcome.status}", f"rollout/code_isolation_{outcome.isolation}"))
+                     (f"rollout/code_{outcome.status}", f"rollout/code_checks_{outcome.isolation}"))
 
     def score(self, text: str, example: Example) -> Score:
         if self.reward_fn:

@@ -100,29 +100,35 @@ def _run(job: CodeJob, limits: SandboxLimits, isolation: Isolation, nonce: str) 
     # Under the "none" plan the candidate works in a temporary directory of the host (removed
     # after); a jailed one gets a private /tmp that dies with its namespace.
     workdir = tempfile.mkdtemp(prefix="neuromas-sandbox-") if isolation.plan == "none" else "/"
-    procs: list[subprocess.Popen] = []
+    procs: list[subprocess.Popen] = []  # the judge first: it holds the nonce, and is made undumpable at once
     try:
-        uid = candidate_uid(isolation.plan)
-        if isolation.plan == "none" and uid:
-            os.chown(workdir, uid, uid)
-        procs.append(_spawn(CANDIDATE, {"program": job.program, "entry_point": job.entry_point, "plan": isolation.plan,
-                                        "uid": uid, "limits": limits.as_dict(), "fds": [calls_r, results_w]},
-                            (calls_r, results_w), workdir, stdout=subprocess.DEVNULL))
-        procs.append(_spawn(JUDGE, {"program": job.tests, "entry_point": job.entry_point, "nonce": nonce,
-                                    "timeout_s": limits.timeout_s, "memory_mb": limits.memory_mb,
-                                    "fds": [calls_w, results_r]},
-                            (calls_w, results_r), "/", stdout=subprocess.PIPE))
+        try:
+            uid = candidate_uid(isolation.plan)
+            if isolation.plan == "none" and uid:
+                os.chown(workdir, uid, uid)
+            procs.append(_spawn(JUDGE, {"program": job.tests, "entry_point": job.entry_point, "nonce": nonce,
+                                        "timeout_s": limits.timeout_s, "memory_mb": limits.memory_mb,
+                                        "fds": [calls_w, results_r]},
+                                (calls_w, results_r), "/", stdout=subprocess.PIPE))
+            procs.append(_spawn(CANDIDATE, {"program": job.program, "entry_point": job.entry_point,
+                                            "plan": isolation.plan, "uid": uid, "limits": limits.as_dict(),
+                                            "fds": [calls_r, results_w]},
+                                (calls_r, results_w), workdir, stdout=subprocess.DEVNULL))
+        except OSError:  # no process to start (EAGAIN, ENOMEM, EMFILE): a crash, never an exception
+            pass
+        finally:
+            for fd in (calls_r, calls_w, results_r, results_w):
+                os.close(fd)  # the children hold their ends: EOF reaches each side when the other dies
+        reply, timed_out = (b"", False) if len(procs) < 2 else _talk(procs[0], limits.timeout_s + KILL_MARGIN_S)
+        judge_ok = len(procs) == 2 and procs[0].poll() == 0
     finally:
-        for fd in (calls_r, calls_w, results_r, results_w):
-            os.close(fd)  # the children hold their ends: EOF reaches each side when the other dies
-    try:
-        reply, timed_out = (b"", False) if len(procs) < 2 else _talk(procs[1], limits.timeout_s + KILL_MARGIN_S)
-    finally:
-        for proc in procs:
+        for proc in reversed(procs):
             _kill_session(proc)
         if workdir != "/":
             shutil.rmtree(workdir, ignore_errors=True)
-    return reply, timed_out, procs[0].returncode if procs else None
+    # A verdict counts only from a judge that exited by itself with status 0 (a judge killed by
+    # someone else, its pipe written by them, is no judge).
+    return reply if judge_ok else b"", timed_out, procs[1].returncode if len(procs) == 2 else None
 
 
 def _spawn(script: os.PathLike, job: dict, fds: tuple[int, int], cwd: str, stdout: int) -> subprocess.Popen:
@@ -154,6 +160,7 @@ def _talk(proc: subprocess.Popen, wall_s: float) -> tuple[bytes, bool]:
         timed_out = False
     except subprocess.TimeoutExpired:
         timed_out = True
+        proc.kill()  # its stdout closes with it, so the reader ends now
     reader.join(timeout=2.0)
     return bytes(reply), timed_out
 
@@ -168,15 +175,19 @@ def _kill_session(proc: subprocess.Popen) -> None:
             inside = psutil.Process(proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             inside = []
+        for child in inside:  # the namespace's init first, so P0 reaps it rather than leave it to pid 1
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
+        try:
+            proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
         for kill in (lambda: os.killpg(proc.pid, signal.SIGKILL), proc.kill):
             try:
                 kill()
             except (ProcessLookupError, PermissionError):
-                pass
-        for child in inside:
-            try:
-                child.kill()
-            except psutil.Error:
                 pass
         psutil.wait_procs(inside, timeout=5.0)
     proc.wait()

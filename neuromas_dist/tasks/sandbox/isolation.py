@@ -99,9 +99,11 @@ def _ask(plan: str, marker: str) -> dict | None:
     try:
         out = subprocess.run([sys.executable, "-I", "-S", str(CANDIDATE)], input=json.dumps(job).encode(),
                              capture_output=True, timeout=30, env=CHILD_ENV, cwd="/")
-        return json.loads(out.stdout.decode().strip().splitlines()[-1]) if out.returncode == 0 else None
-    except (subprocess.TimeoutExpired, ValueError, IndexError):
+        seen = json.loads(out.stdout.decode().strip().splitlines()[-1]) if out.returncode == 0 else None
+    except (subprocess.TimeoutExpired, OSError, ValueError, IndexError):
         return None
+    keys = {"pid", "uid", "sees_host", "interfaces", "syscall_filter"}
+    return seen if isinstance(seen, dict) and keys <= set(seen) else None
 
 
 def require(level: str) -> Isolation:

@@ -114,10 +114,12 @@ def recv(fd: int, deadline: float | None = None):
 
 def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
     out = bytearray()
+    poller = select.poll()  # not select.select: a rollout worker's pipes can sit above fd 1023
+    poller.register(fd, select.POLLIN)
     while len(out) < n:
         if deadline is not None:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            if left <= 0 or not poller.poll(left * 1000):
                 raise WireTimeout("no reply before the deadline")
         chunk = os.read(fd, min(n - len(out), 1 << 20))
         if not chunk:

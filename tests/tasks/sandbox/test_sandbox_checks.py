@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import resource
 
 import pytest
 
@@ -137,3 +139,27 @@ def test_the_judge_is_not_dumpable():
              "    assert ctypes.CDLL(None).prctl(3, 0, 0, 0, 0) == 0  # PR_GET_DUMPABLE\n"
              "    assert candidate(2, 3) == 5\n")
     assert run(GOOD, tests).passed
+
+
+def test_a_dict_or_int_subclass_answer_is_its_plain_value():
+    """A right answer built with Counter or defaultdict passes (the candidate sends the dict it
+    equals); a subclass cannot carry its own __eq__ across (the judge rebuilds a real dict)."""
+    tests = "def check(candidate):\n    assert candidate('aab', 0) == {'a': 2, 'b': 1}\n    assert candidate('', 0) == {}\n"
+    assert run("    import collections\n    return collections.Counter(a)\n", tests).passed
+    assert run("    import collections\n    d = collections.defaultdict(int)\n    for c in a:\n        d[c] += 1\n"
+               "    return d\n", tests).passed
+
+
+def test_checks_work_when_the_worker_holds_over_a_thousand_descriptors():
+    """A rollout worker (vLLM, Ray, sockets) can have its pipes above fd 1023, where select() fails."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert run(GOOD).passed and run("    return a - b\n").status == "failed"
+    finally:
+        for fd in fds:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
