@@ -106,7 +106,7 @@ def _one_step_apart(trainer: Any, step: int) -> dict[str, float]:
     sync = trainer.broadcast()
     trainer.step = step
     return {"rollout_s": rollout_s, "learn_s": learn_s, "sync_s": sync["timing_s/sync"],
-            "response_tokens": tally.metrics(trainer.topology.sink)["rollout/response_tokens"],
+            "response_tokens": tally.metrics()["rollout/response_tokens"],
             "learner_tokens": learned["learner/tokens"], "adapter_bytes": sync["adapters/bytes"]}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import yaml
 from neuromas_dist.graph.topology import Topology, TopologyError
 
 
-SECTION_NAMES = {"GrowthStage": "trainer.growth[]", "SandboxConfig": "data.sandbox"}  # sections nested in a section
+SECTION_NAMES = {"GrowthStage": "trainer.growth[]", "SandboxConfig": "data.sandbox", "AgentSampling": "program.sampling[]"}  # sections nested in a section
 
 
 class ConfigError(ValueError):
@@ -206,6 +207,29 @@ class DataConfig(_Checked):
 
 
 @dataclass(frozen=True)
+class AgentSampling(_Checked):
+    """One agent's sampling, where it differs from ``sampling`` (0 / empty: the run's)."""
+
+    agent: str = _f("", "the agent (a name in program.agents)")
+    temperature: float = _f(0.0, "its sampling temperature (0 = sampling.temperature)", lo=0.0)
+    top_p: float = _f(0.0, "its nucleus (0 = sampling.top_p)", lo=0.0, hi=1.0)
+    max_new_tokens: int = _f(0, "most tokens one of its calls generates (0 = sampling.max_new_tokens)", lo=0)
+    stop: tuple[str, ...] = _f((), "strings that end its responses")
+
+
+@dataclass(frozen=True)
+class ProgramConfig(_Checked):
+    entry: str = _f("", "package.module:function, an agent program `async def solve(question, client) -> str` "
+                    "(transport http: `solve(question, base_url)`, sync allowed); empty = the NeuroMAS graph of `topology`")
+    agents: tuple[str, ...] = _f((), "the program's agents, each trained as its own LoRA adapter; `model=` of a call names one")
+    sampling: tuple[AgentSampling, ...] = _f((), "per-agent sampling overrides")
+    transport: str = _f("inproc", "inproc: solve gets an OpenAI-style client; http: an OpenAI-compatible base URL on "
+                        "127.0.0.1 inside the rollout worker", choices=("inproc", "http"))
+    max_calls: int = _f(8, "most agent calls one run of the program may make (more: the sample scores 0)", lo=1)
+    timeout_s: float = _f(120.0, "a run of the program still going after this many seconds scores 0", lo=0.1)
+
+
+@dataclass(frozen=True)
 class ResourcesConfig(_Checked):
     ray_address: str = _f("", "Ray cluster to join; empty = RAY_ADDRESS if set, else an embedded local Ray")
     rollout_gpus: float = _f(0.0, "GPUs per rollout worker", lo=0.0)
@@ -251,6 +275,7 @@ class LoggingConfig(_Checked):
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"doc": "base model"})
     topology: TopologyConfig = field(default_factory=TopologyConfig, metadata={"doc": "agent graph"})
+    program: ProgramConfig = field(default_factory=ProgramConfig, metadata={"doc": "agent program (instead of the graph)"})
     lora: LoraConfig = field(default_factory=LoraConfig, metadata={"doc": "per-node adapters"})
     sampling: SamplingConfig = field(default_factory=SamplingConfig, metadata={"doc": "rollout sampling"})
     rollout: RolloutConfig = field(default_factory=RolloutConfig, metadata={"doc": "vLLM workers"})
@@ -366,7 +391,34 @@ def _check_resources(cfg: Config) -> None:
         raise ConfigError("resources: rollout_gpus and learner_gpus must both be 0 (CPU) or both > 0 (GPU)")
 
 
-_CROSS_CHECKS = (_check_topology, _check_growth, _check_sampling, _check_paths, _check_resources)
+def _check_program(cfg: Config) -> None:
+    p = cfg.program
+    if not p.entry:
+        if p.agents or p.sampling:
+            raise ConfigError("program.agents and program.sampling need program.entry (the graph's nodes are its agents)")
+        return
+    if ":" not in p.entry:
+        raise ConfigError(f"program.entry={p.entry}: expected package.module:function")
+    if not p.agents:
+        raise ConfigError(f"program.entry={p.entry}: program.agents must name at least one agent")
+    for name in p.agents:
+        if not _AGENT_RE.fullmatch(name):
+            raise ConfigError(f"program.agents: {name!r} is not a valid agent name (letters, digits, _ and -, "
+                              f"at most 64, starting with a letter); it names the agent's adapter directory")
+    if len(set(p.agents)) != len(p.agents):
+        raise ConfigError(f"program.agents: {list(p.agents)} names an agent twice")
+    for i, s in enumerate(p.sampling):
+        if s.agent not in p.agents:
+            raise ConfigError(f"program.sampling[{i}].agent={s.agent!r}: not in program.agents {list(p.agents)}")
+    if cfg.trainer.growth or cfg.trainer.grow_from:
+        raise ConfigError("trainer.growth and trainer.grow_from grow a graph's layers; a program has none "
+                          "(unset them, or unset program.entry)")
+
+
+_AGENT_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
+_CROSS_CHECKS = (_check_program, _check_topology, _check_growth, _check_sampling, _check_paths, _check_resources)
 
 
 # ---------------------------------------------------------------- loading

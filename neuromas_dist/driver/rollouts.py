@@ -223,14 +223,14 @@ class StepRollout:
         arrival = Arrival([p if n else None for p, n in zip(pieces, summary.piece_rows)], summary)
         if repeats:
             try:
-                arrival = self._without(pieces, repeats)
+                arrival = self._without(pieces, summary, repeats)
             except RayError as exc:  # its samples stay unreceived: the restart reruns them
                 self._fail(stream, short_error(exc))
                 return None
         self.received.update(summary.sample_ids)
         return arrival
 
-    def _without(self, pieces: list[Any], repeats: set[str]) -> Arrival | None:
+    def _without(self, pieces: list[Any], summary: BatchSummary, repeats: set[str]) -> Arrival | None:
         """The batch minus samples that already arrived (a rerun raced its first run): the
         one case where the driver reads the rows."""
         kept, dropped = [], 0
@@ -238,7 +238,8 @@ class StepRollout:
             kept.append(piece.filter(pc.invert(pc.is_in(piece.column("sample_id"), value_set=pa.array(sorted(repeats))))))
             dropped += piece.num_rows - kept[-1].num_rows
         self.faults["faults/duplicate_rows_dropped"] += dropped
-        summary = summarize(concat(kept), kept, answer_type_of(self.pool.cfg.data))
+        summary = summarize(concat(kept), kept, answer_type_of(self.pool.cfg.data),
+                            {k: v for k, v in summary.samples.items() if k not in repeats})
         if not summary.sample_ids:
             return None
         return Arrival([ray.put(p) if p.num_rows else None for p in kept], summary)

@@ -240,7 +240,7 @@ class Trainer:
         interval = now - (self._last_step_done or rollout.started)
         self._last_step_done = now
         return StepOutcome(step, {
-            **tally.metrics(self.topology.sink), **learner_metrics, **sync, **rollout.faults, **self.code_isolation,
+            **tally.metrics(), **learner_metrics, **sync, **rollout.faults, **self.code_isolation,
             "faults/worker_restarts_total": self.pool.restarts, "faults/learner_restarts_total": self.learner_restarts,
             "timing_s/rollout": t_rollout, "timing_s/learn_tail": t_learn,
             "timing_s/step": now - rollout.started, "timing_s/step_interval": interval}, failure)

@@ -13,7 +13,7 @@ local test model has a context of about 512 tokens.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from neuromas_dist.graph.topology import Topology, TopologyError, parse_node_name
@@ -129,18 +129,24 @@ def render_node_prompt(
 
 
 def apply_chat(tokenizer: Any, body: str, style: PromptStyle = PromptStyle()) -> str:
-    """Wrap ``body`` as one user turn (after the system message, if any), or return it
-    plainly when there is no chat template."""
-    if not getattr(tokenizer, "chat_template", None):
-        return (f"{style.system}\n" if style.system else "") + body + "\n"
+    """Wrap ``body`` as one user turn (after the system message, if any)."""
     system = [{"role": "system", "content": style.system}] if style.system else []
+    return chat_text(tokenizer, [*system, {"role": "user", "content": body}], style.enable_thinking)
+
+
+def chat_text(tokenizer: Any, messages: Sequence[Mapping[str, str]], enable_thinking: bool = False) -> str:
+    """A conversation as the model reads it, ready for the assistant's next turn: the
+    tokenizer's chat template, or each message's content on its own line when it has none.
+    Node prompts and agent programs' calls both go through here."""
+    if not getattr(tokenizer, "chat_template", None):
+        return "".join(f"{m['content']}\n" for m in messages)
     # Templates ignore variables they do not use, so enable_thinking is harmless everywhere;
     # off by default, it keeps Qwen3-style models out of long thinking blocks.
     text = tokenizer.apply_chat_template(
-        [*system, {"role": "user", "content": body}],
+        [dict(m) for m in messages],
         tokenize=False,
         add_generation_prompt=True,
-        enable_thinking=style.enable_thinking,
+        enable_thinking=enable_thinking,
     )
     if not isinstance(text, str):
         raise TypeError(f"apply_chat_template(tokenize=False) returned {type(text).__name__}, expected str")

@@ -33,6 +33,11 @@ def node_name(layer: int, index: int) -> str:
     return f"L{layer}N{index}"
 
 
+def is_node_name(name: object) -> bool:
+    """Whether ``name`` is a graph node's name (``L<layer>N<index>``), not a program's agent."""
+    return isinstance(name, str) and _NAME_RE.fullmatch(name) is not None
+
+
 def parse_node_name(name: str) -> tuple[int, int]:
     """``"L1N0"`` -> ``(1, 0)``; the (layer, index) pair is also the sort key of nodes."""
     match = _NAME_RE.fullmatch(name) if isinstance(name, str) else None
@@ -99,6 +104,10 @@ class Topology:
             for name in names
         )
         return cls(widths=widths, nodes=nodes)
+
+    def positions(self) -> dict[str, tuple[int, int]]:
+        """node -> (layer, index), as its trajectory rows record it."""
+        return {n.name: (n.layer, n.index) for n in self.nodes}
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -38,26 +38,32 @@ def pop_complete_groups(pending: MutableMapping[tuple[str, str], list[Row]], n_s
     with ``force``, at the step's end) and set each row's advantage against its
     leave-one-out baseline. Returns (node, rows) per group. Keyed by (question, node): a
     sample's rows may arrive in different batches, and a node's baseline needs that
-    node's rows of all n samples."""
+    node's rows of all n samples. The baseline leaves out a *sample*, not a row: every
+    call a sample made of the node gets that sample's advantage."""
     out = []
     for key in list(pending):
         rows = pending[key]
-        if not force and len({r.sample_index for r in rows}) < n_samples:
+        samples = {r.sample_index: r.reward for r in rows}
+        if not force and len(samples) < n_samples:
             continue
         del pending[key]
-        rewards = torch.tensor([r.reward for r in rows], dtype=torch.float64)
-        for r, a in zip(rows, algos.advantages(rewards, algos.loo_baseline(rewards)).tolist()):
-            r.adv_known = a
+        rewards = torch.tensor(list(samples.values()), dtype=torch.float64)
+        adv = dict(zip(samples, algos.advantages(rewards, algos.loo_baseline(rewards)).tolist()))
+        for r in rows:
+            r.adv_known = adv[r.sample_index]
         out.append((key[1], rows))
     return out
+
+
+def node_mean_rewards(totals: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Each node's mean reward over the step's samples that called it: a sample counts once
+    however many calls of the node it made (a graph node's rows are its samples)."""
+    return {node: s["sample_reward_sum"] / s["samples"] for node, s in totals.items() if s["samples"] > 0}
 
 
 def step_constants(totals: Mapping[str, Mapping[str, float]], baseline: str, ema: Mapping[str, float]
                    ) -> dict[str, float]:
     """c_node from the step's summed statistics: the node's mean reward where its baseline
     waited for the step's end, else 0."""
-    out = {}
-    for node, s in totals.items():
-        need = needs_step_constant(baseline, ema, node) and s["rows"] > 0
-        out[node] = s["reward_sum"] / s["rows"] if need else 0.0
-    return out
+    means = node_mean_rewards(totals)
+    return {node: means.get(node, 0.0) if needs_step_constant(baseline, ema, node) else 0.0 for node in totals}

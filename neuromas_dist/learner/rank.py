@@ -135,8 +135,7 @@ class LearnerRank:
             else:
                 grad_norm = self._apply(totals, consts)
                 if lc.baseline == "ema":
-                    means = {n: s["reward_sum"] / s["rows"] for n, s in totals.items() if s["rows"] > 0}
-                    self.ema = algos.ema_update(self.ema, means, lc.ema_decay)
+                    self.ema = algos.ema_update(self.ema, baselines.node_mean_rewards(totals), lc.ema_decay)
             self._busy_s += time.perf_counter() - t0
             busy = stats.all_reduce_max(self._busy_s, self.device, self.world_size)
             metrics = stats.step_metrics(totals, consts, self.ema if lc.baseline == "ema" else None, grad_norm,

@@ -23,6 +23,7 @@ class Row:
     logprobs: list[float]
     version: int
     reward: float
+    first: bool = True  # the first row of its (sample, node): counts the sample once in a node's mean reward
     adv_known: float = 0.0  # R - b for the part of the baseline known while streaming
 
 
@@ -35,13 +36,19 @@ def own_batch(batch: Any, rank: int, world_size: int) -> Any:
 
 
 def rows_of(batch: Any) -> list[Row]:
-    """A checked trajectory batch as the learner's rows."""
+    """A checked trajectory batch as the learner's rows (a batch holds whole samples, so
+    the first row of each (sample, node) in it is that sample's first call of that node)."""
     cols = {name: batch.column(name).to_pylist() for name in
             ("node", "question_id", "sample_index", "prompt_ids", "response_ids", "logprobs",
              "adapter_version", "reward")}
-    return [Row(cols["node"][i], qid, cols["sample_index"][i], cols["prompt_ids"][i], cols["response_ids"][i],
-                cols["logprobs"][i], cols["adapter_version"][i], float(cols["reward"][i]))
-            for i, qid in enumerate(cols["question_id"])]
+    seen: set[tuple[str, int, str]] = set()
+    rows = []
+    for i, qid in enumerate(cols["question_id"]):
+        key = (qid, cols["sample_index"][i], cols["node"][i])
+        rows.append(Row(cols["node"][i], qid, cols["sample_index"][i], cols["prompt_ids"][i], cols["response_ids"][i],
+                        cols["logprobs"][i], cols["adapter_version"][i], float(cols["reward"][i]), key not in seen))
+        seen.add(key)
+    return rows
 
 
 def rows_from_batch(batch: Any, rank: int, world_size: int) -> list[Row]:

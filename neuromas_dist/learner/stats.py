@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 
 # Per-node statistics summed over ranks; their order fixes the all-reduce layout.
-NODE_STATS = ("rows", "reward_sum", "adv_known_sum", "tokens", "onpolicy_tokens", "gap_sum", "kl_sum",
+NODE_STATS = ("rows", "reward_sum", "samples", "sample_reward_sum", "adv_known_sum", "tokens", "onpolicy_tokens", "gap_sum", "kl_sum",
               "stale_tokens", "iw_sum", "loss_known", "loss_one", "denom", "input_tokens",
               "stale_checked_tokens", "stale_gap_sum")
 

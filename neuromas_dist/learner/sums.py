@@ -54,6 +54,8 @@ class StepSums:
         s = self.stats[node]
         s["rows"] += len(rows)
         s["reward_sum"] += sum(r.reward for r in rows)
+        s["samples"] += sum(r.first for r in rows)
+        s["sample_reward_sum"] += sum(r.reward for r in rows if r.first)
         s["adv_known_sum"] += sum(r.adv_known for r in rows)
 
     def count(self, node: str, rows: Sequence[Row], lp: torch.Tensor, beh: torch.Tensor, mask: torch.Tensor,

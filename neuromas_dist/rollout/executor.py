@@ -16,44 +16,32 @@ requests of different nodes (different LoRA adapters) and different samples toge
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import itertools
-import time
-from typing import Any, AsyncIterator, Callable, Mapping, NamedTuple, Sequence
+from collections import Counter
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, NamedTuple, Sequence
 
 from neuromas_dist.graph.growth import GrowthGate
 from neuromas_dist.graph.prompts import PromptStyle, render_node_prompt
 from neuromas_dist.graph.topology import Topology
+from neuromas_dist.rollout.calls import (FINISH_ABORT, EngineCalls, NodeCall, SamplingPolicy, call_seed,
+                                         request_seed, sampled_logprobs)
 from neuromas_dist.rollout.lora_registry import Pin
 
-FINISH_ABORT = "abort"  # the node never ran: its prompt could not fit max_model_len
-
-
-class SamplingPolicy(NamedTuple):
-    temperature: float
-    top_p: float
-    max_new_tokens: int
-    seed: int  # base seed of the run; each request's seed is derived from it
+__all__ = ["FINISH_ABORT", "GraphExecutor", "NodeCall", "Route", "SampleResult", "SampleSpec", "SamplingPolicy",
+           "request_seed", "sampled_logprobs", "stream_samples"]
 
 
 class SampleSpec(NamedTuple):
-    """One pass of one question through the graph."""
+    """One pass of one question through the graph (or one run of a program)."""
 
     step: int  # the training step (decides a growth gate's share)
     example: Any  # tasks.Example: id, question, answer
     sample_index: int
     seed_step: int | None = None  # the step that seeds the request (None = step)
 
-
-class NodeCall(NamedTuple):
-    node: str
-    prompt_ids: list[int]
-    response_ids: list[int]
-    logprobs: list[float]
-    text: str
-    finish_reason: str
-    prompt_truncated: bool
-    latency_s: float
+    def seed(self, base_seed: int, agent: str, call_index: int = 0) -> int:
+        """The seed of ``agent``'s ``call_index``-th call in this sample."""
+        step = self.step if self.seed_step is None else self.seed_step
+        return call_seed(base_seed, step, str(self.example.id), self.sample_index, agent, call_index)
 
 
 class Route(NamedTuple):
@@ -65,40 +53,57 @@ class Route(NamedTuple):
 
 class SampleResult(NamedTuple):
     spec: SampleSpec
-    version: int  # the adapter version every node of this sample used
-    calls: Mapping[str, NodeCall]  # node -> its call (a gated sample: only the carried nodes)
+    version: int  # the adapter version every call of this sample used
+    calls: tuple[NodeCall, ...]  # in the order they started (a graph: topology order; gated: the carried nodes)
+    answer: str  # what is scored: the sink's text, or what the program returned
+    flags: Counter = Counter()  # a program's faults (rollout/flag_program_*): the sample scores 0
+
+    def by_agent(self) -> dict[str, NodeCall]:
+        """agent -> its first call (a graph node's only one)."""
+        out: dict[str, NodeCall] = {}
+        for call in self.calls:
+            out.setdefault(call.node, call)
+        return out
 
 
-def request_seed(base_seed: int, step: int, question_id: str, sample_index: int, node: str) -> int:
-    """Stable per-request seed: same run, step, sample and node -> same tokens."""
-    key = f"{base_seed}|{step}|{question_id}|{sample_index}|{node}".encode()
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") & 0x7FFFFFFF
+RunSample = Callable[[SampleSpec, Pin, SamplingPolicy], Awaitable[SampleResult]]
 
 
-def sampled_logprobs(token_ids: Sequence[int], logprobs: Sequence[Mapping[int, Any]] | None) -> list[float]:
-    """The logprob of each sampled token from vLLM's per-position dicts."""
-    if token_ids and not logprobs:
-        raise RuntimeError(f"vLLM returned {len(token_ids)} tokens without logprobs; SamplingParams.logprobs must be 0")
-    return [float(pos[tok].logprob) for tok, pos in zip(token_ids, logprobs or ())]
+async def stream_samples(run_sample: RunSample, specs: Sequence[SampleSpec], acquire: Callable[[], Pin],
+                         release: Callable[[Pin], Any], policy: SamplingPolicy) -> AsyncIterator[SampleResult]:
+    """Every sample its own task, yielded as it finishes; each pins one adapter version throughout."""
+    async def one(spec: SampleSpec) -> SampleResult:
+        pin = acquire()
+        try:
+            return await run_sample(spec, pin, policy)
+        finally:
+            release(pin)
+
+    tasks = [asyncio.ensure_future(one(spec)) for spec in specs]
+    try:
+        for next_done in asyncio.as_completed(tasks):
+            yield await next_done
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 class GraphExecutor:
-    """Runs samples through ``topology`` on ``engine`` (an ``AsyncLLM`` or a fake with
-    the same ``generate`` coroutine-iterator signature)."""
+    """Runs samples through ``topology``, every node call through ``calls`` (the engine path
+    agent programs take too)."""
 
-    def __init__(self, engine: Any, topology: Topology, tokenizer: Any, *, answer_format: str,
-                 upstream_token_budget: int, max_model_len: int, gate: GrowthGate | None = None,
+    def __init__(self, calls: EngineCalls, topology: Topology, *, answer_format: str,
+                 upstream_token_budget: int, gate: GrowthGate | None = None,
                  style: PromptStyle = PromptStyle()) -> None:
-        self.engine = engine
+        self.calls = calls
         self.topology = topology
         self.gate = gate  # a grown graph fading in: some samples run the small graph
         self._small = Topology.build(gate.small) if gate is not None else None
-        self.tokenizer = tokenizer
+        self.tokenizer = calls.tokenizer
         self.answer_format = answer_format
         self.budget = upstream_token_budget
         self.style = style
-        self.max_model_len = max_model_len
-        self._request_ids = itertools.count()
+        self.max_model_len = calls.max_model_len
 
     # ------------------------------------------------------------ prompts
 
@@ -134,44 +139,11 @@ class GraphExecutor:
         prompt_ids, truncated = self.fit_prompt(node, spec.example.question, upstream, policy.max_new_tokens,
                                                 topology)
         if prompt_ids is None:
-            if tokens is not None:
-                tokens.put_nowait(None)
-            return NodeCall(serving, [], [], [], "", FINISH_ABORT, True, 0.0)
-        max_tokens = min(policy.max_new_tokens, self.max_model_len - len(prompt_ids))
-        seed_step = spec.step if spec.seed_step is None else spec.seed_step
+            return self.calls.aborted(serving, tokens=tokens)
         # Seeded by the node's name in the graph it runs (the small one when gated), so a
         # gated sample draws what the small graph drew: sampled passes match too, not only greedy.
-        params = _sampling_params(policy, max_tokens, request_seed(
-            policy.seed, seed_step, str(spec.example.id), spec.sample_index, node), stream=tokens is not None)
-        start = time.perf_counter()
-        out = await self._generate(prompt_ids, params, pin.requests[serving], tokens)
-        completion = out.outputs[0]
-        token_ids = list(completion.token_ids)
-        # Decode here rather than use vLLM's incremental text: the two differ on broken
-        # UTF-8 fragments, and downstream prompts must be reproducible from the row's ids.
-        text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
-        return NodeCall(serving, prompt_ids, token_ids, sampled_logprobs(token_ids, completion.logprobs),
-                        text, str(completion.finish_reason or FINISH_ABORT), truncated,
-                        time.perf_counter() - start)
-
-    async def _generate(self, prompt_ids: list[int], params: Any, lora_request: Any,
-                        tokens: "asyncio.Queue | None" = None) -> Any:
-        from vllm.inputs import TokensPrompt
-
-        final, sent = None, 0
-        request_id = f"n{next(self._request_ids)}"
-        try:
-            async for final in self.engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params,
-                                                    request_id, lora_request=lora_request):
-                if tokens is not None:
-                    ids = final.outputs[0].token_ids
-                    if len(ids) > sent:
-                        tokens.put_nowait(list(ids[sent:]))
-                        sent = len(ids)
-        finally:
-            if tokens is not None:
-                tokens.put_nowait(None)
-        return final
+        return await self.calls.generate(serving, prompt_ids, pin.requests[serving], policy,
+                                         spec.seed(policy.seed, node), prompt_truncated=truncated, tokens=tokens)
 
     # ------------------------------------------------------------ schedulers
 
@@ -205,7 +177,13 @@ class GraphExecutor:
         finally:
             for task in tasks.values():
                 task.cancel()
-        return SampleResult(spec, pin.version, {c.node: c for c in calls})
+        return self._result(spec, pin, calls)
+
+    def _result(self, spec: SampleSpec, pin: Pin, calls: Sequence[NodeCall]) -> SampleResult:
+        """Calls in the (large) topology's order; the sink's text is the answer."""
+        order = {name: i for i, name in enumerate(self.topology.names)}
+        calls = sorted(calls, key=lambda c: order[c.node])
+        return SampleResult(spec, pin.version, tuple(calls), calls[-1].text)
 
     async def run_layered(self, specs: Sequence[SampleSpec], pins: Sequence[Pin],
                           policy: SamplingPolicy) -> list[SampleResult]:
@@ -220,10 +198,10 @@ class GraphExecutor:
                 for i, node in jobs))
             for (i, node), call in zip(jobs, results):
                 calls[i][node] = call
-        return [SampleResult(spec, pin.version, c) for spec, pin, c in zip(specs, pins, calls)]
+        return [self._result(spec, pin, list(c.values())) for spec, pin, c in zip(specs, pins, calls)]
 
     async def stream(self, specs: Sequence[SampleSpec], acquire: Callable[[], Pin],
-                     release: Callable[[Pin], Any], policy: SamplingPolicy, scheduling: str
+                     release: Callable[[Pin], Any], policy: SamplingPolicy, scheduling: str = "per_sample"
                      ) -> AsyncIterator[SampleResult]:
         """Yield samples as they finish; every sample pins one adapter version throughout."""
         if scheduling == "layer":
@@ -236,41 +214,9 @@ class GraphExecutor:
             for result in results:
                 yield result
             return
-        async for result in self._stream_per_sample(specs, acquire, release, policy):
+        async for result in stream_samples(self.run_sample, specs, acquire, release, policy):
             yield result
-
-    async def _stream_per_sample(self, specs, acquire, release, policy) -> AsyncIterator[SampleResult]:
-        async def one(spec: SampleSpec) -> SampleResult:
-            pin = acquire()
-            try:
-                return await self.run_sample(spec, pin, policy)
-            finally:
-                release(pin)
-
-        tasks = [asyncio.ensure_future(one(spec)) for spec in specs]
-        try:
-            for next_done in asyncio.as_completed(tasks):
-                yield await next_done
-        finally:
-            for task in tasks:
-                task.cancel()
 
 
 def _upstream(topology: Topology, node: str, calls: Mapping[str, NodeCall]) -> dict[str, str]:
     return {src: calls[src].text for src in topology.node(node).inputs}
-
-
-def _sampling_params(policy: SamplingPolicy, max_tokens: int, seed: int, stream: bool = False) -> Any:
-    from vllm import SamplingParams
-    from vllm.sampling_params import RequestOutputKind
-
-    return SamplingParams(
-        temperature=policy.temperature,
-        top_p=policy.top_p,
-        max_tokens=max_tokens,
-        logprobs=0,  # 0 = only the sampled token's logprob
-        seed=None if policy.temperature == 0 else seed,
-        # no per-token deltas (less IPC), unless a caller streams the tokens: then all ids so far
-        output_kind=RequestOutputKind.CUMULATIVE if stream else RequestOutputKind.FINAL_ONLY,
-        detokenize=False,  # the executor decodes the final ids itself
-    )

@@ -1,7 +1,8 @@
 """Finished samples -> scored trajectory rows (pure functions).
 
-The reward is computed once per sample from the sink's text and copied onto every
-node's row: one terminal reward trains every node. Bad output (empty, no parsable
+The reward is computed once per sample from its answer (the sink's text, or what a
+program returned) and copied onto every call's row: one terminal reward trains every
+agent. Bad output (empty, no parsable
 answer, cut at max tokens, a checker that raises) is scored by the task's rule, which
 gives 0 for no answer, and counted under a ``rollout/flag_*`` key; it never raises.
 """
@@ -10,9 +11,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
-from neuromas_dist.graph.topology import Topology
 from neuromas_dist.rollout.executor import FINISH_ABORT, SampleResult
 from neuromas_dist.trajectories.schema import TrajectoryRow
 
@@ -61,9 +61,10 @@ def _guarded(text: str, score: Any) -> Scored:
 
 
 def call_flags(result: SampleResult) -> Counter:
-    """Per-node-call flags of one sample (cut responses, cut prompts, skipped nodes)."""
-    flags: Counter = Counter()
-    for call in result.calls.values():
+    """Per-call flags of one sample (cut responses, cut prompts, calls that never ran) and
+    its program's faults."""
+    flags: Counter = Counter(result.flags)
+    for call in result.calls:
         flags["rollout/flag_cut"] += call.finish_reason == "length"
         flags["rollout/flag_prompt_truncated"] += call.prompt_truncated
         flags["rollout/flag_aborted"] += call.finish_reason == FINISH_ABORT
@@ -75,38 +76,33 @@ def sample_id(question_id: Any, sample_index: int) -> str:
     return f"{question_id}#{sample_index}"
 
 
-def sample_rows(result: SampleResult, scored: Scored, topology: Topology, worker_id: int
+def sample_rows(result: SampleResult, scored: Scored, positions: Mapping[str, tuple[int, int]], worker_id: int
                 ) -> list[TrajectoryRow]:
-    """One row per node that ran in ``result``, in topology order (a sample gated to the
-    small graph has rows of the carried nodes only, named by the large node)."""
-    spec, sink_text = result.spec, result.calls[topology.sink].text
-    rows = []
-    for node in topology.nodes:
-        call = result.calls.get(node.name)
-        if call is None:
-            continue
-        rows.append(TrajectoryRow(
-            step=spec.step,
-            sample_id=sample_id(spec.example.id, spec.sample_index),
-            question_id=str(spec.example.id),
-            sample_index=spec.sample_index,
-            node=node.name,
-            layer=node.layer,
-            node_index=node.index,
-            prompt_ids=call.prompt_ids,
-            response_ids=call.response_ids,
-            logprobs=call.logprobs,
-            finish_reason=call.finish_reason,
-            prompt_truncated=call.prompt_truncated,
-            response_truncated=call.finish_reason == "length",
-            adapter_version=result.version,
-            answer_text=sink_text,
-            parsed_answer=scored.parsed,
-            reward=scored.reward,
-            worker_id=worker_id,
-            latency_s=call.latency_s,
-            text=call.text,
-            question=spec.example.question,
-            gold_answer=str(spec.example.answer),
-        ))
-    return rows
+    """One row per call in ``result``, in the order the calls started. ``positions``: each
+    agent's (layer, index), a graph node's place or (0, i) for a program's i-th agent."""
+    spec = result.spec
+    return [TrajectoryRow(
+        step=spec.step,
+        sample_id=sample_id(spec.example.id, spec.sample_index),
+        question_id=str(spec.example.id),
+        sample_index=spec.sample_index,
+        node=call.node,
+        layer=positions[call.node][0],
+        node_index=positions[call.node][1],
+        call_index=call.call_index,
+        prompt_ids=call.prompt_ids,
+        response_ids=call.response_ids,
+        logprobs=call.logprobs,
+        finish_reason=call.finish_reason,
+        prompt_truncated=call.prompt_truncated,
+        response_truncated=call.finish_reason == "length",
+        adapter_version=result.version,
+        answer_text=result.answer,
+        parsed_answer=scored.parsed,
+        reward=scored.reward,
+        worker_id=worker_id,
+        latency_s=call.latency_s,
+        text=call.text,
+        question=spec.example.question,
+        gold_answer=str(spec.example.answer),
+    ) for call in result.calls]

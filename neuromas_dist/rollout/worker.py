@@ -1,4 +1,4 @@
-"""The rollout worker: one vLLM engine, every node's adapter, the graph executor.
+"""The rollout worker: one vLLM engine, every agent's adapter, the graph executor or a program's runtime.
 
 ``RolloutWorker`` is a plain class with async methods, so it runs in-process under
 ``asyncio`` (benchmarks) and, wrapped by :func:`start_workers`, as an async Ray actor
@@ -13,7 +13,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,18 +21,23 @@ from transformers import AutoTokenizer
 
 from neuromas_dist.adapters.peft_io import AdapterSet
 from neuromas_dist.config import Config
-from neuromas_dist.graph.prompts import PromptStyle
+from neuromas_dist.graph.prompts import PromptStyle, chat_text, encode
 from neuromas_dist.graph.topology import Topology
 from neuromas_dist.models.tiny import ensure_tiny_model
+from neuromas_dist.programs.entry import load_program
+from neuromas_dist.programs.episode import faulted
+from neuromas_dist.programs.http import LoopbackEndpoint
+from neuromas_dist.programs.runtime import ProgramExecutor, agent_positions
 from neuromas_dist.rollout.adapter_slots import AdapterSlots
 from neuromas_dist.rollout.adapters import zero_adapter_set
+from neuromas_dist.rollout.calls import EngineCalls
 from neuromas_dist.rollout.engine import build_engine, child_pids, kill_pids
 from neuromas_dist.rollout.executor import GraphExecutor, SampleResult, SampleSpec, SamplingPolicy
-from neuromas_dist.rollout.rows import call_flags, sample_rows, score_text_async
+from neuromas_dist.rollout.rows import Scored, call_flags, sample_id, sample_rows, score_text_async
 from neuromas_dist.tasks import make_task, synthetic_task
 from neuromas_dist.trajectories.schema import to_record_batch
 from neuromas_dist.trajectories.shards import split_by_owner
-from neuromas_dist.trajectories.summary import BatchSummary, summarize
+from neuromas_dist.trajectories.summary import BatchSummary, SampleRecord, sample_record, summarize
 
 _END = object()
 PLACEHOLDER_VERSION = -1  # the worker's own zero adapters, before any learner broadcast
@@ -52,7 +57,7 @@ def resolve_model_dir(cfg: Config) -> str:
 
 
 class RolloutWorker:
-    """One vLLM engine executing the agent graph with per-node LoRA adapters."""
+    """One vLLM engine executing the agent graph (or ``program.entry``) with per-agent LoRA adapters."""
 
     def __init__(self, cfg: Config, worker_id: int = 0, *, model_dir: str | None = None,
                  task: Any = None) -> None:
@@ -60,12 +65,14 @@ class RolloutWorker:
         self.worker_id = worker_id
         self.model_dir = str(model_dir) if model_dir else resolve_model_dir(cfg)
         self.topology = Topology.of_config(cfg.topology.widths, cfg.topology.edges)
+        self.program = load_program(cfg.program.entry, cfg.program.transport) if cfg.program.entry else None
+        self.endpoint = LoopbackEndpoint() if self.program and cfg.program.transport == "http" else None
         self.task = task if task is not None else default_task(cfg)
         self.adapters = AdapterSlots()
         self.counters: Counter = Counter()
         self.gauges: dict[str, float] = {}
         self._engine: Any = None
-        self._executor: GraphExecutor | None = None
+        self._executor: GraphExecutor | ProgramExecutor | None = None
         self._start_lock: asyncio.Lock | None = None
         self.gate: Any = None  # graph.growth.GrowthGate while a grown graph fades in
         self.incarnation = uuid.uuid4().hex  # new after every (Ray) restart of this worker
@@ -90,7 +97,7 @@ class RolloutWorker:
             if self.adapters.version is None:
                 # Zero-contribution adapters so a started worker can serve at once. Version -1:
                 # the learner's own initial adapters are version 0 and must still install over these.
-                zero = zero_adapter_set(self.model_dir, self.topology.names, self.cfg.lora, seed=self.cfg.trainer.seed,
+                zero = zero_adapter_set(self.model_dir, self.names, self.cfg.lora, seed=self.cfg.trainer.seed,
                                         trust_remote_code=self.cfg.model.trust_remote_code)
                 await self.load_adapters(zero._replace(version=PLACEHOLDER_VERSION))
         return dict(self.gauges)
@@ -104,11 +111,25 @@ class RolloutWorker:
         """The worker's ``AsyncLLM`` (None before :meth:`start`), e.g. for raw-vLLM baselines."""
         return self._engine
 
-    def _make_executor(self) -> GraphExecutor:
-        return GraphExecutor(self._engine, self.topology, self.tokenizer,
+    @property
+    def names(self) -> list[str]:
+        """The agents this worker serves, each an adapter: the program's, or the graph's nodes."""
+        return list(self.cfg.program.agents) if self.program else list(self.topology.names)
+
+    @property
+    def positions(self) -> Mapping[str, tuple[int, int]]:
+        """Each agent's (layer, index) on its rows."""
+        if self.program:
+            return agent_positions(self.names)
+        return self.topology.positions()
+
+    def _make_executor(self) -> GraphExecutor | ProgramExecutor:
+        calls = EngineCalls(self._engine, self.tokenizer, self.cfg.model.max_model_len)
+        if self.program:
+            return ProgramExecutor(calls, self.program, self.cfg, self.endpoint)
+        return GraphExecutor(calls, self.topology,
                              answer_format=self.task.answer_format,
-                             upstream_token_budget=self.cfg.topology.upstream_token_budget,
-                             max_model_len=self.cfg.model.max_model_len, gate=self.gate,
+                             upstream_token_budget=self.cfg.topology.upstream_token_budget, gate=self.gate,
                              style=PromptStyle(self.cfg.topology.upstream_cut, self.cfg.prompts.system,
                                                self.cfg.prompts.enable_thinking))
 
@@ -128,6 +149,8 @@ class RolloutWorker:
             # Drop every reference (the executor holds one too): an AsyncLLM finalised
             # at interpreter exit, after asyncio is gone, prints a TypeError traceback.
             self._engine = self._executor = self.adapters.engine = None
+        if self.endpoint is not None:
+            await self.endpoint.close()
         self.adapters.close()
 
     # ------------------------------------------------------------ adapters and topology
@@ -135,7 +158,7 @@ class RolloutWorker:
     async def load_adapters(self, adapters: AdapterSet) -> dict[str, float]:
         """Hot swap: ``adapters`` under fresh LoRA ids; the old version is dropped once
         the samples pinning it finish. Returns timing and size of the load."""
-        missing = sorted(set(self.topology.names) - set(adapters.tensors))
+        missing = sorted(set(self.names) - set(adapters.tensors))
         if missing:
             raise ValueError(f"adapter set v{adapters.version} lacks nodes {', '.join(missing)}")
         if self._engine is None:
@@ -148,6 +171,8 @@ class RolloutWorker:
     async def set_topology(self, widths: Sequence[int], edges: Sequence[str] = (), gate: Any = None) -> list[str]:
         """Switch to a grown topology (with its growth gate, if gated); load adapters
         covering its nodes before the next rollout."""
+        if self.program:
+            raise ValueError("a program has no topology to grow")
         self.topology = Topology.of_config(widths, edges)
         self.gate = gate
         if self._engine is not None:
@@ -180,11 +205,11 @@ class RolloutWorker:
         n = n_samples or self.cfg.sampling.n_samples
         ks = indices if indices is not None else [range(n)] * len(examples)
         specs = [SampleSpec(step, ex, k) for ex, kk in zip(examples, ks) for k in kk]
-        async for batch in self._run(specs, self._policy(greedy=False), self.cfg.rollout.scheduling):
+        async for batch, records in self._run(specs, self._policy(greedy=False), self.cfg.rollout.scheduling):
             pieces = split_by_owner(batch, shards)
             for piece in pieces:
                 yield piece
-            yield summarize(batch, pieces, self.task.answer_type)
+            yield summarize(batch, pieces, self.task.answer_type, records)
 
     async def evaluate(self, examples: Sequence[Any], step: int = -1, samples: int = 0) -> dict[str, Any]:
         """Greedy pass over ``examples`` and, with ``samples`` > 0, that many sampled passes
@@ -194,14 +219,14 @@ class RolloutWorker:
         so "before" and "after" differ by the adapters, not by the draw.
         """
         await self.start()
-        greedy = await self._collect([SampleSpec(step, ex, 0) for ex in examples], greedy=True)
-        acc, n = sink_accuracy(greedy, self.topology.sink)
+        greedy, records = await self._collect([SampleSpec(step, ex, 0) for ex in examples], greedy=True)
+        acc, n = mean_reward(records)
         metrics = {"eval/accuracy": acc, "eval/questions": n}
         sampled = None
         if samples > 0:
-            sampled = await self._collect(
+            sampled, records = await self._collect(
                 [SampleSpec(step, ex, k, EVAL_SEED_STEP) for ex in examples for k in range(samples)], greedy=False)
-            acc, n = sink_accuracy(sampled, self.topology.sink)
+            acc, n = mean_reward(records)
             metrics.update({"eval/sampled_accuracy": acc, "eval/samples": n})
         return {"metrics": metrics, "greedy": greedy, "sampled": sampled}
 
@@ -217,35 +242,50 @@ class RolloutWorker:
             self.adapters.release(pin)
 
     def prompt_tokens(self, question: str) -> int | None:
-        """Tokens of a first-layer node's prompt for ``question``; None when it leaves no
-        room for one new token within ``model.max_model_len``."""
+        """Tokens of a first-layer node's prompt for ``question`` (a program: of the question as
+        one user message); None when it leaves no room for one new token within ``model.max_model_len``."""
+        if isinstance(self._executor, ProgramExecutor):
+            n = len(encode(self.tokenizer, chat_text(self.tokenizer, [{"role": "user", "content": question}],
+                                                     self.cfg.prompts.enable_thinking)))
+            return n if n < self.cfg.model.max_model_len else None
         node = self.topology.layer_nodes(0)[0].name
         ids, _ = self._executor.fit_prompt(node, question, {}, 1)
         return None if ids is None else len(ids)
 
-    async def _collect(self, specs: list[SampleSpec], greedy: bool) -> pa.Table | None:
-        batches = [b async for b in self._run(specs, self._policy(greedy=greedy), self.cfg.rollout.scheduling)]
-        return pa.Table.from_batches(batches) if batches else None
+    async def _collect(self, specs: list[SampleSpec], greedy: bool) -> tuple[pa.Table | None, dict[str, SampleRecord]]:
+        batches, records = [], {}
+        async for batch, scored in self._run(specs, self._policy(greedy=greedy), self.cfg.rollout.scheduling):
+            batches.append(batch)
+            records.update(scored)
+        return (pa.Table.from_batches(batches) if batches else None), records
 
     async def _run(self, specs: list[SampleSpec], policy: SamplingPolicy, scheduling: str
-                   ) -> AsyncIterator[pa.RecordBatch]:
+                   ) -> AsyncIterator[tuple[pa.RecordBatch, dict[str, SampleRecord]]]:
+        """Each group of finished samples as (their rows, each sample's record)."""
         t0, tokens = time.perf_counter(), 0
         results = self._executor.stream(specs, self.adapters.acquire, self.adapters.release, policy, scheduling)
         async for group in _grouped(results, self.cfg.rollout.batch_samples, self.cfg.rollout.batch_seconds):
-            rows = [row for scored in await asyncio.gather(*map(self._score, group)) for row in scored]
+            scored = await asyncio.gather(*map(self._score, group))
+            rows = [row for sample_rows_, _ in scored for row in sample_rows_]
             tokens += sum(len(r.response_ids) for r in rows)
-            yield to_record_batch(rows)
+            records = {sample_id(r.spec.example.id, r.spec.sample_index): rec for r, (_, rec) in zip(group, scored)}
+            yield to_record_batch(rows), records
         elapsed = time.perf_counter() - t0
         self.gauges.update({"rollout/seconds": elapsed, "rollout/response_tokens": tokens,
                             "rollout/tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0})
 
-    async def _score(self, result: SampleResult) -> list:
-        sink_text = result.calls[self.topology.sink].text
-        scored = await score_text_async(self.task, sink_text, result.spec.example)
-        self.counters.update(scored.flags + call_flags(result))
+    async def _score(self, result: SampleResult) -> tuple[list, SampleRecord]:
+        """The sample's rows and record; a program's fault scores it 0 without asking the task."""
+        if faulted(result.flags):
+            scored = Scored(0.0, None, Counter())
+        else:
+            scored = await score_text_async(self.task, result.answer, result.spec.example)
+        flags = scored.flags + call_flags(result)
+        self.counters.update(flags)
         self.counters["rollout/samples"] += 1
         self.counters["rollout/node_calls"] += len(result.calls)
-        return sample_rows(result, scored, self.topology, self.worker_id)
+        record = sample_record(scored.reward, scored.parsed, flags, self.task.answer_type)
+        return sample_rows(result, scored, self.positions, self.worker_id), record
 
     def stats(self) -> dict[str, float]:
         """Counters since start plus gauges of the last rollout and adapter load."""
@@ -292,9 +332,9 @@ async def _grouped(results: AsyncIterator[SampleResult], every: int, seconds: fl
         producer.cancel()
 
 
-def sink_accuracy(table: pa.Table | None, sink: str) -> tuple[float, int]:
-    """(mean reward of the sink's rows, how many): a pass's accuracy (0.0 on no rows)."""
-    rewards = [] if table is None else table.filter(pc.equal(table["node"], sink))["reward"].to_pylist()
+def mean_reward(records: Mapping[str, SampleRecord]) -> tuple[float, int]:
+    """(mean reward of the samples, how many): a pass's accuracy (0.0 on none)."""
+    rewards = [r["reward"] for r in records.values()]
     return (sum(rewards) / len(rewards) if rewards else 0.0), len(rewards)
 
 

@@ -1,8 +1,9 @@
 """The trajectory contract between rollout and learner: one Arrow schema, defined here only.
 
-One row is one node's call for one sample: a sample is one pass of one question through
-the whole graph, so a sample of a 3-node graph gives 3 rows that share ``sample_id`` and
-``reward``. Rollout workers emit these rows as ``pyarrow.RecordBatch`` objects; the learner
+One row is one agent call for one sample: a sample is one pass of one question through
+the whole graph (or one run of an agent program), so a sample of a 3-node graph gives 3
+rows that share ``sample_id`` and ``reward``, and a program whose solver is called twice
+gives two solver rows, ``call_index`` 0 and 1. Rollout workers emit these rows as ``pyarrow.RecordBatch`` objects; the learner
 reads them back column-wise (learner.rows). Parquet files under a run's
 ``trajectories/`` hold exactly this schema, so pandas and DuckDB read them directly.
 """
@@ -14,19 +15,20 @@ from typing import Iterable, NamedTuple, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from neuromas_dist.graph.topology import parse_node_name
+from neuromas_dist.graph.topology import is_node_name, parse_node_name
 
 
 class TrajectoryRow(NamedTuple):
-    """One node call of one sample. Shapes: P = prompt tokens, T = response tokens."""
+    """One agent call of one sample. Shapes: P = prompt tokens, T = response tokens."""
 
     step: int  # training step these rollouts were sampled for
     sample_id: str  # "<question_id>#<sample_index>", unique within a step
     question_id: str  # id of the question in its data set
     sample_index: int  # k in 0..n_samples-1 for this question
-    node: str  # node name, e.g. "L0N1"
-    layer: int  # 0-based layer of the node
-    node_index: int  # 0-based position of the node within its layer
+    node: str  # the agent: a graph node's name ("L0N1") or a program's agent ("solver"); its adapter
+    layer: int  # 0-based layer of the node (a program's agents: 0)
+    node_index: int  # 0-based position of the node within its layer (a program's agents: in program.agents)
+    call_index: int  # 0-based number of this agent's call within the sample (a graph node: always 0)
     prompt_ids: Sequence[int]  # [P] token ids fed to the model (chat template applied)
     response_ids: Sequence[int]  # [T] sampled token ids
     logprobs: Sequence[float]  # [T] log-prob of each sampled token under the sampling policy
@@ -34,8 +36,8 @@ class TrajectoryRow(NamedTuple):
     prompt_truncated: bool  # an upstream message was cut to fit the token budget
     response_truncated: bool  # generation hit max_new_tokens (finish_reason == "length")
     adapter_version: int  # version of the node's LoRA adapter that sampled this row
-    answer_text: str  # the sink's full response text (same on every row of a sample)
-    parsed_answer: str | None  # answer extracted from the sink's text; None if unparsable
+    answer_text: str  # the scored answer: the sink's text or the program's return (same on every row of a sample)
+    parsed_answer: str | None  # answer extracted from answer_text; None if unparsable
     reward: float  # terminal reward of the sample, identical on all its rows
     worker_id: int  # rollout worker that produced the row
     latency_s: float  # seconds from this node's submission to its last token
@@ -54,6 +56,7 @@ TRAJECTORY_SCHEMA = pa.schema(
         pa.field("node", pa.string(), nullable=False),
         pa.field("layer", pa.int32(), nullable=False),
         pa.field("node_index", pa.int32(), nullable=False),
+        pa.field("call_index", pa.int32(), nullable=False),
         pa.field("prompt_ids", pa.list_(pa.int32()), nullable=False),
         pa.field("response_ids", pa.list_(pa.int32()), nullable=False),
         pa.field("logprobs", pa.list_(pa.float32()), nullable=False),
@@ -78,11 +81,11 @@ assert tuple(TRAJECTORY_SCHEMA.names) == TrajectoryRow._fields, "schema and row 
 def make_row(node: str, question_id: str = "q0", sample_index: int = 0, *, response_ids: Sequence[int] = (2,),
              logprobs: Sequence[float] | None = None, **fields) -> TrajectoryRow:
     """A row by keyword, everything derivable derived: ``sample_id``, ``layer`` and
-    ``node_index`` (from the node's name), ``logprobs`` (-1 per response token) and
-    ``response_truncated`` (from ``finish_reason``); the rest defaults to an on-policy,
-    unrewarded call. For tests and benchmarks, which build rows without a rollout."""
-    layer, index = parse_node_name(node)
-    base = dict(step=0, prompt_ids=[1], finish_reason="stop", prompt_truncated=False, adapter_version=0,
+    ``node_index`` (from a graph node's name; 0 for a program's agent), ``logprobs`` (-1 per
+    response token) and ``response_truncated`` (from ``finish_reason``); the rest defaults to
+    an on-policy, unrewarded first call. For tests and benchmarks, which build rows without a rollout."""
+    layer, index = parse_node_name(node) if is_node_name(node) else (0, 0)
+    base = dict(step=0, call_index=0, prompt_ids=[1], finish_reason="stop", prompt_truncated=False, adapter_version=0,
                 answer_text="", parsed_answer=None, reward=0.0, worker_id=0, latency_s=0.0)
     base.update(fields)
     base.setdefault("response_truncated", base["finish_reason"] == "length")

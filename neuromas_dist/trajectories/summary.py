@@ -1,8 +1,8 @@
 """What the driver learns of a trajectory batch without reading its rows.
 
 A rollout worker yields each batch as one piece per learner rank (``shards``) followed by
-its :class:`BatchSummary`: the sample ids it holds (the driver's exactly-once bookkeeping),
-the rows in each piece, and per-node sums. Sums, not means, so the driver adds the
+its :class:`BatchSummary`: the samples it holds (the driver's exactly-once bookkeeping)
+with each one's reward and counted flags, the rows in each piece, and per-node sums. Sums, not means, so the driver adds the
 summaries of a step's batches up (:class:`StepTally`) and turns them into the step's
 rollout metrics; the rows themselves go from the worker's object store to the learner
 ranks, each rank fetching only its piece.
@@ -11,7 +11,7 @@ ranks, each rank fetching only its piece.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import pyarrow as pa
@@ -23,25 +23,52 @@ _CARRIES = "carries/"
 _CODE = "code/"  # a code task's verdicts (its parsed answer is the sandbox's status)
 
 
+SampleRecord = Mapping[str, float]  # one sample's counts: samples (1), reward, unparsable, code/<status>, flags
+
+
 @dataclass(frozen=True)
 class BatchSummary:
-    sample_ids: tuple[str, ...]  # every sample with rows in the batch (a sample's rows never span batches)
+    sample_ids: tuple[str, ...]  # every finished sample of the batch, with rows or none (a sample never spans batches)
     piece_rows: tuple[int, ...]  # rows in each rank's piece, in rank order (0: nothing to send that rank)
     sums: Mapping[str, Mapping[str, float]]  # node -> sum name -> value (see node_sums)
     version_min: int | None  # oldest adapter version in the batch; None when it has no rows
+    samples: Mapping[str, SampleRecord] = field(default_factory=dict)  # sample_id -> sample_record(...)
+
+
+def sample_record(reward: float, parsed: str | None, flags: Mapping[str, float] = {},
+                  answer_type: str = "number") -> dict[str, float]:
+    """What a step's metrics count of one scored sample: its reward, whether its answer
+    parsed, a code task's verdict and every flag its scoring and calls raised."""
+    record = {"samples": 1.0, "reward": float(reward), "unparsable": float(parsed is None),
+              **{key: float(n) for key, n in flags.items() if n}}
+    if answer_type == "code" and parsed is not None:
+        record[_CODE + parsed] = 1.0
+    return record
 
 
 def summarize(batch: pa.RecordBatch | pa.Table, pieces: Sequence[Any] | None = None,
-              answer_type: str = "number") -> BatchSummary:
+              answer_type: str = "number", samples: Mapping[str, SampleRecord] | None = None) -> BatchSummary:
     """The summary of ``batch``; ``pieces``: its split by owner rank (default: one piece);
-    ``answer_type``: the task's, so what a node's text carries is read as the task reads it."""
+    ``answer_type``: the task's, so what a node's text carries is read as the task reads it;
+    ``samples``: each sample's :func:`sample_record` as its rollout scored it (default: read
+    from the rows, for rows read back from files: no flags then, and no sample without rows)."""
     pieces = [batch] if pieces is None else pieces
     table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-    ids = tuple(dict.fromkeys(table.column("sample_id").to_pylist()))
+    if samples is None:
+        samples = _records_of_rows(table, answer_type)
     nodes = table.column("node")
     sums = {node: node_sums(table.filter(pc.equal(nodes, node)), answer_type) for node in dict.fromkeys(nodes.to_pylist())}
     version = pc.min(table.column("adapter_version")).as_py() if table.num_rows else None
-    return BatchSummary(ids, tuple(p.num_rows for p in pieces), sums, version)
+    return BatchSummary(tuple(samples), tuple(p.num_rows for p in pieces), sums, version, dict(samples))
+
+
+def _records_of_rows(table: pa.Table, answer_type: str) -> dict[str, SampleRecord]:
+    """One record per sample of a row table, from its first row (every row of a sample has its reward)."""
+    out: dict[str, SampleRecord] = {}
+    for sid, reward, parsed in zip(*(table.column(c).to_pylist() for c in ("sample_id", "reward", "parsed_answer"))):
+        if sid not in out:
+            out[sid] = sample_record(reward, parsed, answer_type=answer_type)
+    return out
 
 
 def node_sums(rows: pa.Table, answer_type: str = "number") -> dict[str, float]:
@@ -72,35 +99,40 @@ class StepTally:
 
     def __init__(self) -> None:
         self.sums: dict[str, Counter] = defaultdict(Counter)
+        self.samples: Counter = Counter()
         self.version_min: int | None = None
 
     def add(self, summary: BatchSummary) -> None:
         for node, sums in summary.sums.items():
             self.sums[node].update(sums)
+        for record in summary.samples.values():
+            self.samples.update(record)
         if summary.version_min is not None:
             self.version_min = min(summary.version_min, self.version_min if self.version_min is not None
                                    else summary.version_min)
 
-    def metrics(self, sink: str) -> dict[str, Any]:
-        """Sample-level metrics (from the sink's rows: one per sample) and per-node ones."""
-        rows = sum(s["rows"] for s in self.sums.values())
-        if rows == 0:
+    def metrics(self) -> dict[str, Any]:
+        """Sample-level metrics (one count per sample: its reward, verdict and flags) and per-node ones."""
+        n = self.samples["samples"]
+        if n == 0:
             return {"rollout/samples": 0}
-        total = Counter()
-        for s in self.sums.values():
-            total.update(s)
-        sink_sums = self.sums.get(sink, Counter())
+        rows = sum(s["rows"] for s in self.sums.values())
+        tokens = sum(s["tokens"] for s in self.sums.values())
         m: dict[str, Any] = {
-            "rollout/samples": int(sink_sums["rows"]),
-            "rollout/reward_mean": _ratio(sink_sums["reward"], sink_sums["rows"]),
-            "rollout/unparsable_frac": _ratio(sink_sums["unparsable"], sink_sums["rows"]),
-            "rollout/response_tokens": int(total["tokens"]),
-            "rollout/cut_frac": _ratio(total["cut"], rows),
-            "rollout/prompt_truncated_frac": _ratio(total["prompt_truncated"], rows),
+            "rollout/samples": int(n),
+            "rollout/reward_mean": _ratio(self.samples["reward"], n),
+            "rollout/unparsable_frac": _ratio(self.samples["unparsable"], n),
+            "rollout/response_tokens": int(tokens),
+            "rollout/cut_frac": _ratio(sum(s["cut"] for s in self.sums.values()), rows),
+            "rollout/prompt_truncated_frac": _ratio(sum(s["prompt_truncated"] for s in self.sums.values()), rows),
             "rollout/adapter_version_min": self.version_min,
+            "rollout/calls_per_sample": rows / n,
         }
-        for key in sorted(k for k in sink_sums if k.startswith(_CODE)):  # passed, failed, timeout, memory, crashed
-            m[f"rollout/code_{key.removeprefix(_CODE)}_frac"] = _ratio(sink_sums[key], sink_sums["rows"])
+        for key in sorted(self.samples):
+            if key.startswith(_CODE):  # passed, failed, timeout, memory, crashed
+                m[f"rollout/code_{key.removeprefix(_CODE)}_frac"] = _ratio(self.samples[key], n)
+            elif key.startswith("rollout/"):  # every flag a sample's scoring or calls counted, as a count
+                m[key] = int(self.samples[key])
         for node in sorted(self.sums):
             m.update(_node_metrics(node, self.sums[node]))
         return m

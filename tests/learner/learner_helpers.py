@@ -47,6 +47,28 @@ def make_batch(n_questions: int = 4, n_samples: int = 2, nodes: Sequence[str] = 
     return to_record_batch(rows)
 
 
+def program_batch(n_questions: int = 4, n_samples: int = 2, nodes: Sequence[str] = NODES, *, seed: int = 0,
+                  vocab: int = 300, step: int = 0) -> pa.RecordBatch:
+    """Rows as an agent program makes them: in each sample every agent is called 0, 1, 2 or 3
+    times (``call_index`` 0..), its calls interleaved with the others'; reward per sample."""
+    rng = random.Random(seed)
+    rows = []
+    for q in range(n_questions):
+        for k in range(n_samples):
+            reward = float(rng.random() < 0.5)
+            calls = [node for node in nodes for _ in range(rng.choice((0, 1, 2, 3)))]
+            rng.shuffle(calls)
+            index: dict[str, int] = {}
+            for node in calls:
+                p, t = rng.randint(3, 9), rng.randint(1, 6)
+                rows.append(make_row(
+                    node, f"q{q}", k, step=step, call_index=index.setdefault(node, 0),
+                    prompt_ids=[rng.randrange(3, vocab) for _ in range(p)],
+                    response_ids=[rng.randrange(3, vocab) for _ in range(t)], reward=reward))
+                index[node] += 1
+    return to_record_batch(rows)
+
+
 def with_logprobs(batch: pa.RecordBatch, logprobs: list[list[float]]) -> pa.RecordBatch:
     """``batch`` with its logprobs column replaced (e.g. by the learner's own: gap 0)."""
     idx = batch.schema.get_field_index("logprobs")
@@ -80,8 +102,10 @@ def captured_step(rank, batch, pieces: int = 3, metrics: bool = False):
 
     rank.engine.step = capture
     try:
-        n = batch.num_rows
-        cuts = [round(i * n / pieces) for i in range(pieces + 1)]
+        n, ids = batch.num_rows, batch.column("sample_id").to_pylist()
+        # cut anywhere, even mid-question, but never inside a sample: a worker sends whole samples
+        cuts = sorted({next(j for j in range(round(i * n / pieces), n + 1) if j in (0, n) or ids[j] != ids[j - 1])
+                       for i in range(pieces + 1)})
         for a, b in zip(cuts, cuts[1:]):
             rank.accumulate(batch.slice(a, b - a))
         out = rank.finish_step()

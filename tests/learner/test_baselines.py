@@ -47,8 +47,9 @@ def test_which_baselines_wait_for_the_step(baseline, ema, need, known):
 
 
 def test_step_constants_are_the_node_means_where_needed():
-    totals = {"A": {"rows": 4.0, "reward_sum": 3.0}, "B": {"rows": 2.0, "reward_sum": 1.0},
-              "C": {"rows": 0.0, "reward_sum": 0.0}}
+    # A: 4 samples (6 calls); the mean is over samples, each counted once
+    totals = {"A": {"samples": 4.0, "sample_reward_sum": 3.0}, "B": {"samples": 2.0, "sample_reward_sum": 1.0},
+              "C": {"samples": 0.0, "sample_reward_sum": 0.0}}
     assert step_constants(totals, "batch_mean", {}) == {"A": 0.75, "B": 0.5, "C": 0.0}
     assert step_constants(totals, "ema", {"A": 0.1}) == {"A": 0.0, "B": 0.5, "C": 0.0}
     assert step_constants(totals, "loo", {}) == {"A": 0.0, "B": 0.0, "C": 0.0}

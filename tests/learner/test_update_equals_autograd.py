@@ -15,12 +15,13 @@ different lengths, a row over the token budget, empty responses) under top-p sam
 from __future__ import annotations
 
 import multiprocessing
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import pytest
 import torch
 
-from learner_helpers import NODES, captured_step, make_batch, small_config, to_batch, with_column, with_logprobs
+from learner_helpers import (NODES, captured_step, make_batch, program_batch, small_config, to_batch, with_column,
+                             with_logprobs)
 from neuromas_dist.learner import algos
 
 BASELINES = ("loo", "batch_mean", "ema")
@@ -80,18 +81,18 @@ def reference_model(model_dir: str, cfg, adapters, device: torch.device | str = 
 
 
 def reference_baselines(rows: list[dict], baseline: str, ema: dict[str, float]) -> list[float]:
-    """b per row from the whole step's rewards, straight from the definitions."""
+    """b per row from the whole step's rewards, straight from the definitions: per node, over
+    the samples that called it (a sample with several calls of a node is one sample)."""
+    samples: dict[str, dict[tuple[str, int], float]] = defaultdict(dict)  # node -> (question, k) -> reward
+    for r in rows:
+        samples[r["node"]][(r["question_id"], r["sample_index"])] = r["reward"]
     if baseline == "loo":
-        groups = defaultdict(list)
-        for i, r in enumerate(rows):
-            groups[(r["question_id"], r["node"])].append(i)
-        out = [0.0] * len(rows)
-        for idx in groups.values():
-            b = algos.loo_baseline(torch.tensor([rows[i]["reward"] for i in idx], dtype=torch.float64))
-            for i, v in zip(idx, b.tolist()):
-                out[i] = v
+        out = []
+        for r in rows:
+            others = [v for (q, k), v in samples[r["node"]].items() if q == r["question_id"] and k != r["sample_index"]]
+            out.append(sum(others) / len(others) if others else r["reward"])
         return out
-    means = {n: sum(r["reward"] for r in rows if r["node"] == n) / sum(r["node"] == n for r in rows) for n in NODES}
+    means = {n: sum(s.values()) / len(s) for n, s in samples.items()}
     if baseline == "ema":
         means = {n: ema.get(n, means[n]) for n in NODES}  # a node seen first starts at its step mean
     return [means[r["node"]] for r in rows]
@@ -181,6 +182,22 @@ def test_learner_gradient_equals_autograd_at_world_size_1(make_rank, tiny_model_
     check_steps(run_steps(rank, batches), str(tiny_model_dir), cfg, batches, rank.device)
     # mixed passes really held several nodes' rows; per-node passes never did
     assert (max(routed, default=1) > 1) == (mode == "mixed")
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("baseline,norm", [("loo", "token"), ("batch_mean", "sequence"), ("ema", "token")])
+def test_agents_called_0_1_or_several_times_per_sample_equal_autograd(make_rank, tiny_model_dir, vocab, baseline,
+                                                                      norm, mode):
+    """An agent program's rows: every call is a row, a sample's advantage is shared by all its
+    calls of a node, and the baselines count samples, not calls."""
+    cfg = case_config(baseline, norm, mode=mode)
+    rank = make_rank(cfg)
+    batches = [program_batch(4, 3, seed=21, vocab=vocab), program_batch(3, 3, seed=22, vocab=vocab)]
+    calls = Counter((r["sample_id"], r["node"]) for r in batches[0].to_pylist())
+    assert set(calls.values()) == {1, 2, 3}  # a node called once, twice and three times in a sample
+    called = {sid: {n for (s, n) in calls if s == sid} for sid, _ in calls}
+    assert any(len(nodes) < len(NODES) for nodes in called.values())  # and not at all in another
+    check_steps(run_steps(rank, batches), str(tiny_model_dir), cfg, batches, rank.device)
 
 
 def ragged(batch, vocab: int):

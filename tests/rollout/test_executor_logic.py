@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from neuromas_dist.graph.topology import Topology
+from neuromas_dist.rollout.calls import EngineCalls
 from neuromas_dist.rollout.executor import GraphExecutor, SampleSpec, SamplingPolicy, request_seed
 from neuromas_dist.rollout.lora_registry import LoraRegistry
 from neuromas_dist.rollout.rows import call_flags, sample_rows, score_text
@@ -58,8 +59,8 @@ class FakeEngine:
 def _setup(widths, delays=None, max_model_len=4096, budget=64):
     topo = Topology.build(widths)
     engine = FakeEngine(delays)
-    ex = GraphExecutor(engine, topo, CharTokenizer(), answer_format="Say N.", upstream_token_budget=budget,
-                       max_model_len=max_model_len)
+    ex = GraphExecutor(EngineCalls(engine, CharTokenizer(), max_model_len), topo, answer_format="Say N.",
+                       upstream_token_budget=budget)
     reg = LoraRegistry(lambda name, i, path: SimpleNamespace(lora_name=name, lora_int_id=i))
     reg.install(0, {n: f"/{n}" for n in topo.names})
     return topo, engine, ex, reg
@@ -107,8 +108,8 @@ def test_each_node_reads_exactly_its_upstream_outputs(scheduling):
     topo = Topology.build((2, 2, 1), edges=["L0N0->L1N0", "L0N1->L1N1", "L0N0->L1N1", "L1N0->L2N0",
                                             "L1N1->L2N0", "L0N1->L2N0"])
     engine = FakeEngine()
-    ex = GraphExecutor(engine, topo, CharTokenizer(), answer_format="Say N.", upstream_token_budget=64,
-                       max_model_len=4096)
+    ex = GraphExecutor(EngineCalls(engine, CharTokenizer(), 4096), topo, answer_format="Say N.",
+                       upstream_token_budget=64)
     reg = LoraRegistry(lambda name, i, path: SimpleNamespace(lora_name=name, lora_int_id=i))
     reg.install(0, {n: "/" for n in topo.names})
     results = _run(ex, reg, _specs(2), scheduling)
@@ -118,7 +119,7 @@ def test_each_node_reads_exactly_its_upstream_outputs(scheduling):
             prompt = engine.prompts[(sample, node.name)]
             seen = {n for n in topo.names if f"out:{n}:{sample}" in prompt}
             assert seen == set(node.inputs), (node.name, prompt)
-            assert result.calls[node.name].text == f"out:{node.name}:{sample}"
+            assert result.by_agent()[node.name].text == f"out:{node.name}:{sample}"
 
 
 def test_overlong_prompt_cuts_upstream_harder_then_aborts_cleanly():
@@ -131,7 +132,7 @@ def test_overlong_prompt_cuts_upstream_harder_then_aborts_cleanly():
     # the whole rollout still completes: nodes that cannot fit are aborted, never raised
     long = [SampleSpec(1, Example("s0", "s0" + "q" * 400, "0"), 0)]
     (result,) = _run(ex, reg, long, "per_sample")
-    assert {c.finish_reason for c in result.calls.values()} == {"abort"}
+    assert {c.finish_reason for c in result.calls} == {"abort"}
     assert call_flags(result)["rollout/flag_aborted"] == 3
 
 
@@ -171,8 +172,8 @@ def test_cut_responses_are_flagged_and_rows_share_the_reward():
     topo, engine, ex, reg = _setup((2, 1))
     (result,) = _run(ex, reg, _specs(1), "per_sample", max_new=4)
     assert call_flags(result)["rollout/flag_cut"] == 3
-    scored = score_text(synthetic_task("arith"), result.calls["L1N0"].text, result.spec.example)
-    rows = sample_rows(result, scored, topo, worker_id=2)
+    scored = score_text(synthetic_task("arith"), result.by_agent()["L1N0"].text, result.spec.example)
+    rows = sample_rows(result, scored, topo.positions(), worker_id=2)
     assert [r.node for r in rows] == ["L0N0", "L0N1", "L1N0"]
     assert {r.reward for r in rows} == {0.0} and all(r.response_truncated for r in rows)
     assert {r.sample_id for r in rows} == {"s0#0"} and {r.worker_id for r in rows} == {2}
@@ -201,8 +202,8 @@ def _gated(fade_steps):
     large, small = Topology.build((4, 2, 1)), Topology.build((2, 1))
     engine = FakeEngine()
     gate = GrowthGate.build(small, large, start_step=0, fade_steps=fade_steps, seed=0)
-    ex = GraphExecutor(engine, large, CharTokenizer(), answer_format="Say N.", upstream_token_budget=64,
-                       max_model_len=4096, gate=gate)
+    ex = GraphExecutor(EngineCalls(engine, CharTokenizer(), 4096), large, answer_format="Say N.",
+                       upstream_token_budget=64, gate=gate)
     reg = LoraRegistry(lambda name, i, path: SimpleNamespace(lora_name=name, lora_int_id=i))
     reg.install(0, {n: f"/{n}" for n in large.names})
     return large, small, engine, ex, reg
@@ -216,7 +217,7 @@ def test_closed_gate_runs_the_small_graph_on_the_carried_adapters():
     _run(small_ex, small_reg, specs, "per_sample")
     for result in results:
         sample = result.spec.example.id
-        assert set(result.calls) == {"L1N0", "L1N1", "L2N0"}, "only the carried nodes run"
+        assert set(result.by_agent()) == {"L1N0", "L1N1", "L2N0"}, "only the carried nodes run"
         for small_node, large_node in {"L0N0": "L1N0", "L0N1": "L1N1", "L1N0": "L2N0"}.items():
             # served by the large node's adapter, prompted exactly as the small graph's node
             # (the fake engine names its text after the adapter, hence the renaming)
@@ -224,7 +225,7 @@ def test_closed_gate_runs_the_small_graph_on_the_carried_adapters():
             expected = expected.replace("out:L0N0:", "out:L1N0:").replace("out:L0N1:", "out:L1N1:")
             assert engine.prompts[(sample, large_node)] == expected
         rows = sample_rows(result, score_text(synthetic_task("arith"), "The answer is 0.", result.spec.example),
-                           large, 0)
+                           large.positions(), 0)
         assert [r.node for r in rows] == ["L1N0", "L1N1", "L2N0"]
         assert [r.layer for r in rows] == [1, 1, 2]
 
@@ -233,7 +234,7 @@ def test_open_gate_runs_the_large_graph():
     large, _, engine, ex, reg = _gated(fade_steps=5)
     specs = [SampleSpec(5, Example(f"s{i}", f"s{i}", "0"), 0) for i in range(2)]  # share 1 from step 5
     for result in _run(ex, reg, specs, "per_sample"):
-        assert set(result.calls) == set(large.names)
+        assert set(result.by_agent()) == set(large.names)
         assert "layer 3 of 3" in engine.prompts[(result.spec.example.id, "L2N0")]
 
 
@@ -250,7 +251,7 @@ def test_half_open_gate_routes_each_sample_by_its_draw():
     assert 0 < sum(opened) < len(specs)
     by_sample = {(r.spec.example.id, r.spec.sample_index): r for r in _run(ex, reg, specs, "per_sample")}
     for spec, is_open in zip(specs, opened):
-        ran = set(by_sample[(spec.example.id, spec.sample_index)].calls)
+        ran = set(by_sample[(spec.example.id, spec.sample_index)].by_agent())
         assert ran == (set(large.names) if is_open else {"L1N0", "L1N1", "L2N0"})
 
 
@@ -264,8 +265,8 @@ def test_seed_step_seeds_the_request_instead_of_the_step():
                 yield out
 
     topo = Topology.build((1,))
-    ex = GraphExecutor(SeedEngine(), topo, CharTokenizer(), answer_format="Say N.", upstream_token_budget=64,
-                       max_model_len=4096)
+    ex = GraphExecutor(EngineCalls(SeedEngine(), CharTokenizer(), 4096), topo, answer_format="Say N.",
+                       upstream_token_budget=64)
     reg = LoraRegistry(lambda name, i, path: SimpleNamespace(lora_name=name, lora_int_id=i))
     reg.install(0, {"L0N0": "/"})
     ex_q = Example("q", "q", "0")

@@ -1,0 +1,99 @@
+"""Running a program for every sample on the worker's one engine.
+
+Each sample is its own asyncio task (``rollout.executor.stream_samples``, as for the
+graph), so all agents' calls of all samples reach the engine together and vLLM batches
+them across adapters. A program that fails (raises, returns a non-string, makes a call it
+may not, runs past ``program.timeout_s``) ends its sample with a flag; the sample scores 0
+and its finished calls are still rows, so the agents learn what led there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator, Callable, Mapping, Sequence
+
+from neuromas_dist.config import Config, ProgramConfig
+from neuromas_dist.programs.client import ProgramClient
+from neuromas_dist.programs.entry import Program
+from neuromas_dist.programs.episode import FAULT, Episode, ProgramFault
+from neuromas_dist.rollout.calls import EngineCalls, SamplingPolicy
+from neuromas_dist.rollout.executor import SampleResult, SampleSpec, stream_samples
+from neuromas_dist.rollout.lora_registry import Pin
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def agent_policies(cfg: ProgramConfig, run: SamplingPolicy) -> dict[str, SamplingPolicy]:
+    """Each agent's sampling: the run's ``run`` policy with its ``program.sampling`` overrides
+    (greedy stays greedy: an evaluation's policy has temperature 0)."""
+    out = {agent: run for agent in cfg.agents}
+    for s in cfg.sampling:
+        greedy = run.temperature == 0
+        out[s.agent] = run._replace(temperature=run.temperature if greedy or not s.temperature else s.temperature,
+                                    top_p=run.top_p if greedy or not s.top_p else s.top_p,
+                                    max_new_tokens=s.max_new_tokens or run.max_new_tokens, stop=tuple(s.stop))
+    return out
+
+
+class ProgramExecutor:
+    """Runs ``program`` for each sample, every call through ``calls``."""
+
+    def __init__(self, calls: EngineCalls, program: Program, cfg: Config, endpoint: Any = None) -> None:
+        self.calls = calls
+        self.program = program
+        self.cfg = cfg.program
+        self.enable_thinking = cfg.prompts.enable_thinking
+        self.endpoint = endpoint  # programs.http.LoopbackEndpoint when program.transport is http
+
+    async def run_sample(self, spec: SampleSpec, pin: Pin, policy: SamplingPolicy,
+                         sink_tokens: asyncio.Queue | None = None) -> SampleResult:
+        episode = Episode(spec, pin, agent_policies(self.cfg, policy), self.calls, max_calls=self.cfg.max_calls,
+                          enable_thinking=self.enable_thinking)
+        answer = ""
+        try:
+            out = await asyncio.wait_for(self._solve(spec.example.question, episode), self.cfg.timeout_s)
+            if isinstance(out, str):
+                answer = out
+            else:
+                episode.fault("return", f"returned {type(out).__name__}, not str")
+        except asyncio.TimeoutError:
+            episode.fault("timeout", f"still running after program.timeout_s={self.cfg.timeout_s}")
+        except ProgramFault:
+            pass  # already flagged where it was raised
+        except Exception as exc:  # noqa: BLE001 - a user's program must not end the rollout
+            episode.fault("error", str(exc))
+            self._warn(type(exc).__name__, str(exc))
+        finally:
+            episode.close()
+            if sink_tokens is not None:
+                sink_tokens.put_nowait(None)
+        flags = +episode.flags
+        if episode.faulted:
+            answer = ""
+        return SampleResult(spec, pin.version, tuple(episode.calls), answer, flags)
+
+    async def _solve(self, question: str, episode: Episode) -> Any:
+        if self.endpoint is None:
+            return await self.program.fn(question, ProgramClient(episode))
+        async with self.endpoint.open(episode) as base_url:
+            if self.program.is_async:
+                return await self.program.fn(question, base_url)
+            return await asyncio.to_thread(self.program.fn, question, base_url)
+
+    def _warn(self, kind: str, message: str) -> None:
+        if (self.program.entry, kind) not in _WARNED:  # once per process and kind, like a raising reward_fn
+            _WARNED.add((self.program.entry, kind))
+            print(f"[program] {self.program.entry} raised {kind}: {message[:200]}; the sample scores 0 "
+                  f"(counted in {FAULT}error)", flush=True)
+
+    async def stream(self, specs: Sequence[SampleSpec], acquire: Callable[[], Pin],
+                     release: Callable[[Pin], Any], policy: SamplingPolicy, scheduling: str = "per_sample"
+                     ) -> AsyncIterator[SampleResult]:
+        """Yield samples as they finish (a program has no layers: ``scheduling`` is per sample)."""
+        async for result in stream_samples(self.run_sample, specs, acquire, release, policy):
+            yield result
+
+
+def agent_positions(names: Sequence[str]) -> Mapping[str, tuple[int, int]]:
+    """A program's agents as rows place them: layer 0, their index in ``program.agents``."""
+    return {name: (0, i) for i, name in enumerate(names)}
