@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "neuromas_dist"
 
 # Lowest first. A module may import its own layer's other folders only where listed in PEERS.
 LAYERS = [
-    {"graph"},
+    {"graph", "programs"},
     {"config"},
     {"tasks"},
     {"models"},

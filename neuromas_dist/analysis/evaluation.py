@@ -61,15 +61,26 @@ def ablation_passes(workers: Sequence[Any], examples: Sequence[Any], adapters: A
 
 def sink_samples(table: pa.Table, sink: str, question_ids: Sequence[str], columns: Sequence[str]
                  ) -> list[list[tuple]]:
-    """Per question (in ``question_ids`` order), its sink rows' ``columns`` sorted by sample index."""
-    rows = table.filter(pc.equal(table["node"], sink)).select(["question_id", "sample_index", *columns])
+    """Per question (in ``question_ids`` order), its sink rows' ``columns`` sorted by sample
+    index. ``sink`` empty (a program): each sample's first row, which carries its reward and answer."""
+    if sink:
+        table = table.filter(pc.equal(table["node"], sink))
+    else:
+        first = pa.array(_first_of_each(table["sample_id"].to_pylist()))
+        table = table.filter(first)
+    rows = table.select(["question_id", "sample_index", *columns])
     by_question: dict[str, list[tuple]] = {}
     for qid, k, *values in zip(*(rows[c].to_pylist() for c in rows.column_names)):
         by_question.setdefault(qid, []).append((k, *values))
     missing = [q for q in question_ids if q not in by_question]
     if missing:
-        raise ValueError(f"{len(missing)} questions have no sink row, e.g. {missing[0]}")
+        raise ValueError(f"{len(missing)} questions have no sink row (a program: no call), e.g. {missing[0]}")
     return [[r[1:] for r in sorted(by_question[q], key=lambda r: r[0])] for q in question_ids]
+
+
+def _first_of_each(ids: Sequence[str]) -> list[bool]:
+    seen: set[str] = set()
+    return [not (i in seen or seen.add(i)) for i in ids]
 
 
 def sink_scores(table: pa.Table, sink: str, question_ids: Sequence[str]) -> np.ndarray:

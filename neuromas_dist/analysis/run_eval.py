@@ -28,6 +28,7 @@ from neuromas_dist.analysis.plots import plot_report
 from neuromas_dist.analysis.report import build_report, write_report
 from neuromas_dist.config import Config
 from neuromas_dist.graph.topology import Topology
+from neuromas_dist.programs.entry import ProgramShape
 
 BEFORE, FINAL = "before", "final"
 
@@ -95,14 +96,31 @@ def write_eval_dir(run_dir: Path, full: EvalPass, ablations: Mapping[str, pa.Tab
     return report
 
 
-def run_topology(cfg: Config, run_dir: Path) -> Any:
+RunShape = Topology | ProgramShape  # what a run trains: a graph, or a program's agents
+
+
+def run_topology(cfg: Config, run_dir: Path) -> RunShape:
     """The graph the run ended with: summary.json's widths (a run may have grown), with
-    the config's edges when the widths are the configured ones."""
+    the config's edges when the widths are the configured ones; a program's agents."""
     summary = Path(run_dir) / "summary.json"
     widths = json.loads(summary.read_text()).get("topology") if summary.is_file() else None
-    widths = tuple(widths or cfg.topology.widths)
-    edges = list(cfg.topology.edges) if widths == tuple(cfg.topology.widths) else []
+    return run_shape(cfg, tuple(widths or cfg.topology.widths))
+
+
+def run_shape(cfg: Config, widths: tuple[int, ...]) -> RunShape:
+    """The program's agents, or the graph of ``widths`` (with the config's edges when they
+    are the configured widths: a grown graph is fully connected)."""
+    if cfg.program.entry:
+        return ProgramShape(cfg.program.agents)
+    edges = list(cfg.topology.edges) if tuple(widths) == tuple(cfg.topology.widths) else []
     return Topology.of_config(widths, edges)
+
+
+def describe(shape: RunShape) -> str:
+    """``graph [2, 1]`` or ``program with agents solver, verifier``, for messages."""
+    if isinstance(shape, ProgramShape):
+        return f"program with agents {', '.join(shape.agents)}"
+    return f"graph {list(shape.widths)}"
 
 
 def local_config(cfg: Config) -> Config:

@@ -15,7 +15,7 @@ import ray
 from neuromas_dist.adapters.peft_io import AdapterSet, read_adapter_set
 from neuromas_dist.analysis.evaluation import EvalPass, ablation_passes, evaluate_pass
 from neuromas_dist.analysis.report import accuracies
-from neuromas_dist.analysis.run_eval import (BEFORE, local_config, run_topology, save_pass, step_of_pass,
+from neuromas_dist.analysis.run_eval import (BEFORE, RunShape, describe, local_config, run_topology, save_pass, step_of_pass,
                                              step_pass_name, write_eval_dir)
 from neuromas_dist.config import Config
 from neuromas_dist.driver.cluster import init_ray
@@ -35,7 +35,7 @@ class HeldOut:
         self.cfg, self.run_dir, self.data = cfg, run_dir, data
         self.last: tuple[int, EvalPass] | None = None  # the latest pass, which the report reuses at its step
 
-    def evaluate(self, pool: WorkerPool, topology: Topology, step: int) -> dict[str, float]:
+    def evaluate(self, pool: WorkerPool, topology: RunShape, step: int) -> dict[str, float]:
         """Held-out accuracy, greedy with its 95% interval and (``trainer.eval_samples``)
         sampled. The step-0 pass is saved as "before" so the final report can pair with it."""
         t0 = time.perf_counter()
@@ -55,7 +55,7 @@ class HeldOut:
         self.last = (step, passes)
         return {**out, "timing_s/eval": time.perf_counter() - t0}
 
-    def report(self, pool: WorkerPool, adapters: AdapterSet, topology: Topology, step: int) -> dict[str, Any]:
+    def report(self, pool: WorkerPool, adapters: AdapterSet, topology: RunShape, step: int) -> dict[str, Any]:
         """The final report (eval/): the step's held-out pass (reused when it ran), node ablations."""
         full = self.last[1] if self.last and self.last[0] == step else None
         return pool.call_healing("the final report", lambda workers: evaluate_on(
@@ -70,7 +70,7 @@ class HeldOut:
 
 
 def evaluate_on(workers: Sequence[Any], adapters: AdapterSet, examples: Sequence[Any], run_dir: Path,
-                topology: Topology, step: int, samples: int, ablate: bool, full: EvalPass | None = None,
+                topology: RunShape, step: int, samples: int, ablate: bool, full: EvalPass | None = None,
                 answer_type: str = "number", eval_dir: Path | None = None) -> dict[str, Any]:
     """Full pass (unless given), ablations, report. The workers must hold ``adapters``."""
     full = full or evaluate_pass(workers, examples, step, samples)
@@ -85,7 +85,7 @@ class Prepared(NamedTuple):
     cfg: Config  # the run's config, made to run here (one worker, local unless RAY_ADDRESS)
     data: TaskData
     adapters: AdapterSet  # read from RUN_DIR/adapters
-    topology: Topology  # the graph the adapters belong to
+    topology: RunShape  # the graph the adapters belong to
 
 
 def prepare(cfg: Config, run_dir: Path) -> Prepared:
@@ -96,8 +96,8 @@ def prepare(cfg: Config, run_dir: Path) -> Prepared:
     adapters = read_adapter_set(Path(run_dir) / "adapters", version=1)
     topology = run_topology(cfg, run_dir)
     if set(adapters.tensors) != set(topology.names):
-        raise ValueError(f"{run_dir}/adapters holds nodes {', '.join(sorted(adapters.tensors))} but the run's graph "
-                         f"{list(topology.widths)} has {', '.join(topology.names)}")
+        raise ValueError(f"{run_dir}/adapters holds {', '.join(sorted(adapters.tensors))} but the run's "
+                         f"{describe(topology)} has {', '.join(topology.names)}")
     return Prepared(local_config(cfg), data, adapters, topology)
 
 
@@ -109,7 +109,8 @@ def evaluate_run_dir(prepared: Prepared, run_dir: Path, samples: int, ablate: bo
     init_ray(cfg)
     workers = start_workers(cfg, model_dir=resolve_model_dir(cfg), task=data.task)
     try:
-        ray.get([w.set_topology.remote(topology.widths, topology.to_dict()["edges"]) for w in workers])
+        if isinstance(topology, Topology):
+            ray.get([w.set_topology.remote(topology.widths, topology.to_dict()["edges"]) for w in workers])
         broadcast_adapters(workers, adapters)
         return evaluate_on(workers, adapters, data.eval, run_dir, topology, _run_step(run_dir), samples, ablate,
                            answer_type=data.task.answer_type, eval_dir=eval_dir)

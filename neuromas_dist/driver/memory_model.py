@@ -48,7 +48,7 @@ from transformers import AutoConfig, Qwen3Config
 from neuromas_dist.adapters.counting import arch_config, lora_linears, meta_model, vllm_rank_bucket
 from neuromas_dist.config import Config, resolve_dtype
 from neuromas_dist.models.tiny import MODEL_SHAPE, VOCAB_SIZE
-from neuromas_dist.rollout.engine import lora_slots, max_nodes, on_gpu
+from neuromas_dist.rollout.engine import lora_slots, max_nodes, most_new_tokens, on_gpu
 
 GIB = 1024 ** 3
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -141,7 +141,7 @@ def pass_shape(cfg: Config, packed: bool) -> tuple[int, int, int]:
     ``max_model_len`` tokens, ``max_new_tokens`` of them trained, within both bounds."""
     lc = cfg.learner
     b, budget = lc.micro_batch_size, lc.max_tokens_per_micro_batch
-    s, t = cfg.model.max_model_len, min(cfg.sampling.max_new_tokens, cfg.model.max_model_len)
+    s, t = cfg.model.max_model_len, min(most_new_tokens(cfg), cfg.model.max_model_len)
     if budget and packed:
         tokens = min(b * s, max(budget, s))
         return -(-tokens // s), tokens, min(b * t, tokens)

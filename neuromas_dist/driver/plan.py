@@ -25,7 +25,7 @@ from typing import Any
 from neuromas_dist.config import Config
 from neuromas_dist.driver.placement import bundles, rollout_bundle_index
 from neuromas_dist.driver.memory_model import GIB, PlanError, learner_memory, measure, pass_shape, rollout_memory
-from neuromas_dist.rollout.engine import max_nodes
+from neuromas_dist.rollout.engine import calls_per_sample, max_nodes, most_new_tokens
 
 __all__ = ["GIB", "PlanError", "make_plan", "measure", "print_plan"]
 
@@ -60,8 +60,14 @@ def make_plan(cfg: Config) -> tuple[str, dict[str, Any]]:
                "sync_bytes": adapter_bytes, "full_sync_bytes": full_bytes}
     gb = lambda x: f"{x / GIB:.2f} GiB"  # noqa: E731
     pass_rows, pass_tokens, _ = pass_shape(cfg, cfg.learner.padding_free == "on")
-    lines = [f"model {cfg.model.name_or_path}: {a.params / 1e6:.1f}M parameters; {nodes} nodes x "
-             f"{a.lora_per_node / 1e6:.2f}M LoRA parameters (rank {cfg.lora.rank})",
+    t = cfg.trainer
+    lines = [f"model {cfg.model.name_or_path}: {a.params / 1e6:.1f}M parameters; {nodes} "
+             f"{'agents' if cfg.program.entry else 'nodes'} x {a.lora_per_node / 1e6:.2f}M LoRA parameters "
+             f"(rank {cfg.lora.rank})",
+             f"rollout of a step: {t.questions_per_step} questions x {cfg.sampling.n_samples} samples x at most "
+             f"{calls_per_sample(cfg)} calls = {t.questions_per_step * cfg.sampling.n_samples * calls_per_sample(cfg):,} "
+             f"rows of at most {most_new_tokens(cfg)} new tokens"
+             + (f" (program.max_calls; {cfg.program.timeout_s:g} s per run)" if cfg.program.entry else ""),
              "placement (one placement group, strategy " + r.placement_strategy + "):", *placement_lines(cfg),
              f"rollout worker x {cfg.rollout.num_workers}: weights {gb(roll['weights'])}, LoRA slots "
              f"{gb(roll['lora_slots'])}, KV cache {gb(roll['kv_cache'])} = {roll['kv_tokens']:,.0f} tokens "

@@ -61,6 +61,8 @@ class WorkerPool:
         self.version: int | None = None  # its version: workers only ever move forward from it
 
     def set_topology(self, widths: Sequence[int], edges: Sequence[str], gate: Any) -> None:
+        if self.cfg.program.entry:
+            return  # a program's agents are fixed by its config, which every worker holds
         self._topology = (tuple(widths), list(edges), gate)
         self._on_every_worker("setting the topology", lambda w: w.set_topology.remote(*self._topology))
 

@@ -24,6 +24,7 @@ from typing import Any
 from ray.exceptions import RayActorError, RayTaskError
 from tqdm import tqdm
 
+from neuromas_dist.analysis.run_eval import describe, run_shape
 from neuromas_dist.config import Config, dump_yaml
 from neuromas_dist.driver.checkpoints import checkpoint_step, latest_checkpoint
 from neuromas_dist.driver.cluster import init_ray
@@ -31,9 +32,18 @@ from neuromas_dist.driver.growth import check_grow_from, scheduled_widths
 from neuromas_dist.driver.metrics import MetricsLogger, read_metrics
 from neuromas_dist.driver.plots import plot_run
 from neuromas_dist.driver.rollouts import WorkersExhausted
-from neuromas_dist.driver.summary import done_line, eval_line, eval_summary, fault_summary, gain_summary, write_summary
-from neuromas_dist.driver.trackers import TrackerError, from_config as tracker_list
+from neuromas_dist.driver.summary import (
+    done_line,
+    eval_line,
+    eval_summary,
+    fault_summary,
+    gain_summary,
+    write_summary,
+)
+from neuromas_dist.driver.trackers import TrackerError
+from neuromas_dist.driver.trackers import from_config as tracker_list
 from neuromas_dist.driver.trainer import LearnerLost, StepOutcome, Trainer
+from neuromas_dist.programs.entry import ProgramError, load_program
 from neuromas_dist.rollout.adapters import IncompatibleAdapters
 from neuromas_dist.rollout.worker import resolve_model_dir
 from neuromas_dist.tasks.data import DataError, TaskData, load_task_data
@@ -80,7 +90,7 @@ def run_training(cfg: Config, resume: bool = False) -> int:
     if resume and ckpt is None:
         say(f"--resume {run_dir}: no checkpoint there yet; starting from step 0")
     data = _task_data(cfg)
-    if data is None:
+    if data is None or not _program_loads(cfg):
         return 2
     isolation = data.task.check_environment()  # probed once per process: _task_data asked already
     if isolation is not None:
@@ -88,7 +98,7 @@ def run_training(cfg: Config, resume: bool = False) -> int:
     model_dir = resolve_model_dir(cfg)  # the tiny model is built here on a machine's first run
     if cfg.trainer.grow_from and ckpt is None and not _grow_from_fits(cfg, model_dir):
         return 2
-    say(f"run dir {run_dir} | model {model_dir} | topology {list(cfg.topology.widths)} | "
+    say(f"run dir {run_dir} | model {model_dir} | {describe(run_shape(cfg, cfg.topology.widths))} | "
         f"{len(data.train)} train / {len(data.eval)} eval questions | {init_ray(cfg)['ray']}")
     # --resume with no checkpoint starts over: step -1 forgets every row and output of the attempt
     after = -1 if resume and ckpt is None else checkpoint_step(ckpt)
@@ -129,6 +139,20 @@ def _task_data(cfg: Config) -> TaskData | None:
     if isolation is not None:
         say(isolation.describe())
     return data
+
+
+def _program_loads(cfg: Config) -> bool:
+    """Does ``program.entry`` import and take (question, client)? (One line if not.) Every
+    rollout worker loads it again; this answers before Ray starts."""
+    if not cfg.program.entry:
+        return True
+    try:
+        program = load_program(cfg.program.entry, cfg.program.transport)
+    except ProgramError as exc:
+        print(f"program error: {exc}", file=sys.stderr)
+        return False
+    say(f"program {program.entry} ({cfg.program.transport}) with agents {', '.join(cfg.program.agents)}")
+    return True
 
 
 def _grow_from_fits(cfg: Config, model_dir: str) -> bool:

@@ -24,13 +24,13 @@ from ray.exceptions import ObjectLostError, RayActorError
 
 from neuromas_dist.adapters.peft_io import AdapterSet, write_adapter_set
 from neuromas_dist.config import Config
+from neuromas_dist.analysis.run_eval import RunShape, run_shape
 from neuromas_dist.driver import checkpoints, growth
 from neuromas_dist.driver.evaluation import HeldOut
 from neuromas_dist.driver.placement import Placement
 from neuromas_dist.driver.rollout_queue import RolloutQueue
 from neuromas_dist.driver.rollouts import WorkerPool, WorkersExhausted, code_isolation
 from neuromas_dist.graph.growth import GrowthGate
-from neuromas_dist.graph.topology import Topology
 from neuromas_dist.learner.learner import LearnerGroup
 from neuromas_dist.rollout.actors import start_workers
 from neuromas_dist.tasks.data import TaskData
@@ -72,8 +72,9 @@ class Trainer:
         self._last_step_done: float | None = None  # perf_counter when the previous step's update was broadcast
 
     @property
-    def topology(self) -> Topology:
-        return Topology.of_config(self.widths, self.cfg.topology.edges)
+    def topology(self) -> RunShape:
+        """The graph now trained, or the program's agents."""
+        return run_shape(self.cfg, self.widths)
 
     def fault_counts(self) -> dict[str, int]:
         return {"worker_restarts": self.pool.restarts if self.pool else 0, "learner_restarts": self.learner_restarts}

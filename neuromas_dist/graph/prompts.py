@@ -134,10 +134,12 @@ def apply_chat(tokenizer: Any, body: str, style: PromptStyle = PromptStyle()) ->
     return chat_text(tokenizer, [*system, {"role": "user", "content": body}], style.enable_thinking)
 
 
-def chat_text(tokenizer: Any, messages: Sequence[Mapping[str, str]], enable_thinking: bool = False) -> str:
-    """A conversation as the model reads it, ready for the assistant's next turn: the
-    tokenizer's chat template, or each message's content on its own line when it has none.
-    Node prompts and agent programs' calls both go through here."""
+def chat_text(tokenizer: Any, messages: Sequence[Mapping[str, str]], enable_thinking: bool = False,
+              generation_prompt: bool = True) -> str:
+    """A conversation as the model reads it, ready for the assistant's next turn (or, without
+    ``generation_prompt``, ending with its last message): the tokenizer's chat template, or
+    each message's content on its own line when it has none. Node prompts and agent
+    programs' calls both go through here."""
     if not getattr(tokenizer, "chat_template", None):
         return "".join(f"{m['content']}\n" for m in messages)
     # Templates ignore variables they do not use, so enable_thinking is harmless everywhere;
@@ -145,7 +147,7 @@ def chat_text(tokenizer: Any, messages: Sequence[Mapping[str, str]], enable_thin
     text = tokenizer.apply_chat_template(
         [dict(m) for m in messages],
         tokenize=False,
-        add_generation_prompt=True,
+        add_generation_prompt=generation_prompt,
         enable_thinking=enable_thinking,
     )
     if not isinstance(text, str):

@@ -46,3 +46,17 @@ def _signature(fn: Callable[..., Any]) -> str:
         return str(inspect.signature(fn))
     except ValueError:
         return "(...)"
+
+
+@dataclass(frozen=True)
+class ProgramShape:
+    """What the driver needs of a program where a graph has its topology: the agents (the
+    adapters' names); no layers, and no sink: a sample's answer is what the program returned."""
+
+    agents: tuple[str, ...]
+    sink: str = ""  # no node's text is the answer; reports read a sample's first row
+    widths: tuple[int, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.agents

@@ -52,6 +52,14 @@ def call_seed(base_seed: int, step: int, question_id: str, sample_index: int, ag
     return request_seed(base_seed, step, question_id, sample_index, agent if call_index == 0 else f"{agent}#{call_index}")
 
 
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the first stop string, which is left out (OpenAI's and vLLM's rule). The
+    row keeps every sampled id: the last one may reach past the stop string, and the
+    learner must score the tokens that were sampled."""
+    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return text[:min(cuts)] if cuts else text
+
+
 def sampled_logprobs(token_ids: Sequence[int], logprobs: Sequence[Mapping[int, Any]] | None) -> list[float]:
     """The logprob of each sampled token from vLLM's per-position dicts."""
     if token_ids and not logprobs:
@@ -90,7 +98,7 @@ class EngineCalls:
         token_ids = list(completion.token_ids)
         # Decode here rather than use vLLM's incremental text: the two differ on broken
         # UTF-8 fragments, and downstream prompts must be reproducible from the row's ids.
-        text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        text = cut_at_stop(self.tokenizer.decode(token_ids, skip_special_tokens=True), policy.stop)
         return NodeCall(agent, list(prompt_ids), token_ids, sampled_logprobs(token_ids, completion.logprobs), text,
                         str(completion.finish_reason or FINISH_ABORT), prompt_truncated,
                         time.perf_counter() - start, call_index)
@@ -128,6 +136,6 @@ def sampling_params(policy: SamplingPolicy, max_tokens: int, seed: int, stream: 
         stop=list(policy.stop) or None,
         # no per-token deltas (less IPC), unless a caller streams the tokens: then all ids so far
         output_kind=RequestOutputKind.CUMULATIVE if stream else RequestOutputKind.FINAL_ONLY,
-        # the caller decodes the final ids itself; only stop strings need vLLM's own text
+        # the caller decodes the final ids itself; only stop strings need vLLM to detokenize
         detokenize=bool(policy.stop),
     )

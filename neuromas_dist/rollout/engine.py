@@ -26,9 +26,22 @@ CPU_BATCHED_TOKENS = 32768  # prefill tokens per engine step on CPU
 
 
 def max_nodes(cfg: Config) -> int:
-    """Most nodes any topology of this run has (the start or any growth stage)."""
+    """Most agents (adapters) of this run: a program's, or the most nodes any topology of
+    this run has (the start or any growth stage)."""
+    if cfg.program.entry:
+        return len(cfg.program.agents)
     widths = [cfg.topology.widths, *(stage.widths for stage in cfg.trainer.growth)]
     return max(sum(w) for w in widths)
+
+
+def most_new_tokens(cfg: Config) -> int:
+    """The longest response any call of this run may sample (a program's agents may override it)."""
+    return max([cfg.sampling.max_new_tokens, *(s.max_new_tokens for s in cfg.program.sampling)])
+
+
+def calls_per_sample(cfg: Config) -> int:
+    """Most calls (trajectory rows) one sample makes: a graph's nodes, a program's ``max_calls``."""
+    return cfg.program.max_calls if cfg.program.entry else max_nodes(cfg)
 
 
 def lora_slots(cfg: Config) -> int:

@@ -126,6 +126,20 @@ class GraphExecutor:
             return None, True
         return rendered.token_ids, truncated
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The agents (adapters) this executor calls: the graph's nodes."""
+        return self.topology.names
+
+    @property
+    def positions(self) -> dict[str, tuple[int, int]]:
+        return self.topology.positions()
+
+    def prompt_tokens(self, question: str) -> int | None:
+        """Tokens of a first-layer node's prompt; None when it leaves no room for one new token."""
+        ids, _ = self.fit_prompt(self.topology.layer_nodes(0)[0].name, question, {}, 1)
+        return None if ids is None else len(ids)
+
     # ------------------------------------------------------------ one node call
 
     async def call_node(self, spec: SampleSpec, node: str, upstream: Mapping[str, str],

@@ -14,7 +14,9 @@ from collections import Counter
 from typing import Any, Mapping, NamedTuple
 
 from neuromas_dist.rollout.executor import FINISH_ABORT, SampleResult
+from neuromas_dist.rollout.program.episode import faulted
 from neuromas_dist.trajectories.schema import TrajectoryRow
+from neuromas_dist.trajectories.summary import sample_record
 
 
 class Scored(NamedTuple):
@@ -58,6 +60,18 @@ def _guarded(text: str, score: Any) -> Scored:
     if parsed is None:
         flags["rollout/flag_unparsable"] += 1
     return Scored(reward, None if parsed is None else str(parsed), flags)
+
+
+async def score_sample(task: Any, result: SampleResult, positions: Mapping[str, tuple[int, int]], worker_id: int
+                       ) -> tuple[list[TrajectoryRow], dict[str, float]]:
+    """A finished sample's rows and its record for the step's metrics (reward, verdict, every
+    flag raised). A program's fault scores the sample 0 without asking the task."""
+    if faulted(result.flags):
+        scored = Scored(0.0, None, Counter())
+    else:
+        scored = await score_text_async(task, result.answer, result.spec.example)
+    record = sample_record(scored.reward, scored.parsed, scored.flags + call_flags(result), task.answer_type)
+    return sample_rows(result, scored, positions, worker_id), record
 
 
 def call_flags(result: SampleResult) -> Counter:

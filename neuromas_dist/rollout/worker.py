@@ -12,32 +12,29 @@ import asyncio
 import os
 import time
 import uuid
-from collections import Counter
 from typing import Any, AsyncIterator, Mapping, Sequence
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from transformers import AutoTokenizer
 
 from neuromas_dist.adapters.peft_io import AdapterSet
 from neuromas_dist.config import Config
-from neuromas_dist.graph.prompts import PromptStyle, chat_text, encode
+from neuromas_dist.graph.prompts import PromptStyle
 from neuromas_dist.graph.topology import Topology
 from neuromas_dist.models.tiny import ensure_tiny_model
 from neuromas_dist.programs.entry import load_program
-from neuromas_dist.programs.episode import faulted
-from neuromas_dist.programs.http import LoopbackEndpoint
-from neuromas_dist.programs.runtime import ProgramExecutor, agent_positions
+from neuromas_dist.rollout.program.http import LoopbackEndpoint
+from neuromas_dist.rollout.program.runtime import ProgramExecutor
 from neuromas_dist.rollout.adapter_slots import AdapterSlots
 from neuromas_dist.rollout.adapters import zero_adapter_set
 from neuromas_dist.rollout.calls import EngineCalls
 from neuromas_dist.rollout.engine import build_engine, child_pids, kill_pids
 from neuromas_dist.rollout.executor import GraphExecutor, SampleResult, SampleSpec, SamplingPolicy
-from neuromas_dist.rollout.rows import Scored, call_flags, sample_id, sample_rows, score_text_async
+from neuromas_dist.rollout.rows import sample_id, score_sample
 from neuromas_dist.tasks import make_task, synthetic_task
 from neuromas_dist.trajectories.schema import to_record_batch
 from neuromas_dist.trajectories.shards import split_by_owner
-from neuromas_dist.trajectories.summary import BatchSummary, SampleRecord, sample_record, summarize
+from neuromas_dist.trajectories.summary import BatchSummary, SampleRecord, summarize
 
 _END = object()
 PLACEHOLDER_VERSION = -1  # the worker's own zero adapters, before any learner broadcast
@@ -69,7 +66,6 @@ class RolloutWorker:
         self.endpoint = LoopbackEndpoint() if self.program and cfg.program.transport == "http" else None
         self.task = task if task is not None else default_task(cfg)
         self.adapters = AdapterSlots()
-        self.counters: Counter = Counter()
         self.gauges: dict[str, float] = {}
         self._engine: Any = None
         self._executor: GraphExecutor | ProgramExecutor | None = None
@@ -97,7 +93,7 @@ class RolloutWorker:
             if self.adapters.version is None:
                 # Zero-contribution adapters so a started worker can serve at once. Version -1:
                 # the learner's own initial adapters are version 0 and must still install over these.
-                zero = zero_adapter_set(self.model_dir, self.names, self.cfg.lora, seed=self.cfg.trainer.seed,
+                zero = zero_adapter_set(self.model_dir, self._executor.names, self.cfg.lora, seed=self.cfg.trainer.seed,
                                         trust_remote_code=self.cfg.model.trust_remote_code)
                 await self.load_adapters(zero._replace(version=PLACEHOLDER_VERSION))
         return dict(self.gauges)
@@ -111,27 +107,11 @@ class RolloutWorker:
         """The worker's ``AsyncLLM`` (None before :meth:`start`), e.g. for raw-vLLM baselines."""
         return self._engine
 
-    @property
-    def names(self) -> list[str]:
-        """The agents this worker serves, each an adapter: the program's, or the graph's nodes."""
-        return list(self.cfg.program.agents) if self.program else list(self.topology.names)
-
-    @property
-    def positions(self) -> Mapping[str, tuple[int, int]]:
-        """Each agent's (layer, index) on its rows."""
-        if self.program:
-            return agent_positions(self.names)
-        return self.topology.positions()
-
     def _make_executor(self) -> GraphExecutor | ProgramExecutor:
         calls = EngineCalls(self._engine, self.tokenizer, self.cfg.model.max_model_len)
         if self.program:
             return ProgramExecutor(calls, self.program, self.cfg, self.endpoint)
-        return GraphExecutor(calls, self.topology,
-                             answer_format=self.task.answer_format,
-                             upstream_token_budget=self.cfg.topology.upstream_token_budget, gate=self.gate,
-                             style=PromptStyle(self.cfg.topology.upstream_cut, self.cfg.prompts.system,
-                                               self.cfg.prompts.enable_thinking))
+        return graph_executor(self.cfg, calls, self.topology, self.task, self.gate)
 
     def process_ids(self) -> dict[str, Any]:
         """This worker's process and its engine's processes (vLLM's EngineCore and workers):
@@ -158,11 +138,11 @@ class RolloutWorker:
     async def load_adapters(self, adapters: AdapterSet) -> dict[str, float]:
         """Hot swap: ``adapters`` under fresh LoRA ids; the old version is dropped once
         the samples pinning it finish. Returns timing and size of the load."""
-        missing = sorted(set(self.names) - set(adapters.tensors))
-        if missing:
-            raise ValueError(f"adapter set v{adapters.version} lacks nodes {', '.join(missing)}")
         if self._engine is None:
             await self.start()  # loads v0 first, then this version replaces it below
+        missing = sorted(set(self._executor.names) - set(adapters.tensors))
+        if missing:
+            raise ValueError(f"adapter set v{adapters.version} lacks nodes {', '.join(missing)}")
         seconds = await self.adapters.install(adapters)
         self.gauges.update({"rollout/adapter_version": adapters.version, "rollout/adapter_load_s": seconds,
                             "rollout/adapter_bytes": adapters.nbytes()})
@@ -220,14 +200,12 @@ class RolloutWorker:
         """
         await self.start()
         greedy, records = await self._collect([SampleSpec(step, ex, 0) for ex in examples], greedy=True)
-        acc, n = mean_reward(records)
-        metrics = {"eval/accuracy": acc, "eval/questions": n}
+        metrics = dict(zip(("eval/accuracy", "eval/questions"), mean_reward(records)))
         sampled = None
         if samples > 0:
             sampled, records = await self._collect(
                 [SampleSpec(step, ex, k, EVAL_SEED_STEP) for ex in examples for k in range(samples)], greedy=False)
-            acc, n = mean_reward(records)
-            metrics.update({"eval/sampled_accuracy": acc, "eval/samples": n})
+            metrics.update(zip(("eval/sampled_accuracy", "eval/samples"), mean_reward(records)))
         return {"metrics": metrics, "greedy": greedy, "sampled": sampled}
 
     async def run_one(self, spec: SampleSpec, policy: SamplingPolicy, sink_tokens: asyncio.Queue | None = None
@@ -242,15 +220,8 @@ class RolloutWorker:
             self.adapters.release(pin)
 
     def prompt_tokens(self, question: str) -> int | None:
-        """Tokens of a first-layer node's prompt for ``question`` (a program: of the question as
-        one user message); None when it leaves no room for one new token within ``model.max_model_len``."""
-        if isinstance(self._executor, ProgramExecutor):
-            n = len(encode(self.tokenizer, chat_text(self.tokenizer, [{"role": "user", "content": question}],
-                                                     self.cfg.prompts.enable_thinking)))
-            return n if n < self.cfg.model.max_model_len else None
-        node = self.topology.layer_nodes(0)[0].name
-        ids, _ = self._executor.fit_prompt(node, question, {}, 1)
-        return None if ids is None else len(ids)
+        """Tokens of the first prompt ``question`` makes; None when it leaves no room for one new token."""
+        return self._executor.prompt_tokens(question)
 
     async def _collect(self, specs: list[SampleSpec], greedy: bool) -> tuple[pa.Table | None, dict[str, SampleRecord]]:
         batches, records = [], {}
@@ -265,7 +236,8 @@ class RolloutWorker:
         t0, tokens = time.perf_counter(), 0
         results = self._executor.stream(specs, self.adapters.acquire, self.adapters.release, policy, scheduling)
         async for group in _grouped(results, self.cfg.rollout.batch_samples, self.cfg.rollout.batch_seconds):
-            scored = await asyncio.gather(*map(self._score, group))
+            scored = await asyncio.gather(*(
+                score_sample(self.task, result, self._executor.positions, self.worker_id) for result in group))
             rows = [row for sample_rows_, _ in scored for row in sample_rows_]
             tokens += sum(len(r.response_ids) for r in rows)
             records = {sample_id(r.spec.example.id, r.spec.sample_index): rec for r, (_, rec) in zip(group, scored)}
@@ -274,22 +246,10 @@ class RolloutWorker:
         self.gauges.update({"rollout/seconds": elapsed, "rollout/response_tokens": tokens,
                             "rollout/tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0})
 
-    async def _score(self, result: SampleResult) -> tuple[list, SampleRecord]:
-        """The sample's rows and record; a program's fault scores it 0 without asking the task."""
-        if faulted(result.flags):
-            scored = Scored(0.0, None, Counter())
-        else:
-            scored = await score_text_async(self.task, result.answer, result.spec.example)
-        flags = scored.flags + call_flags(result)
-        self.counters.update(flags)
-        self.counters["rollout/samples"] += 1
-        self.counters["rollout/node_calls"] += len(result.calls)
-        record = sample_record(scored.reward, scored.parsed, flags, self.task.answer_type)
-        return sample_rows(result, scored, self.positions, self.worker_id), record
-
     def stats(self) -> dict[str, float]:
-        """Counters since start plus gauges of the last rollout and adapter load."""
-        return {**{k: float(v) for k, v in self.counters.items()}, **self.gauges, **self.adapters.stats(),
+        """Gauges of the last rollout and adapter load (the samples' counts and flags reach the
+        driver in each batch's summary)."""
+        return {**self.gauges, **self.adapters.stats(),
                 "rollout/worker_id": self.worker_id}
 
 
@@ -330,6 +290,12 @@ async def _grouped(results: AsyncIterator[SampleResult], every: int, seconds: fl
             yield group
     finally:
         producer.cancel()
+
+
+def graph_executor(cfg: Config, calls: EngineCalls, topology: Topology, task: Any, gate: Any) -> GraphExecutor:
+    return GraphExecutor(calls, topology, answer_format=task.answer_format,
+                         upstream_token_budget=cfg.topology.upstream_token_budget, gate=gate,
+                         style=PromptStyle(cfg.topology.upstream_cut, cfg.prompts.system, cfg.prompts.enable_thinking))
 
 
 def mean_reward(records: Mapping[str, SampleRecord]) -> tuple[float, int]:

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from openai.types.chat import ChatCompletion
 
-from neuromas_dist.programs.episode import Episode
+from neuromas_dist.rollout.program.episode import Episode
 from neuromas_dist.rollout.calls import FINISH_ABORT, NodeCall
 
 # Arguments of create() that do not change what is sampled: accepted and ignored. The

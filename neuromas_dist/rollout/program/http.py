@@ -4,13 +4,14 @@ A program that builds its own ``openai.OpenAI(base_url=...)`` (or a framework th
 base URL) is trained unmodified: each sample's run gets a base URL with a fresh random key
 in its path, ``http://127.0.0.1:<port>/<key>/v1``, which attributes every request to that
 sample's episode; ``model`` names the agent. Requests are answered through the same
-:func:`programs.client.complete` as the in-process client, so both transports make the
+:func:`client.complete` as the in-process client, so both transports make the
 same rows for the same program and seeds. A refused call is a 400 (which the ``openai``
 client does not retry), an unknown or finished episode a 404.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from contextlib import asynccontextmanager
@@ -18,8 +19,8 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from neuromas_dist.programs.client import complete
-from neuromas_dist.programs.episode import Episode, ProgramFault
+from neuromas_dist.rollout.program.client import complete
+from neuromas_dist.rollout.program.episode import Episode, ProgramFault
 
 
 class LoopbackEndpoint:
@@ -28,24 +29,27 @@ class LoopbackEndpoint:
     def __init__(self) -> None:
         self._episodes: dict[str, Episode] = {}
         self._runner: web.AppRunner | None = None
+        self._started: asyncio.Future | None = None
         self.port = 0
 
     async def start(self) -> None:
-        if self._runner is not None:
-            return
+        """Listen on a free port of 127.0.0.1 (once: every sample's first call awaits the same start)."""
+        self._started = self._started or asyncio.ensure_future(self._listen())
+        await asyncio.shield(self._started)
+
+    async def _listen(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/{key}/v1/chat/completions", self._chat)
         app.router.add_get("/{key}/v1/models", self._models)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        self._runner, self.port = runner, runner.addresses[0][1]
 
     async def close(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
-            self._runner = None
+        self._runner, self._started = None, None
 
     @asynccontextmanager
     async def open(self, episode: Episode) -> AsyncIterator[str]:

@@ -13,9 +13,10 @@ import asyncio
 from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 from neuromas_dist.config import Config, ProgramConfig
-from neuromas_dist.programs.client import ProgramClient
+from neuromas_dist.graph.prompts import chat_text, encode
+from neuromas_dist.rollout.program.client import ProgramClient
 from neuromas_dist.programs.entry import Program
-from neuromas_dist.programs.episode import FAULT, Episode, ProgramFault
+from neuromas_dist.rollout.program.episode import FAULT, Episode, ProgramFault
 from neuromas_dist.rollout.calls import EngineCalls, SamplingPolicy
 from neuromas_dist.rollout.executor import SampleResult, SampleSpec, stream_samples
 from neuromas_dist.rollout.lora_registry import Pin
@@ -43,7 +44,23 @@ class ProgramExecutor:
         self.program = program
         self.cfg = cfg.program
         self.enable_thinking = cfg.prompts.enable_thinking
-        self.endpoint = endpoint  # programs.http.LoopbackEndpoint when program.transport is http
+        self.endpoint = endpoint  # http.LoopbackEndpoint when program.transport is http
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The agents (adapters) the program calls."""
+        return self.cfg.agents
+
+    @property
+    def positions(self) -> Mapping[str, tuple[int, int]]:
+        """A program's agents as rows place them: layer 0, their index in ``program.agents``."""
+        return {name: (0, i) for i, name in enumerate(self.cfg.agents)}
+
+    def prompt_tokens(self, question: str) -> int | None:
+        """Tokens of ``question`` as one user message; None when it leaves no room for one new token."""
+        n = len(encode(self.calls.tokenizer, chat_text(self.calls.tokenizer, [{"role": "user", "content": question}],
+                                                       self.enable_thinking)))
+        return n if n < self.calls.max_model_len else None
 
     async def run_sample(self, spec: SampleSpec, pin: Pin, policy: SamplingPolicy,
                          sink_tokens: asyncio.Queue | None = None) -> SampleResult:
@@ -92,8 +109,3 @@ class ProgramExecutor:
         """Yield samples as they finish (a program has no layers: ``scheduling`` is per sample)."""
         async for result in stream_samples(self.run_sample, specs, acquire, release, policy):
             yield result
-
-
-def agent_positions(names: Sequence[str]) -> Mapping[str, tuple[int, int]]:
-    """A program's agents as rows place them: layer 0, their index in ``program.agents``."""
-    return {name: (0, i) for i, name in enumerate(names)}

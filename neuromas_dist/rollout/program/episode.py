@@ -10,21 +10,23 @@ remembered here, so a program that catches it still scores 0.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any, Mapping, Sequence
 
-from neuromas_dist.graph.prompts import chat_text, encode
 from neuromas_dist.rollout.calls import EngineCalls, NodeCall, SamplingPolicy
 from neuromas_dist.rollout.executor import SampleSpec
 from neuromas_dist.rollout.lora_registry import Pin
+from neuromas_dist.rollout.program import turns
 
 FAULT = "rollout/flag_program_"  # + unknown_agent, max_calls, bad_request, error, timeout, return, closed
 SAMPLING_IGNORED = "rollout/flag_program_sampling_ignored"  # a call's temperature/top_p differed from the agent's
+RETOKENIZED = "rollout/flag_program_retokenized"  # an earlier reply sent back could not be spliced as sampled
+NOT_FAULTS = (SAMPLING_IGNORED, RETOKENIZED)  # counted, but the sample is scored as usual
 
 
 def faulted(flags: Mapping[str, float]) -> bool:
     """Whether a sample's flags hold a program fault (it scores 0)."""
-    return any(k.startswith(FAULT) and k != SAMPLING_IGNORED and n for k, n in flags.items())
+    return any(k.startswith(FAULT) and k not in NOT_FAULTS and n for k, n in flags.items())
 
 
 class ProgramFault(Exception):
@@ -44,6 +46,7 @@ class Episode:
         self.max_calls, self.enable_thinking = max_calls, enable_thinking
         self._slots: list[NodeCall | None] = []  # reserved when a call starts; None until it finishes
         self._counts: Counter = Counter()  # agent -> calls started (the next call_index)
+        self._turns: defaultdict[str, list[turns.Turn]] = defaultdict(list)  # agent -> its finished calls
         self.flags: Counter = Counter()
         self.closed = False
 
@@ -71,12 +74,15 @@ class Episode:
         if len(self._slots) + n > self.max_calls:
             raise self.fault("max_calls", f"call {len(self._slots) + n} of the sample: program.max_calls="
                                           f"{self.max_calls}")
-        prompt_ids = encode(self.engine.tokenizer, chat_text(self.engine.tokenizer, _checked(self, messages),
-                                                             self.enable_thinking))
+        messages = _checked(self, messages)
+        prompt_ids, retokenized = turns.prompt_ids(self.engine.tokenizer, messages, self._turns[agent],
+                                                   self.enable_thinking)
+        self.flags[RETOKENIZED] += retokenized
         starts = [(len(self._slots) + i, self._counts[agent] + i) for i in range(n)]
         self._slots.extend([None] * n)
         self._counts[agent] += n
         out = await asyncio.gather(*(self._one(agent, prompt_ids, policy, slot, index) for slot, index in starts))
+        self._turns[agent].extend(turns.Turn(turns.as_pairs(messages), call) for call in out)
         return list(out)
 
     async def _one(self, agent: str, prompt_ids: list[int], policy: SamplingPolicy, slot: int, index: int) -> NodeCall:
