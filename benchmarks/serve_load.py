@@ -100,7 +100,7 @@ async def batch(run_dir: Path, questions: list[str]) -> dict:
         wall = time.perf_counter() - t0
     finally:
         await graph.shutdown()
-    tokens = sum(len(c.response_ids) for (r,) in results for c in r.calls.values())
+    tokens = sum(len(c.response_ids) for (r,) in results for c in r.calls)
     return {"requests": len(questions), "seconds": round(wall, 2), "requests_per_s": round(len(questions) / wall, 3),
             "tokens_per_s": round(tokens / wall, 1)}
 

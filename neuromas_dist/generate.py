@@ -34,11 +34,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def output_row(row: dict, result: Any, sink: str, task: Any) -> dict[str, Any]:
-    answer = result.calls[sink].text
-    out = {**row, "answer": answer, "parsed_answer": task.extract(answer)}
-    for node, call in result.calls.items():
-        out[f"node_{node}"], out[f"finish_{node}"] = call.text, call.finish_reason
+def output_row(row: dict, result: Any, task: Any) -> dict[str, Any]:
+    """The input row, the answer and each call's text and finish (``node_<agent>``; a program's
+    later calls of an agent ``node_<agent>#<call_index>``)."""
+    out = {**row, "answer": result.answer, "parsed_answer": task.extract(result.answer)}
+    for call in result.calls:
+        name = call.node if call.call_index == 0 else f"{call.node}#{call.call_index}"
+        out[f"node_{name}"], out[f"finish_{name}"] = call.text, call.finish_reason
     return out
 
 
@@ -56,7 +58,7 @@ async def generate(graph: Any, questions: list[tuple[dict, str]], temperature: f
         async with limit:
             (result,) = await graph.answer(question, 1, Params(temperature=temperature))
         bar.update(1)
-        return output_row(row, result, graph.topology.sink, graph.task)
+        return output_row(row, result, graph.task)
 
     try:
         return list(await asyncio.gather(*(one(row, q) for row, q in questions)))

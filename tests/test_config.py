@@ -95,6 +95,27 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(flat)
 
 
+P = ["program.entry=examples.programs.solver_verifier:solve"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["program.agents=[solver]"], "program.agents and program.sampling need program.entry"),
+    ([*P], "program.agents must name at least one agent"),
+    (["program.entry=solve", "program.agents=[a]"], "program.entry=solve: expected package.module:function"),
+    ([*P, "program.agents=[solver, solver]"], "names an agent twice"),
+    ([*P, "program.agents=['../x']"], "'../x' is not a valid agent name"),
+    ([*P, "program.agents=[solver]", "program.sampling=[{agent: verifier}]"],
+     "program.sampling[0].agent='verifier': not in program.agents"),
+    ([*P, "program.agents=[solver]", "program.transport=grpc"], "program.transport='grpc': must be one of"),
+    ([*P, "program.agents=[solver]", "program.max_calls=0"], "program.max_calls=0: must be >= 1"),
+    ([*P, "program.agents=[solver]", "trainer.growth=[{at_step: 5, widths: [4,2,1]}]"], "a program has none"),
+])
+def test_a_bad_program_config_names_the_key(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path):
     cfg = load_config(path)

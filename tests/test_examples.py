@@ -37,3 +37,35 @@ def test_own_data_reward_and_graph_train_for_two_steps(ray_local, tiny_model_dir
                         or "stamps" in r["question"] for r in sink)
     last = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
     assert last["step"] == 2 and not any(k.startswith("rollout/flag_reward_fn") and v for k, v in last.items())
+
+
+@pytest.mark.parametrize("transport,entry", [("inproc", "examples.programs.solver_verifier:solve"),
+                                             ("http", "examples.programs.solver_verifier_http:solve")])
+def test_an_agent_program_trains_for_two_steps(ray_local, tiny_model_dir, tmp_path, monkeypatch, transport, entry):
+    """The solver/verifier program through the whole stack (Ray workers, DeepSpeed learner):
+    every call a row, each agent its own adapter, every flag counted in metrics.jsonl."""
+    from neuromas_dist.config import load_config
+    from neuromas_dist.driver.run import run_training
+
+    monkeypatch.chdir(REPO)
+    run_dir = tmp_path / transport
+    cfg = load_config(REPO / "examples" / "programs" / "solver_verifier.yaml",
+                      [*SMALL_RUN, f"logging.run_dir={run_dir}", "trainer.steps=2", "trainer.eval_every=0",
+                       "trainer.eval_samples=0", f"program.transport={transport}", f"program.entry={entry}"])
+    assert run_training(cfg) == 0
+    rows = pq.read_table(run_dir / "trajectories").to_pylist()
+    assert {r["node"] for r in rows} == {"solver", "verifier"}
+    assert sorted(p.name for p in (run_dir / "adapters").iterdir() if p.is_dir()) == ["solver", "verifier"]
+    samples: dict = {}
+    for r in rows:
+        samples.setdefault((r["step"], r["sample_id"]), []).append((r["node"], r["call_index"]))
+    assert len(samples) == 2 * 4 * 2  # steps x questions x samples, each exactly once
+    for calls in samples.values():  # solver, verifier[, solver again]: each agent's calls numbered 0, 1, ...
+        assert calls[:2] == [("solver", 0), ("verifier", 0)] and calls[2:] in ([], [("solver", 1)])
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [m for m in metrics if "rollout/samples" in m]
+    assert [m["rollout/samples"] for m in steps] == [8, 8]
+    assert all(2.0 <= m["rollout/calls_per_sample"] <= 3.0 for m in steps)
+    assert all(m["node/verifier/response_len_mean"] <= 4 for m in steps)  # the agent's own max_new_tokens
+    assert not any(k.startswith("rollout/flag_program") and k != "rollout/flag_program_sampling_ignored" and v
+                   for m in steps for k, v in m.items())

@@ -52,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from neuromas_dist.serve.openai_api import build_app
 
-    print(f"[serve] {run_dir}: graph {list(graph.topology.widths)} as model {name!r} on http://{args.host}:{args.port}"
+    from neuromas_dist.analysis.run_eval import describe
+
+    print(f"[serve] {run_dir}: {describe(graph.topology)} as model {name!r} on http://{args.host}:{args.port}"
           + (" (API key required)" if args.api_key else ""), flush=True)
     uvicorn.run(build_app(graph, name, args.api_key), host=args.host, port=args.port, log_level="warning")
     return 0

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, AsyncIterator, NamedTuple, Sequence
 
 from neuromas_dist.adapters.peft_io import read_adapter_set
-from neuromas_dist.analysis.run_eval import local_config, run_topology
+from neuromas_dist.analysis.run_eval import describe, local_config, run_topology
+from neuromas_dist.graph.topology import Topology
 from neuromas_dist.rollout.executor import SampleResult, SampleSpec, SamplingPolicy
 from neuromas_dist.rollout.worker import RolloutWorker, default_task
 from neuromas_dist.run_dir import RunDirError, check_run_dir, run_config
@@ -39,8 +40,8 @@ class ServedGraph:
         self.topology = run_topology(cfg, self.run_dir)
         self.adapters = read_adapter_set(self.run_dir / "adapters", version=1)  # above the placeholder v-1
         if set(self.adapters.tensors) != set(self.topology.names):
-            raise RunDirError(f"{self.run_dir}/adapters holds nodes {', '.join(sorted(self.adapters.tensors))}, "
-                              f"the run's graph has {', '.join(self.topology.names)}")
+            raise RunDirError(f"{self.run_dir}/adapters holds {', '.join(sorted(self.adapters.tensors))}, "
+                              f"the run's {describe(self.topology)} has {', '.join(self.topology.names)}")
         self.cfg = local_config(cfg)
         self.task = default_task(self.cfg)
         self.worker: Any = None
@@ -49,7 +50,8 @@ class ServedGraph:
     async def start(self) -> None:
         self.worker = RolloutWorker(self.cfg, task=self.task)
         await self.worker.start()
-        await self.worker.set_topology(self.topology.widths, self.topology.to_dict()["edges"])
+        if isinstance(self.topology, Topology):  # a program's agents come with its config
+            await self.worker.set_topology(self.topology.widths, self.topology.to_dict()["edges"])
         await self.worker.load_adapters(self.adapters)
 
     async def shutdown(self) -> None:
@@ -113,7 +115,8 @@ class ServedGraph:
                     result = await run
                 finally:
                     run.cancel()
-                out.put_nowait((k, text.rest(), result))
+                # the answer past what streamed: the sink's last tokens, or a program's whole return
+                out.put_nowait((k, result.answer[text.sent:], result))
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer below
                 out.put_nowait(exc)
                 raise

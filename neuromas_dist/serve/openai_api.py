@@ -102,27 +102,41 @@ def params_of(req: ChatRequest) -> Params:
     return Params(req.temperature, req.top_p, cap, req.seed)
 
 
+def call_view(c: Any) -> dict[str, Any]:
+    return {"text": c.text, "finish_reason": c.finish_reason, "prompt_tokens": len(c.prompt_ids),
+            "completion_tokens": len(c.response_ids)}
+
+
 def node_view(result: Any) -> dict[str, dict[str, Any]]:
-    return {node: {"text": c.text, "finish_reason": c.finish_reason, "prompt_tokens": len(c.prompt_ids),
-                   "completion_tokens": len(c.response_ids)} for node, c in result.calls.items()}
+    """Each agent's first call (a graph: each node's only one) by name."""
+    return {node: call_view(c) for node, c in result.by_agent().items()}
+
+
+def calls_view(result: Any) -> list[dict[str, Any]]:
+    """Every call of the pass in the order they started (a program may call an agent often)."""
+    return [{"agent": c.node, "call_index": c.call_index, **call_view(c)} for c in result.calls]
 
 
 def usage(results: list[Any]) -> dict[str, int]:
-    prompt = sum(len(c.prompt_ids) for r in results for c in r.calls.values())
-    completion = sum(len(c.response_ids) for r in results for c in r.calls.values())
+    prompt = sum(len(c.prompt_ids) for r in results for c in r.calls)
+    completion = sum(len(c.response_ids) for r in results for c in r.calls)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def finish_reason(call: Any) -> str:
-    return "length" if call.finish_reason in ("length", "abort") else "stop"
+def finish_reason(result: Any) -> str:
+    """The answer's: the sink's (a program: its last call's, when that call's text is the answer)."""
+    last = result.calls[-1] if result.calls else None
+    cut = last is not None and last.text == result.answer and last.finish_reason in ("length", "abort")
+    return "length" if cut else "stop"
 
 
-def completion(results: list[Any], sink: str, model_name: str) -> dict[str, Any]:
+def completion(results: list[Any], model_name: str) -> dict[str, Any]:
     return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": model_name,
-            "choices": [{"index": i, "message": {"role": "assistant", "content": r.calls[sink].text},
-                         "finish_reason": finish_reason(r.calls[sink])} for i, r in enumerate(results)],
-            "usage": usage(results), "neuromas": {"nodes": [node_view(r) for r in results]}}
+            "choices": [{"index": i, "message": {"role": "assistant", "content": r.answer},
+                         "finish_reason": finish_reason(r)} for i, r in enumerate(results)],
+            "usage": usage(results), "neuromas": {"nodes": [node_view(r) for r in results],
+                                                  "calls": [calls_view(r) for r in results]}}
 
 
 async def sse_chunks(graph: ServedGraph, req: ChatRequest, question: str, model_name: str
@@ -145,9 +159,8 @@ async def sse_chunks(graph: ServedGraph, req: ChatRequest, question: str, model_
                 yield event([{"index": k, "delta": {"content": delta}, "finish_reason": None}])
             if result is not None:
                 results[k] = result
-                sink = result.calls[graph.topology.sink]
-                yield event([{"index": k, "delta": {}, "finish_reason": finish_reason(sink)}],
-                            neuromas={"nodes": {str(k): node_view(result)}})
+                yield event([{"index": k, "delta": {}, "finish_reason": finish_reason(result)}],
+                            neuromas={"nodes": {str(k): node_view(result)}, "calls": {str(k): calls_view(result)}})
     finally:
         await passes.aclose()  # a client gone mid-stream: its passes are cancelled now, not at GC
     yield event([], usage=usage([results[k] for k in sorted(results)]))
@@ -193,7 +206,8 @@ def build_app(graph: ServedGraph, model_name: str, api_key: str | None = None, m
     async def models(request: Request) -> dict[str, Any]:
         authorize(request)
         return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0,
-                                            "owned_by": "neuromas_dist", "graph": list(graph.topology.widths)}]}
+                                            "owned_by": "neuromas_dist", "graph": list(graph.topology.widths),
+                                            "agents": list(graph.topology.names)}]}
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
@@ -207,7 +221,7 @@ def build_app(graph: ServedGraph, model_name: str, api_key: str | None = None, m
             results = await graph.answer(question, req.n, params_of(req))
         finally:
             state["in_flight"] -= 1
-        return completion(results, graph.topology.sink, model_name)
+        return completion(results, model_name)
 
     return app
 

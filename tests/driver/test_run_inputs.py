@@ -53,3 +53,16 @@ def test_a_machine_that_cannot_isolate_code_checks_as_required_is_one_line(tmp_p
         "data.local_dir=tests/tasks/fixtures/humaneval", "data.sandbox.require=full", "trainer.questions_per_step=1",
         f"logging.run_dir={tmp_path / 'run'}"])
     _one_line_exit_2(cfg, capsys, "sandbox error: data.sandbox.require=full but this machine gives code checks only")
+
+
+def test_a_program_that_does_not_import_is_one_line(tmp_path, capsys):
+    cfg = load_config(None, ["program.entry=examples.programs.no_such:solve", "program.agents=[solver]",
+                             f"logging.run_dir={tmp_path / 'run'}"])
+    _one_line_exit_2(cfg, capsys, "program error: program.entry=examples.programs.no_such:solve: cannot import")
+
+
+def test_a_sync_program_in_process_is_one_line(tmp_path, capsys):
+    """inproc needs a coroutine (its client is async); the fix is named: transport http."""
+    cfg = load_config(None, ["program.entry=examples.programs.neuromas:_tokenizer", "program.agents=[solver]",
+                             f"logging.run_dir={tmp_path / 'run'}"])
+    _one_line_exit_2(cfg, capsys, "program error: program.entry=examples.programs.neuromas:_tokenizer: must take")
