@@ -297,6 +297,18 @@ class Config:
         return _to_plain(self)
 
 
+def agent_sampling(cfg: Config, agent: str) -> tuple[float, float, int, tuple[str, ...]]:
+    """(temperature, top_p, max_new_tokens, stop) ``agent`` samples with in training: the
+    run's ``sampling`` under the agent's ``program.sampling`` entry. The rollout samples and
+    the learner scores with the same values."""
+    s = cfg.sampling
+    out = (s.temperature, s.top_p, s.max_new_tokens, ())
+    for a in cfg.program.sampling:
+        if a.agent == agent:
+            out = (a.temperature or s.temperature, a.top_p or s.top_p, a.max_new_tokens or s.max_new_tokens, a.stop)
+    return out
+
+
 def resolve_dtype(name: str, gpu: bool) -> str:
     """``model.dtype`` as rollout, learner and plan all read it: ``auto`` is bfloat16 on a
     GPU and float32 on a CPU (vLLM's CPU backend and the gloo learner run fp32)."""
@@ -410,6 +422,9 @@ def _check_program(cfg: Config) -> None:
     for i, s in enumerate(p.sampling):
         if s.agent not in p.agents:
             raise ConfigError(f"program.sampling[{i}].agent={s.agent!r}: not in program.agents {list(p.agents)}")
+    if cfg.learner.micro_batches == "mixed" and any(s.temperature or s.top_p for s in p.sampling):
+        raise ConfigError("program.sampling sets an agent's temperature or top_p: the learner scores each agent's "
+                          "rows under its own, which needs learner.micro_batches=per_node")
     if cfg.trainer.growth or cfg.trainer.grow_from:
         raise ConfigError("trainer.growth and trainer.grow_from grow a graph's layers; a program has none "
                           "(unset them, or unset program.entry)")

@@ -82,6 +82,7 @@ def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    from neuromas_dist.analysis.run_eval import describe
     from neuromas_dist.serve.graph import ServedGraph
     from neuromas_dist.tasks.data import load_questions
 
@@ -98,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     rows = asyncio.run(generate(graph, questions, args.temperature, args.concurrency))
     write_rows(rows, output)
-    print(f"[generate] {len(rows)} questions through {args.run_dir}'s graph {list(graph.topology.widths)} -> {output}")
+    print(f"[generate] {len(rows)} questions through {args.run_dir}'s {describe(graph.topology)} -> {output}")
     return 0
 
 

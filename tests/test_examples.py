@@ -51,8 +51,11 @@ def test_an_agent_program_trains_for_two_steps(ray_local, tiny_model_dir, tmp_pa
     run_dir = tmp_path / transport
     cfg = load_config(REPO / "examples" / "programs" / "solver_verifier.yaml",
                       [*SMALL_RUN, f"logging.run_dir={run_dir}", "trainer.steps=2", "trainer.eval_every=0",
-                       "trainer.eval_samples=0", f"program.transport={transport}", f"program.entry={entry}"])
+                       "trainer.eval_samples=0", f"program.transport={transport}", f"program.entry={entry}",
+                       f"trainer.final_ablation={transport == 'inproc'}"])
     assert run_training(cfg) == 0
+    if transport == "inproc":
+        check_report_and_generate(run_dir, tmp_path)
     rows = pq.read_table(run_dir / "trajectories").to_pylist()
     assert {r["node"] for r in rows} == {"solver", "verifier"}
     assert sorted(p.name for p in (run_dir / "adapters").iterdir() if p.is_dir()) == ["solver", "verifier"]
@@ -67,5 +70,27 @@ def test_an_agent_program_trains_for_two_steps(ray_local, tiny_model_dir, tmp_pa
     assert [m["rollout/samples"] for m in steps] == [8, 8]
     assert all(2.0 <= m["rollout/calls_per_sample"] <= 3.0 for m in steps)
     assert all(m["node/verifier/response_len_mean"] <= 4 for m in steps)  # the agent's own max_new_tokens
+    # the learner scores the verifier's rows at its own temperature (0.7): else a gap of ~0.1 nats
+    learner = [m for m in metrics if "node/verifier/logprob_gap" in m]
+    assert len(learner) == 2 and all(m["node/verifier/logprob_gap"] < 1e-3 for m in learner)
     assert not any(k.startswith("rollout/flag_program") and k != "rollout/flag_program_sampling_ignored" and v
                    for m in steps for k, v in m.items())
+
+
+def check_report_and_generate(run_dir, tmp_path):
+    """A program's run as evaluate and generate read it: the report ablates each agent, and
+    generate's greedy answers are the final evaluation's."""
+    from neuromas_dist import generate
+
+    report = json.loads((run_dir / "eval" / "report.json").read_text())
+    assert report["nodes"] == ["solver", "verifier"] and set(report["ablation"]) == {"solver", "verifier"}
+    assert report["questions"] == 8
+    final = pq.read_table(run_dir / "eval" / "trajectories" / "final_greedy.parquet").to_pylist()
+    want = {r["question"]: r["answer_text"] for r in final}
+    src = tmp_path / "questions.jsonl"
+    src.write_text("".join(json.dumps({"question": q}) + "\n" for q in want))
+    out = tmp_path / "answers.jsonl"
+    assert generate.main([str(run_dir), "--input", str(src), "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["question"]: r["answer"] for r in rows} == want
+    assert all(r["node_solver"] and "node_verifier" in r for r in rows)

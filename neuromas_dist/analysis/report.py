@@ -66,7 +66,9 @@ def training_curve(metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
 def build_report(full: EvalPass, ablations: Mapping[str, pa.Table], before: EvalPass | None,
                  question_ids: Sequence[str], sink: str, nodes: Sequence[str], step: int,
                  metrics: Sequence[Mapping[str, Any]] = (), answer_type: str = "number") -> dict[str, Any]:
-    samples = 0 if full.sampled is None else full.sampled.num_rows // max(1, full.greedy.num_rows)
+    # samples, not rows: a program's sample may hold any number of rows
+    count = lambda t: len(set(t["sample_id"].to_pylist()))  # noqa: E731
+    samples = 0 if full.sampled is None else count(full.sampled) // max(1, count(full.greedy))
     report: dict[str, Any] = {
         "step": step, "sink": sink, "nodes": list(nodes), "questions": len(question_ids),
         "samples_per_question": samples,

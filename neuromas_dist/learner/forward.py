@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 
-from neuromas_dist.config import Config
+from neuromas_dist.config import Config, agent_sampling
 from neuromas_dist.learner import algos, model
 from neuromas_dist.learner.packing import build_inputs
 
@@ -67,6 +68,15 @@ class ForwardSpec:
         s = cfg.sampling
         return ForwardSpec(packed, logits, cfg.learner.logprob_chunk_tokens, s.temperature, s.top_p,
                            getattr(text, "final_logit_softcapping", None))
+
+    def per_node(self, cfg: Config, nodes: Sequence[str]) -> dict[str, "ForwardSpec"]:
+        """Each node's spec: its rows are scored under the temperature and top-p it sampled
+        with (a program's agent may have its own, ``config.agent_sampling``)."""
+        out = {}
+        for node in nodes:
+            t, p, _, _ = agent_sampling(cfg, node)
+            out[node] = dataclasses.replace(self, temperature=t, top_p=p)
+        return out
 
 
 def head_logprobs(head: torch.nn.Module, spec: ForwardSpec) -> LogprobFn:

@@ -71,6 +71,7 @@ class LearnerRank:
                             attn_implementation=attention)
         self.engine, self.optimizer, self.module = built.engine, built.optimizer, built.module
         self.spec = forward.ForwardSpec.of(self.cfg, self.module, packed)
+        self.node_specs = self.spec.per_node(self.cfg, self.nodes)
         self.params, self._all_params, self.device = built.params, built.all_params, built.device
         self.history = VersionHistory(self._all_params, self.cfg.trainer.max_staleness)
         self.history.remember(self.version)
@@ -110,7 +111,8 @@ class LearnerRank:
         """Learner logprobs [B, T] of the rows' response tokens (with graph) and the mask;
         each row under its own node's adapter."""
         self._activate(rows[0].node)
-        return forward.response_logprobs(self.module, rows, self.spec, self.device)
+        # a mixed pass's nodes share the run's sampling (config refuses per-agent sampling there)
+        return forward.response_logprobs(self.module, rows, self.node_specs[rows[0].node], self.device)
 
     # ------------------------------------------------------------ the step
 

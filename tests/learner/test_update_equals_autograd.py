@@ -22,6 +22,7 @@ import torch
 
 from learner_helpers import (NODES, captured_step, make_batch, program_batch, small_config, to_batch, with_column,
                              with_logprobs)
+from neuromas_dist.config import agent_sampling
 from neuromas_dist.learner import algos
 
 BASELINES = ("loo", "batch_mean", "ema")
@@ -114,8 +115,8 @@ def reference_grads(model, batch, cfg, ema: dict[str, float]) -> dict[str, torch
         ids = torch.tensor([r["prompt_ids"] + r["response_ids"]], device=dev)
         p0, t = len(r["prompt_ids"]), len(r["response_ids"])
         logits = model(input_ids=ids).logits[0, p0 - 1:p0 - 1 + t]
-        lps.append(algos.token_logprobs(logits, torch.tensor(r["response_ids"], device=dev), cfg.sampling.temperature,
-                                        cfg.sampling.top_p))
+        temperature, top_p, _, _ = agent_sampling(cfg, r["node"])  # the run's, or the agent's own
+        lps.append(algos.token_logprobs(logits, torch.tensor(r["response_ids"], device=dev), temperature, top_p))
     width = max(len(lp) for lp in lps)
     lp = torch.stack([torch.cat([x, torch.zeros(width - len(x), device=dev)]) for x in lps])
     mask = torch.tensor([[j < len(x) for j in range(width)] for x in lps], device=dev)
@@ -184,13 +185,22 @@ def test_learner_gradient_equals_autograd_at_world_size_1(make_rank, tiny_model_
     assert (max(routed, default=1) > 1) == (mode == "mixed")
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", [*MODES, "per_node+agent_sampling"])
 @pytest.mark.parametrize("baseline,norm", [("loo", "token"), ("batch_mean", "sequence"), ("ema", "token")])
 def test_agents_called_0_1_or_several_times_per_sample_equal_autograd(make_rank, tiny_model_dir, vocab, baseline,
                                                                       norm, mode):
     """An agent program's rows: every call is a row, a sample's advantage is shared by all its
-    calls of a node, and the baselines count samples, not calls."""
-    cfg = case_config(baseline, norm, mode=mode)
+    calls of a node, and the baselines count samples, not calls. With per-agent sampling, each
+    agent's rows are scored under its own temperature and top-p."""
+    import dataclasses
+
+    from neuromas_dist.config import AgentSampling, ProgramConfig
+
+    cfg = case_config(baseline, norm, mode=mode.split("+")[0])
+    if "agent_sampling" in mode:
+        cfg = dataclasses.replace(cfg, program=ProgramConfig(
+            entry="examples.programs.solver_verifier:solve", agents=NODES,
+            sampling=(AgentSampling("L0N1", temperature=0.7), AgentSampling("L1N0", top_p=0.9)))).validate()
     rank = make_rank(cfg)
     batches = [program_batch(4, 3, seed=21, vocab=vocab), program_batch(3, 3, seed=22, vocab=vocab)]
     calls = Counter((r["sample_id"], r["node"]) for r in batches[0].to_pylist())

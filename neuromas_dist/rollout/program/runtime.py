@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
-from neuromas_dist.config import Config, ProgramConfig
+from neuromas_dist.config import Config, agent_sampling
 from neuromas_dist.graph.prompts import chat_text, encode
 from neuromas_dist.rollout.program.client import ProgramClient
 from neuromas_dist.programs.entry import Program
@@ -24,15 +24,17 @@ from neuromas_dist.rollout.lora_registry import Pin
 _WARNED: set[tuple[str, str]] = set()
 
 
-def agent_policies(cfg: ProgramConfig, run: SamplingPolicy) -> dict[str, SamplingPolicy]:
-    """Each agent's sampling: the run's ``run`` policy with its ``program.sampling`` overrides
-    (greedy stays greedy: an evaluation's policy has temperature 0)."""
-    out = {agent: run for agent in cfg.agents}
-    for s in cfg.sampling:
+def agent_policies(cfg: Config, run: SamplingPolicy) -> dict[str, SamplingPolicy]:
+    """Each agent's sampling (``config.agent_sampling``) over the pass's ``run`` policy: a
+    greedy pass (evaluation, temperature 0) stays greedy, and a served request's lower token
+    cap holds for every agent."""
+    out = {}
+    for agent in cfg.program.agents:
+        t, p, most, stop = agent_sampling(cfg, agent)
         greedy = run.temperature == 0
-        out[s.agent] = run._replace(temperature=run.temperature if greedy or not s.temperature else s.temperature,
-                                    top_p=run.top_p if greedy or not s.top_p else s.top_p,
-                                    max_new_tokens=s.max_new_tokens or run.max_new_tokens, stop=tuple(s.stop))
+        capped = run.max_new_tokens < cfg.sampling.max_new_tokens  # a served request's own max_tokens
+        out[agent] = run._replace(temperature=run.temperature if greedy else t, top_p=run.top_p if greedy else p,
+                                  max_new_tokens=min(most, run.max_new_tokens) if capped else most, stop=stop)
     return out
 
 
@@ -43,6 +45,7 @@ class ProgramExecutor:
         self.calls = calls
         self.program = program
         self.cfg = cfg.program
+        self.run_cfg = cfg
         self.enable_thinking = cfg.prompts.enable_thinking
         self.endpoint = endpoint  # http.LoopbackEndpoint when program.transport is http
 
@@ -64,7 +67,7 @@ class ProgramExecutor:
 
     async def run_sample(self, spec: SampleSpec, pin: Pin, policy: SamplingPolicy,
                          sink_tokens: asyncio.Queue | None = None) -> SampleResult:
-        episode = Episode(spec, pin, agent_policies(self.cfg, policy), self.calls, max_calls=self.cfg.max_calls,
+        episode = Episode(spec, pin, agent_policies(self.run_cfg, policy), self.calls, max_calls=self.cfg.max_calls,
                           enable_thinking=self.enable_thinking)
         answer = ""
         try:
