@@ -49,7 +49,8 @@ def call_seed(base_seed: int, step: int, question_id: str, sample_index: int, ag
     """The seed of an agent's ``call_index``-th call of a sample. A first call draws what a
     graph node of the same name draws, so a program that calls each node once (the
     NeuroMAS DAG written as a program) samples exactly what the built-in executor samples."""
-    return request_seed(base_seed, step, question_id, sample_index, agent if call_index == 0 else f"{agent}#{call_index}")
+    name = agent if call_index == 0 else f"{agent}#{call_index}"
+    return request_seed(base_seed, step, question_id, sample_index, name)
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

@@ -11,9 +11,9 @@ import dataclasses
 import threading
 from collections import defaultdict
 
+import program_cases
 import pytest
 
-import program_cases
 from neuromas_dist.config import load_config
 from neuromas_dist.graph.topology import Topology
 from neuromas_dist.programs.entry import ProgramError, load_program

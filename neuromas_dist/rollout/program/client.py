@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 from openai.types.chat import ChatCompletion
 
-from neuromas_dist.rollout.program.episode import Episode
 from neuromas_dist.rollout.calls import FINISH_ABORT, NodeCall
+from neuromas_dist.rollout.program.episode import Episode
 
 # Arguments of create() that do not change what is sampled: accepted and ignored. The
 # runtime seeds every call itself; the rest is the openai client's own plumbing.

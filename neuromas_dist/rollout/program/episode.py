@@ -103,7 +103,8 @@ class Episode:
         policy = self.policies[agent]
         # The learner scores an agent's rows under the agent's configured sampling; a call
         # sampling otherwise would train on a distribution the learner never sees.
-        if (temperature is not None and temperature != policy.temperature) or (top_p is not None and top_p != policy.top_p):
+        asked = ((temperature, policy.temperature), (top_p, policy.top_p))
+        if any(want is not None and want != have for want, have in asked):
             self.flags[SAMPLING_IGNORED] += 1
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
             raise self.fault("bad_request", f"max_tokens={max_tokens!r}: must be a positive integer")

@@ -14,12 +14,12 @@ from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 from neuromas_dist.config import Config, agent_sampling
 from neuromas_dist.graph.prompts import chat_text, encode
-from neuromas_dist.rollout.program.client import ProgramClient
 from neuromas_dist.programs.entry import Program
-from neuromas_dist.rollout.program.episode import FAULT, Episode, ProgramFault
 from neuromas_dist.rollout.calls import EngineCalls, SamplingPolicy
 from neuromas_dist.rollout.executor import SampleResult, SampleSpec, stream_samples
 from neuromas_dist.rollout.lora_registry import Pin
+from neuromas_dist.rollout.program.client import ProgramClient
+from neuromas_dist.rollout.program.episode import FAULT, Episode, ProgramFault
 
 _WARNED: set[tuple[str, str]] = set()
 
@@ -44,20 +44,19 @@ class ProgramExecutor:
     def __init__(self, calls: EngineCalls, program: Program, cfg: Config, endpoint: Any = None) -> None:
         self.calls = calls
         self.program = program
-        self.cfg = cfg.program
-        self.run_cfg = cfg
+        self.cfg = cfg
         self.enable_thinking = cfg.prompts.enable_thinking
         self.endpoint = endpoint  # http.LoopbackEndpoint when program.transport is http
 
     @property
     def names(self) -> tuple[str, ...]:
         """The agents (adapters) the program calls."""
-        return self.cfg.agents
+        return self.cfg.program.agents
 
     @property
     def positions(self) -> Mapping[str, tuple[int, int]]:
         """A program's agents as rows place them: layer 0, their index in ``program.agents``."""
-        return {name: (0, i) for i, name in enumerate(self.cfg.agents)}
+        return {name: (0, i) for i, name in enumerate(self.cfg.program.agents)}
 
     def prompt_tokens(self, question: str) -> int | None:
         """Tokens of ``question`` as one user message; None when it leaves no room for one new token."""
@@ -67,17 +66,17 @@ class ProgramExecutor:
 
     async def run_sample(self, spec: SampleSpec, pin: Pin, policy: SamplingPolicy,
                          sink_tokens: asyncio.Queue | None = None) -> SampleResult:
-        episode = Episode(spec, pin, agent_policies(self.run_cfg, policy), self.calls, max_calls=self.cfg.max_calls,
-                          enable_thinking=self.enable_thinking)
+        episode = Episode(spec, pin, agent_policies(self.cfg, policy), self.calls,
+                          max_calls=self.cfg.program.max_calls, enable_thinking=self.enable_thinking)
         answer = ""
         try:
-            out = await asyncio.wait_for(self._solve(spec.example.question, episode), self.cfg.timeout_s)
+            out = await asyncio.wait_for(self._solve(spec.example.question, episode), self.cfg.program.timeout_s)
             if isinstance(out, str):
                 answer = out
             else:
                 episode.fault("return", f"returned {type(out).__name__}, not str")
         except asyncio.TimeoutError:
-            episode.fault("timeout", f"still running after program.timeout_s={self.cfg.timeout_s}")
+            episode.fault("timeout", f"still running after program.timeout_s={self.cfg.program.timeout_s}")
         except ProgramFault:
             pass  # already flagged where it was raised
         except Exception as exc:  # noqa: BLE001 - a user's program must not end the rollout
