@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from transformers import AutoTokenizer
 
-from neuromas_dist.graph.topology import parse_node_name
+from neuromas_dist.graph.topology import is_node_name, parse_node_name
 from neuromas_dist.tasks.node_text import summarize_node
 
 
@@ -49,6 +49,9 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"samples": len(samples), "nodes": {}}
     for node in nodes:
         out["nodes"][node] = summarize_node(by_node[node], 3)
+    if not all(is_node_name(n) for n in nodes):  # a program's agents: no sink, no inputs to repeat
+        out["same_text_all_non_sink"] = out["sink_repeats_an_input"] = None
+        return out
     sink = max(nodes, key=parse_node_name)  # the one node of the last layer
     others = [n for n in nodes if n != sink]
     out["same_text_all_non_sink"] = _share(samples, lambda s: len({s.get(n) for n in others}) == 1) if len(others) > 1 else None
@@ -73,9 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"texts: {exc}", file=sys.stderr)
         return 2
-    same = summary["same_text_all_non_sink"]
+    same, repeats = summary["same_text_all_non_sink"], summary["sink_repeats_an_input"]
     print(f"{summary['samples']} samples; all non-sink nodes wrote the same text: {'-' if same is None else f'{same:.3f}'}; "
-          f"sink repeated one of its inputs: {summary['sink_repeats_an_input']:.3f}")
+          f"sink repeated one of its inputs: {'-' if repeats is None else f'{repeats:.3f}'}")
     for node, e in summary["nodes"].items():
         shapes = "; ".join(f"{s!r} {f:.1%}" for s, f in e["top_patterns"])
         carried = ", ".join(f"{k} {v:.2f}" for k, v in e.get("carries", {}).items())

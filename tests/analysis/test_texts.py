@@ -41,6 +41,16 @@ def test_summary_of_hand_made_samples(run_dir):
     assert s["nodes"]["L0N0"]["response_len_mean"] == 2.0
 
 
+def test_a_programs_agents_are_summarised_without_a_sink(tmp_path, capsys):
+    rows = [make_row(agent, "q", 0, step=1, call_index=i, response_ids=[5], text=text, question=Q, gold_answer="8")
+            for agent, i, text in (("solver", 0, "The answer is 8."), ("verifier", 0, "yes"), ("solver", 1, "8"))]
+    (tmp_path / "trajectories").mkdir()
+    pq.write_table(concat([to_record_batch(rows)]), tmp_path / "trajectories" / "step_000001.parquet")
+    s = summarize(load_rows(tmp_path))
+    assert set(s["nodes"]) == {"solver", "verifier"} and s["sink_repeats_an_input"] is None
+    assert main([str(tmp_path)]) == 0 and "sink repeated one of its inputs: -" in capsys.readouterr().out
+
+
 def test_a_run_without_trajectories_is_one_line(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     err = capsys.readouterr().err

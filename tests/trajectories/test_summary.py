@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from neuromas_dist.trajectories.schema import concat, make_row, to_record_batch
+from neuromas_dist.trajectories.schema import TRAJECTORY_SCHEMA, concat, make_row, to_record_batch
 from neuromas_dist.trajectories.shards import split_by_owner
 from neuromas_dist.trajectories.summary import StepTally, summarize
 
@@ -24,6 +24,9 @@ def _row(sample: str, node: str, reward: float, n_tokens: int, parsed, cut=False
 ROWS = [_row("q1#0", "L0N0", 1.0, 4, "1", text="x = (4 + 8) mod 10 = 2."), _row("q1#0", "L1N0", 1.0, 6, "1"),
         _row("q2#0", "L0N0", 0.0, 2, None, cut=True, version=2, text="x = (4 + 8) mod 10 = 3."),
         _row("q2#0", "L1N0", 0.0, 8, None, text="The answer is 1.")]
+
+
+TRAJECTORY_EMPTY = TRAJECTORY_SCHEMA.empty_table()
 
 
 def _metrics(*batches):
@@ -77,3 +80,24 @@ def test_a_code_tasks_verdicts_are_step_metrics_counted_once_per_sample():
     assert (m["rollout/code_passed_frac"], m["rollout/code_failed_frac"], m["rollout/code_timeout_frac"]) == (0.4, 0.2, 0.2)
     assert m["rollout/unparsable_frac"] == 0.2 and "rollout/code_crashed_frac" not in m
     assert not any(k.startswith("rollout/code_") for k in _metrics(to_record_batch(ROWS)))  # other tasks: none
+
+
+def test_every_flag_a_sample_raised_is_a_count_in_the_steps_metrics():
+    """Flags travel in each sample's record, not in rows: a program's sample that made no call
+    (no row) still counts, and a flag is summed over the step's batches."""
+    from neuromas_dist.trajectories.summary import sample_record
+
+    first = summarize(to_record_batch(ROWS[:2]), samples={
+        "q1#0": sample_record(1.0, "1", {"rollout/flag_cut": 1, "rollout/flag_reward_fn_error": 0})})
+    no_rows = summarize(TRAJECTORY_EMPTY, samples={
+        "q3#0": sample_record(0.0, None, {"rollout/flag_program_error": 1, "rollout/flag_unparsable": 1}),
+        "q3#1": sample_record(1.0, "8")})
+    assert first.sample_ids == ("q1#0",) and no_rows.sample_ids == ("q3#0", "q3#1")
+    tally = StepTally()
+    tally.add(first)
+    tally.add(no_rows)
+    m = tally.metrics()
+    assert m["rollout/samples"] == 3 and m["rollout/reward_mean"] == pytest.approx(2 / 3)
+    assert m["rollout/flag_cut"] == 1 and m["rollout/flag_program_error"] == 1 and m["rollout/flag_unparsable"] == 1
+    assert "rollout/flag_reward_fn_error" not in m  # a zero is not a count
+    assert m["rollout/calls_per_sample"] == pytest.approx(2 / 3)  # 2 rows over 3 samples
