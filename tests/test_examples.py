@@ -39,11 +39,13 @@ def test_own_data_reward_and_graph_train_for_two_steps(ray_local, tiny_model_dir
     assert last["step"] == 2 and not any(k.startswith("rollout/flag_reward_fn") and v for k, v in last.items())
 
 
-@pytest.mark.parametrize("transport,entry", [("inproc", "examples.programs.solver_verifier:solve"),
-                                             ("http", "examples.programs.solver_verifier_http:solve")])
-def test_an_agent_program_trains_for_two_steps(ray_local, tiny_model_dir, tmp_path, monkeypatch, transport, entry):
+@pytest.mark.parametrize("transport,entry,mode", [("inproc", "examples.programs.solver_verifier:solve", "sync"),
+                                                  ("http", "examples.programs.solver_verifier_http:solve", "async")])
+def test_an_agent_program_trains_for_two_steps(ray_local, tiny_model_dir, tmp_path, monkeypatch, transport, entry,
+                                               mode):
     """The solver/verifier program through the whole stack (Ray workers, DeepSpeed learner):
-    every call a row, each agent its own adapter, every flag counted in metrics.jsonl."""
+    every call a row, each agent its own adapter, every flag counted in metrics.jsonl; in
+    process and synchronous, and over HTTP with the next rollout overlapping the update."""
     from neuromas_dist.config import load_config
     from neuromas_dist.driver.run import run_training
 
@@ -52,7 +54,7 @@ def test_an_agent_program_trains_for_two_steps(ray_local, tiny_model_dir, tmp_pa
     cfg = load_config(REPO / "examples" / "programs" / "solver_verifier.yaml",
                       [*SMALL_RUN, f"logging.run_dir={run_dir}", "trainer.steps=2", "trainer.eval_every=0",
                        "trainer.eval_samples=0", f"program.transport={transport}", f"program.entry={entry}",
-                       f"trainer.final_ablation={transport == 'inproc'}"])
+                       f"trainer.final_ablation={transport == 'inproc'}", f"trainer.mode={mode}"])
     assert run_training(cfg) == 0
     if transport == "inproc":
         check_report_and_generate(run_dir, tmp_path)
