@@ -41,7 +41,9 @@ class LoopbackEndpoint:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/{key}/v1/chat/completions", self._chat)
         app.router.add_get("/{key}/v1/models", self._models)
-        runner = web.AppRunner(app, access_log=None)
+        # a client gone (its program timed out or was cancelled) cancels its request's handler,
+        # and so the engine call it was waiting on
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         self._runner, self.port = runner, runner.addresses[0][1]

@@ -10,6 +10,7 @@ and its finished calls are still rows, so the agents learn what led there.
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 from neuromas_dist.config import Config, agent_sampling
@@ -47,6 +48,7 @@ class ProgramExecutor:
         self.cfg = cfg
         self.enable_thinking = cfg.prompts.enable_thinking
         self.endpoint = endpoint  # http.LoopbackEndpoint when program.transport is http
+        self._threads: ThreadPoolExecutor | None = None  # a sync program's runs, one thread each
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -97,7 +99,10 @@ class ProgramExecutor:
         async with self.endpoint.open(episode) as base_url:
             if self.program.is_async:
                 return await self.program.fn(question, base_url)
-            return await asyncio.to_thread(self.program.fn, question, base_url)
+            # asyncio's default pool has min(32, cores + 4) threads: a sync program holds one for
+            # its whole run, so that pool would cap the samples in flight (and the engine's batch)
+            self._threads = self._threads or ThreadPoolExecutor(self.cfg.rollout.max_num_seqs, "program")
+            return await asyncio.get_running_loop().run_in_executor(self._threads, self.program.fn, question, base_url)
 
     def _warn(self, kind: str, message: str) -> None:
         if (self.program.entry, kind) not in _WARNED:  # once per process and kind, like a raising reward_fn
