@@ -76,8 +76,9 @@ def test_an_agent_program_trains_for_two_steps(ray_local, tiny_model_dir, tmp_pa
     # the learner scores the verifier's rows at its own temperature (0.7): else a gap of ~0.1 nats
     # (async: a step's rows may all be stale, re-scored under the version that sampled them)
     learner = [m for m in metrics if "node/verifier/logprob_gap" in m]
-    gaps = [m.get("node/verifier/logprob_gap_stale") if math.isnan(m["node/verifier/logprob_gap"])
-            else m["node/verifier/logprob_gap"] for m in learner]
+    gaps = [m["node/verifier/logprob_gap"] for m in learner]  # NaN (no on-policy token) is written as null
+    gaps = [m.get("node/verifier/logprob_gap_stale") if g is None or math.isnan(g) else g
+            for g, m in zip(gaps, learner)]
     assert len(gaps) == 2 and all(g is not None and g < 1e-3 for g in gaps), gaps
     assert not any(k.startswith("rollout/flag_program") and k != "rollout/flag_program_sampling_ignored" and v
                    for m in steps for k, v in m.items())
