@@ -7,8 +7,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("benchmarks.lora_params", "benchmarks.rollout_throughput", "benchmarks.learner_throughput",
-              "benchmarks.balance", "benchmarks.chaos")
+BENCHMARKS = ("benchmarks.lora_params", "benchmarks.rollout_throughput", "benchmarks.program_overhead",
+              "benchmarks.learner_throughput", "benchmarks.balance", "benchmarks.chaos")
 
 
 def main() -> int:
