@@ -101,3 +101,23 @@ def check_report_and_generate(run_dir, tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert {r["question"]: r["answer"] for r in rows} == want
     assert all(r["node_solver"] and "node_verifier" in r for r in rows)
+    check_served(run_dir, next(iter(want)), want)
+
+
+def check_served(run_dir, question, want):
+    """The program served behind the OpenAI API: the answer is the program's, and
+    ``neuromas.calls`` lists every call (the solver, the verifier, the solver again)."""
+    from starlette.testclient import TestClient
+
+    from neuromas_dist.serve.graph import ServedGraph
+    from neuromas_dist.serve.openai_api import build_app
+
+    with TestClient(build_app(ServedGraph(run_dir), "program")) as client:
+        models = client.get("/v1/models").json()["data"][0]
+        assert models["agents"] == ["solver", "verifier"]
+        body = client.post("/v1/chat/completions", json={"model": "program", "messages": [
+            {"role": "user", "content": question}]}).json()
+    assert body["choices"][0]["message"]["content"] == want[question]  # greedy: the evaluation's answer
+    calls = body["neuromas"]["calls"][0]
+    assert [(c["agent"], c["call_index"]) for c in calls][:2] == [("solver", 0), ("verifier", 0)]
+    assert body["usage"]["completion_tokens"] == sum(c["completion_tokens"] for c in calls)
