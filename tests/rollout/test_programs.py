@@ -24,7 +24,7 @@ from neuromas_dist.tasks import make_synthetic
 
 pytestmark = pytest.mark.vllm
 
-AGENTS = ["solver", "verifier", "L0N0", "L0N1", "L1N0"]  # a program's agents and the default graph's nodes
+AGENTS = ["solver", "verifier", "coder", "L0N0", "L0N1", "L1N0"]  # programs' agents and the default graph's nodes
 CASES = "program_cases:"
 
 
@@ -170,6 +170,23 @@ def test_the_neuromas_graph_as_a_program_makes_the_built_in_executors_rows(loop,
     assert sum(len(rows) for _, rows, _ in built_in) == 3 * len(specs)
     assert not any(r.prompt_truncated for _, rows, _ in built_in for r in rows)  # the program cuts nothing either
     assert [essence(rows) for _, rows, _ in program] == [essence(rows) for _, rows, _ in built_in]
+
+
+def test_a_tool_runs_between_an_agents_calls(loop, worker):
+    """examples/programs/coder.py runs the reply against the docstring's examples in the code
+    sandbox; the tiny model's reply fails them, so the coder is called again and told why."""
+    from neuromas_dist.tasks.base import Example
+    from neuromas_dist.tasks.benchmarks.humaneval import QUESTION
+
+    prompt = 'def add(a: int, b: int) -> int:\n    """Sum.\n    >>> add(2, 3)\n    5\n    """\n'
+    out = run_program(loop, worker, "examples.programs.coder:solve", [Example("code-0", QUESTION.format(prompt=prompt),
+                                                                                "")])
+    for result, rows, _ in out:
+        assert [(r.node, r.call_index) for r in rows] == [("coder", 0), ("coder", 1)]
+        second = worker.tokenizer.decode(rows[1].prompt_ids)
+        assert "Running the docstring's examples on it: " in second and "Fix the function." in second
+        assert list(rows[1].prompt_ids[:len(rows[0].prompt_ids)]) == list(rows[0].prompt_ids)
+        assert result.answer == rows[1].text
 
 
 @pytest.mark.parametrize("inproc,http", [("examples.programs.solver_verifier:solve",
