@@ -119,7 +119,29 @@ class LearnerConfig(_Checked):
     baseline: str = _f("loo", "per-node baseline: ema, batch_mean, or loo (leave-one-out over a question's samples)",
                        choices=("ema", "batch_mean", "loo"))
     ema_decay: float = _f(0.9, "decay of the ema baseline", lo=0.0, hi=1.0)
-    loss_norm: str = _f("token", "normalise the loss per token or per sequence", choices=("token", "sequence"))
+    loss_norm: str = _f("token", "normalise the loss per token, per sequence, or by a constant (Dr.GRPO: rows x "
+                        "sampling.max_new_tokens, whatever the lengths)", choices=("token", "sequence", "constant"))
+    objective: str = _f("reinforce", "reinforce: the paper's joint REINFORCE (one update per step); ppo_clip: the ratio "
+                        "to the step's starting policy clipped at 1-clip_low / 1+clip_high, learner.epochs x "
+                        "learner.mini_batches updates per step", choices=("reinforce", "ppo_clip"))
+    clip_low: float = _f(0.2, "ppo_clip: lower clip range (the ratio is kept >= 1 - clip_low)", lo=0.0, hi=1.0)
+    clip_high: float = _f(0.2, "ppo_clip: upper clip range (<= 1 + clip_high; DAPO's clip-higher sets it above "
+                          "clip_low)", lo=0.0)
+    epochs: int = _f(1, "ppo_clip: passes over a step's rows", lo=1)
+    mini_batches: int = _f(1, "ppo_clip: optimiser steps per pass, each on its share of every rank's questions", lo=1)
+    advantage_norm: str = _f("none", "none, or std: divide a sample's advantage by the std of its question's sample "
+                             "rewards, per node (GRPO)", choices=("none", "std"))
+    kl_coef: float = _f(0.0, "weight of the KL to the base model (the node's adapter disabled) in the loss", lo=0.0)
+    kl_estimator: str = _f("k3", "per-token KL estimator: k1 (log ratio), k2 (half its square) or k3 (low variance)",
+                           choices=("k1", "k2", "k3"))
+    entropy_coef: float = _f(0.0, "weight of the entropy bonus (the loss subtracts it)", lo=0.0)
+    rollout_correction: str = _f("none", "correct the rollout/learner mismatch on every row: tis_token, tis_seq "
+                                 "(truncate the ratio at correction_cap), mis_token, mis_seq (drop ratios outside "
+                                 "[1/cap, cap]), icepop (drop tokens outside [icepop_low, icepop_high])",
+                                 choices=("none", "tis_token", "tis_seq", "mis_token", "mis_seq", "icepop"))
+    correction_cap: float = _f(2.0, "the bound C of tis and mis", lo=1.0)
+    icepop_low: float = _f(0.5, "icepop: tokens whose ratio is below this are dropped", lo=0.0, hi=1.0)
+    icepop_high: float = _f(2.0, "icepop: tokens whose ratio is above this are dropped", lo=1.0)
     importance_cap: float = _f(2.0, "truncate importance weights of stale samples at this value (0 = off)", lo=0.0)
     max_logprob_gap: float = _f(0.1, "fail the step when a node's mean |learner - rollout| logprob gap exceeds this", lo=0.0)
     micro_batch_size: int = _f(32, "most rows per forward/backward pass", lo=1)
@@ -349,6 +371,13 @@ def _check_growth(cfg: Config) -> None:
         raise ConfigError(f"trainer.growth_mode=gated needs rollout.scheduling=per_sample (got {cfg.rollout.scheduling})")
 
 
+def _check_objective(cfg: Config) -> None:
+    lc = cfg.learner
+    if lc.objective != "ppo_clip" and (lc.epochs > 1 or lc.mini_batches > 1):
+        raise ConfigError(f"learner.epochs={lc.epochs} and learner.mini_batches={lc.mini_batches} need "
+                          f"learner.objective=ppo_clip: reinforce has no ratio to hold later updates near the rollout")
+
+
 def _check_sampling(cfg: Config) -> None:
     if cfg.learner.baseline == "loo" and cfg.sampling.n_samples < 2:
         raise ConfigError(f"learner.baseline=loo needs sampling.n_samples >= 2, got {cfg.sampling.n_samples}")
@@ -433,7 +462,7 @@ def _check_program(cfg: Config) -> None:
 _AGENT_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 
 
-_CROSS_CHECKS = (_check_program, _check_topology, _check_growth, _check_sampling, _check_paths, _check_resources)
+_CROSS_CHECKS = (_check_program, _check_topology, _check_growth, _check_objective, _check_sampling, _check_paths, _check_resources)
 
 
 # ---------------------------------------------------------------- loading
