@@ -12,7 +12,7 @@ The objective of one training step over all nodes, samples and response tokens:
   row's node, times 1 or (``advantage_norm=std``) one over the std of the question's
   sample rewards.
 * ``w_{r,t}``: detached weights from the ratio pi_learner / pi_rollout, taken once:
-  truncated on stale rows (:func:`importance_weights`), and on every row under a
+  truncated on stale rows, and on every row under a
   ``rollout_correction`` (:func:`correction_weights`).
 * ``c_r, D``: normalisation. ``token``: c_r = 1 and D = number of response tokens in
   the step, so every token counts the same; ``sequence``: c_r = 1 / T_r and D = number of
@@ -124,20 +124,6 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(mask, float("-inf"))
 
 
-def importance_weights(lp_current: torch.Tensor, lp_behaviour: torch.Tensor, stale: torch.Tensor,
-                       cap: float) -> torch.Tensor:
-    """Per-token truncated ratio min(exp(lp_cur - lp_beh), cap) on stale rows, 1 elsewhere; detached.
-
-    ``stale`` is [B] (row sampled by an older adapter version). cap <= 0 turns weighting off.
-    Truncation bounds the variance a very unlikely stale token could add (as in IMPALA/V-trace).
-    """
-    ones = torch.ones_like(lp_current, dtype=torch.float32)
-    if cap <= 0:
-        return ones
-    ratio = torch.exp(lp_current.detach().float() - lp_behaviour.float()).clamp(max=cap)
-    return torch.where(stale.bool().unsqueeze(-1), ratio, ones)
-
-
 def correction_weights(log_ratio: torch.Tensor, mask: torch.Tensor, kind: str, cap: float = 2.0,
                        low: float = 0.5, high: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(weights, corrected) per token, [B, T], from log(pi_learner / pi_rollout); detached.
@@ -167,8 +153,9 @@ def token_weights(log_ratio: torch.Tensor, mask: torch.Tensor, stale: torch.Tens
 
     Both bound the one ratio pi_learner / pi_rollout (on a stale row it holds the policy's
     drift and the engines' mismatch alike), so they compose by taking the smaller bound,
-    never by multiplying the ratio in twice. Without a correction this is
-    :func:`importance_weights`. 0 on padding."""
+    never by multiplying the ratio in twice. Without a correction: min(r_t, importance_cap)
+    on stale rows, 1 elsewhere (V-trace's truncation; ``importance_cap <= 0`` turns it
+    off). 0 on padding."""
     w, corrected = correction_weights(log_ratio, mask, kind, cap, low, high)
     if importance_cap > 0:
         on_stale = torch.exp(log_ratio.detach().float()) if kind == "none" else w

@@ -21,7 +21,7 @@ import contextlib
 import importlib.util
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 
@@ -55,6 +55,7 @@ class ForwardSpec:
     temperature: float
     top_p: float
     softcap: float | None  # Gemma 2's final_logit_softcapping (applied by transformers after lm_head)
+    entropy_grad: bool = False  # the loss holds an entropy term: its gradient is formed too
 
     @staticmethod
     def of(cfg: Config, module: torch.nn.Module, packed: bool) -> "ForwardSpec":
@@ -67,7 +68,7 @@ class ForwardSpec:
             logits = "response"
         s = cfg.sampling
         return ForwardSpec(packed, logits, cfg.learner.logprob_chunk_tokens, s.temperature, s.top_p,
-                           getattr(text, "final_logit_softcapping", None))
+                           getattr(text, "final_logit_softcapping", None), cfg.learner.entropy_coef > 0)
 
     def per_node(self, cfg: Config, nodes: Sequence[str]) -> dict[str, "ForwardSpec"]:
         """Each node's spec: its rows are scored under the temperature and top-p it sampled
@@ -79,43 +80,64 @@ class ForwardSpec:
         return out
 
 
-def head_logprobs(head: torch.nn.Module, spec: ForwardSpec) -> LogprobFn:
-    """(hidden [n, H], tokens [n]) -> log pi(token) [n] under the sampling policy."""
+def head_scores(head: torch.nn.Module, spec: ForwardSpec) -> LogprobFn:
+    """(hidden [n, H], tokens [n]) -> [n, 2]: log pi(token) and the entropy of pi at that
+    position, under the sampling policy. The entropy is a metric (detached) unless the
+    loss holds it (``spec.entropy_grad``)."""
     def fn(hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         logits = head(hidden)
         if spec.softcap:
             logits = torch.tanh(logits / spec.softcap) * spec.softcap
-        return algos.token_logprobs(logits, tokens, spec.temperature, spec.top_p)
+        return scores_of(logits, tokens, spec)
     return fn
+
+
+def scores_of(logits: torch.Tensor, tokens: torch.Tensor, spec: ForwardSpec) -> torch.Tensor:
+    scaled = algos.sampling_logits(logits, tokens, spec.temperature, spec.top_p)
+    lp = torch.log_softmax(scaled, dim=-1).gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)
+    ent = algos.entropy(scaled if spec.entropy_grad else scaled.detach())
+    return torch.stack([lp, ent], dim=-1)
+
+
+def head_logprobs(head: torch.nn.Module, spec: ForwardSpec) -> LogprobFn:
+    """(hidden [n, H], tokens [n]) -> log pi(token) [n] under the sampling policy."""
+    scores = head_scores(head, dataclasses.replace(spec, entropy_grad=False))
+    return lambda hidden, tokens: scores(hidden, tokens)[:, 0]
 
 
 class ChunkedLogprobs(torch.autograd.Function):
     """``fn`` over ``hidden`` in chunks of ``chunk`` rows. The forward keeps each row's
-    gradient d lp / d hidden ([n, H], in hidden's dtype) instead of anything of size vocab;
-    the backward scales it by the incoming gradient. Exact when ``fn`` maps each row on its
-    own (lm_head, then a per-row log-softmax): the gradient of a chunk's sum is then each
-    row's own gradient."""
+    gradient d out / d hidden ([n, H] per output column, in hidden's dtype) instead of
+    anything of size vocab; the backward scales it by the incoming gradient. Exact when
+    ``fn`` maps each row on its own (lm_head, then a per-row log-softmax): the gradient of a
+    chunk's sum is then each row's own gradient. ``fn`` returns [n] or [n, k]; a column
+    without a graph (a detached metric) keeps no gradient."""
 
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, tokens: torch.Tensor, fn: LogprobFn, chunk: int) -> torch.Tensor:
-        out, grads = [], []
+        out, grads, ctx.live = [], [], []
         for h, t in zip(hidden.split(chunk), tokens.split(chunk)):
             if not ctx.needs_input_grad[0]:
                 out.append(fn(h, t))
                 continue
             with torch.enable_grad():
                 h = h.detach().requires_grad_(True)
-                lp = fn(h, t)
-                grads.append(torch.autograd.grad(lp.sum(), h)[0])
-            out.append(lp.detach())
+                y = fn(h, t)
+                cols = y.unsqueeze(-1) if y.dim() == 1 else y
+                # the same columns carry a graph in every chunk (spec.entropy_grad decides)
+                ctx.live = [j for j in range(cols.shape[-1]) if cols[:, j].requires_grad]
+                grads.append(torch.stack([torch.autograd.grad(cols[:, j].sum(), h, retain_graph=j != ctx.live[-1])[0]
+                                          for j in ctx.live], dim=-1))
+            out.append(y.detach())
         if grads:
             ctx.save_for_backward(torch.cat(grads))
         return torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        (grad,) = ctx.saved_tensors
-        return grad * grad_out.unsqueeze(-1).to(grad.dtype), None, None, None
+        (grad,) = ctx.saved_tensors  # [n, H, live columns]
+        g = (grad_out if grad_out.dim() == 2 else grad_out.unsqueeze(-1))[:, ctx.live]
+        return (grad * g.unsqueeze(1).to(grad.dtype)).sum(-1), None, None, None
 
 
 def gathered(logits: torch.Tensor, x) -> torch.Tensor:
@@ -133,23 +155,33 @@ def gathered(logits: torch.Tensor, x) -> torch.Tensor:
     return picked[0] if packed else picked[x.row, x.col]
 
 
+class Scored(NamedTuple):
+    """A pass's rows scored: [B, T] each, 0 past a row's end."""
+    lp: torch.Tensor  # log pi(token), with graph
+    mask: torch.Tensor  # response tokens
+    entropy: torch.Tensor  # of the sampling distribution; with graph only if spec.entropy_grad
+
+
 def response_logprobs(module: torch.nn.Module, rows: Sequence, spec: ForwardSpec,
-                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Learner log-probabilities [B, T] (fp32, 0 past each row's end) of the rows' response
-    tokens and their mask; the rows come grouped by node, the first node's adapter active."""
+                      device: torch.device, route: bool = True) -> Scored:
+    """Learner log-probabilities (fp32) of the rows' response tokens, their mask and the
+    entropy at each; the rows come grouped by node, the first node's adapter active.
+    ``route=False``: every row through the module as it is (the base model, under PEFT's
+    ``disable_adapter``: routing adds LoRA terms PEFT's switch does not see)."""
     x = build_inputs(rows, spec.packed).to(device)
     nodes = [r.node for r in rows]
-    routed = (model.rows_to_adapters(module, nodes, x.spans, x.split_dim) if len(set(nodes)) > 1
+    routed = (model.rows_to_adapters(module, nodes, x.spans, x.split_dim) if route and len(set(nodes)) > 1
               else contextlib.nullcontext())
     base = module.get_base_model()
-    fn = head_logprobs(base.get_output_embeddings(), spec)
+    fn = head_scores(base.get_output_embeddings(), spec)
     inputs = dict(input_ids=x.ids, attention_mask=x.attn, position_ids=x.position_ids, use_cache=False)
     with routed:
         if spec.logits == "full":  # softcapping, if any, is applied by the model's own forward
-            flat = algos.token_logprobs(gathered(module(**inputs).logits, x), x.tok, spec.temperature, spec.top_p)
+            flat = scores_of(gathered(module(**inputs).logits, x), x.tok, spec)
         else:
             hidden = base.get_decoder()(**inputs).last_hidden_state[x.at]
             flat = (ChunkedLogprobs.apply(hidden, x.tok, fn, spec.chunk) if spec.logits == "chunked"
                     else fn(hidden, x.tok))
-    lp = torch.zeros(x.shape, dtype=flat.dtype, device=device).index_put((x.row, x.col), flat)
-    return lp, x.mask().to(device)
+    lp, ent = (torch.zeros(x.shape, dtype=flat.dtype, device=device).index_put((x.row, x.col), flat[:, j])
+               for j in (0, 1))
+    return Scored(lp, x.mask().to(device), ent)

@@ -18,19 +18,22 @@ How a step runs (why it is built this way):
   graph on every rank; its gradient is exactly g_p) and ONE ``engine.step``: DeepSpeed
   averages, clips and applies, whatever the ZeRO stage. A skipped step never reaches
   DeepSpeed. tests/learner/test_update_equals_autograd.py checks that what DeepSpeed
-  receives is the autograd gradient of ``algos.reinforce_loss`` over the step's rows.
+  receives is the autograd gradient of the written-out loss over the step's rows.
+* ``ppo_clip`` runs ``epochs x mini_batches`` such backward/step pairs instead, after the
+  step's rows are scored and its baselines known (``step_grads``): every rank the same
+  count, a rank without rows in a mini-batch joining with a zero gradient.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import ray
 import torch
 
 from neuromas_dist.adapters.peft_io import AdapterSet, peft_config_dict
-from neuromas_dist.config import Config
+from neuromas_dist.config import Config, agent_sampling
 from neuromas_dist.learner import algos, baselines, checkpoint, forward, model, stats
 from neuromas_dist.learner.rows import Row, own_batch, rows_from_batch, rows_of
 from neuromas_dist.learner.stats import LogprobGapError  # noqa: F401 - the learner's public error
@@ -80,8 +83,10 @@ class LearnerRank:
     # ------------------------------------------------------------ streaming
 
     def _reset_step(self) -> None:
-        self.grads = StepGradients(self.cfg.learner, self.cfg.sampling.n_samples, self.nodes, self.params,
-                                   self.version, self.ema, self.history, self._logprobs, self.spec.packed, self.device)
+        budgets = {n: agent_sampling(self.cfg, n)[2] for n in self.nodes}
+        self.grads = StepGradients(self.cfg.learner, self.cfg.sampling.n_samples, budgets, self.params, self.version,
+                                   self.ema, self.history, self._logprobs, self._ref_logprobs, self.spec.packed,
+                                   self.device)
         self._busy_s = 0.0
 
     def accumulate(self, batch: Any) -> int:
@@ -107,17 +112,25 @@ class LearnerRank:
         for p in self._all_params:
             p.requires_grad_(True)
 
-    def _logprobs(self, rows: Sequence[Row]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Learner logprobs [B, T] of the rows' response tokens (with graph) and the mask;
-        each row under its own node's adapter."""
+    def _logprobs(self, rows: Sequence[Row]) -> forward.Scored:
+        """Learner logprobs [B, T] of the rows' response tokens (with graph), the mask and
+        the entropy; each row under its own node's adapter."""
         self._activate(rows[0].node)
         # a mixed pass's nodes share the run's sampling (config refuses per-agent sampling there)
         return forward.response_logprobs(self.module, rows, self.node_specs[rows[0].node], self.device)
 
+    @torch.no_grad()
+    def _ref_logprobs(self, rows: Sequence[Row]) -> torch.Tensor:
+        """The rows' logprobs [B, T] under the base model: the same module with every adapter
+        off (no second model in memory), the same sampling transforms."""
+        with self.module.disable_adapter():
+            return forward.response_logprobs(self.module, rows, self.node_specs[rows[0].node], self.device,
+                                              route=False).lp
+
     # ------------------------------------------------------------ the step
 
     def finish_step(self) -> dict[str, float]:
-        """Flush, reduce, check, apply one joint update. Raises LogprobGapError on a large gap."""
+        """Flush, reduce, check, apply the step's update(s). Raises LogprobGapError on a large gap."""
         t0 = time.perf_counter()
         lc = self.cfg.learner
         done = False
@@ -128,16 +141,18 @@ class LearnerRank:
             totals, bad = stats.all_reduce(sums.stats, self.nodes, sums.bad, self.device, self.world_size)
             consts = baselines.step_constants(totals, lc.baseline, self.ema)
             stats.check_gap(totals, lc.max_logprob_gap, self.version)
-            grad_norm = float("nan")
-            if bad or not stats.all_finite(totals, consts):
+            grad_norm, applied = float("nan"), not bad and stats.all_finite(totals, consts)
+            if applied and self.grads.deferred:
+                grad_norm, applied = self._ppo_updates(totals, consts)
+            elif applied:
+                grad_norm = self._apply(sums.gradient(consts), totals)
+            if not applied:
                 self.skipped_steps += 1
                 if self.rank == 0:
                     print(f"[learner] step {self.version}: non-finite loss or gradient, update skipped "
                           f"({self.skipped_steps} skipped so far)", flush=True)
-            else:
-                grad_norm = self._apply(totals, consts)
-                if lc.baseline == "ema":
-                    self.ema = algos.ema_update(self.ema, baselines.node_mean_rewards(totals), lc.ema_decay)
+            elif lc.baseline == "ema":
+                self.ema = algos.ema_update(self.ema, baselines.node_mean_rewards(totals), lc.ema_decay)
             self._busy_s += time.perf_counter() - t0
             busy = stats.all_reduce_max(self._busy_s, self.device, self.world_size)
             metrics = stats.step_metrics(totals, consts, self.ema if lc.baseline == "ema" else None, grad_norm,
@@ -151,11 +166,29 @@ class LearnerRank:
                 self._writer.close() if done else self._writer.discard()
             self._reset_step()
 
-    def _apply(self, totals: stats.Totals, consts: Mapping[str, float]) -> float:
-        denom = sum(s["denom"] for s in totals.values())
+    def _ppo_updates(self, totals: stats.Totals, consts: Mapping[str, float]) -> tuple[float, bool]:
+        """``epochs x mini_batches`` optimiser steps over the kept rows, the same count on
+        every rank; each is normalised by its own mini-batch's global denominator. Returns
+        (the mean gradient norm, whether all were applied): an update whose gradient is
+        not finite is dropped with the rest; the ones applied before it stay."""
+        lc, norms = self.cfg.learner, []
+        for epoch in range(lc.epochs):
+            for index in range(lc.mini_batches):
+                sums = self.grads.update_sums(consts, epoch, index)
+                update, bad = stats.all_reduce(sums.stats, self.nodes, sums.bad, self.device, self.world_size)
+                if bad:
+                    return float("nan"), False
+                stats.add_updates(totals, update)
+                norms.append(self._apply(sums.gradient(dict.fromkeys(self.nodes, 0.0)), update,
+                                         denom_key="update_denom"))
+        return sum(norms) / len(norms), True
+
+    def _apply(self, gradient: Iterable[torch.Tensor], totals: stats.Totals, denom_key: str = "denom") -> float:
+        """One DeepSpeed backward + step of the summed ``gradient`` over the global denominator."""
+        denom = sum(s[denom_key] for s in totals.values())
         scale = self.world_size / max(denom, 1.0)  # DeepSpeed averages over ranks; we want the global sum / D
         surrogate = torch.zeros((), device=self.device)
-        for p, g in zip(self._all_params, self.grads.sums.gradient(consts)):
+        for p, g in zip(self._all_params, gradient):
             surrogate = surrogate + (p * (scale * g).to(p.dtype)).sum()
         self.engine.backward(surrogate)
         grads = [p.grad for p in self._all_params if p.grad is not None]
@@ -195,8 +228,7 @@ class LearnerRank:
             if not r.response:
                 out.append([])
                 continue
-            lp, _ = self._logprobs([r])
-            out.append(lp[0, :len(r.response)].float().cpu().tolist())
+            out.append(self._logprobs([r]).lp[0, :len(r.response)].float().cpu().tolist())
         return out
 
     def set_version(self, version: int) -> None:

@@ -24,7 +24,10 @@ class Row:
     version: int
     reward: float
     first: bool = True  # the first row of its (sample, node): counts the sample once in a node's mean reward
-    adv_known: float = 0.0  # R - b for the part of the baseline known while streaming
+    adv_known: float = 0.0  # (R - b) * scale for the part of the baseline known while streaming
+    scale: float = 1.0  # 1, or 1 / std of the question's sample rewards (advantage_norm=std)
+    old: torch.Tensor | None = None  # ppo_clip: logprobs under the step's starting adapters
+    ref: torch.Tensor | None = None  # kl_coef > 0 under ppo_clip: logprobs under the base model
 
 
 def own_batch(batch: Any, rank: int, world_size: int) -> Any:
@@ -57,9 +60,14 @@ def rows_from_batch(batch: Any, rank: int, world_size: int) -> list[Row]:
 
 def recorded_logprobs(rows: Sequence[Row], like: torch.Tensor) -> torch.Tensor:
     """The rollout's logprobs of the rows' tokens, padded to ``like`` ([B, T])."""
+    return padded([r.logprobs for r in rows], like)
+
+
+def padded(values: Sequence[Sequence[float] | torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """Per-row token values, zero-padded to ``like`` ([B, T]; its dtype and device)."""
     out = torch.zeros_like(like)
-    for i, r in enumerate(rows):
-        out[i, :len(r.logprobs)] = torch.tensor(r.logprobs, dtype=torch.float32)
+    for i, v in enumerate(values):
+        out[i, :len(v)] = torch.as_tensor(v, dtype=torch.float32)
     return out
 
 

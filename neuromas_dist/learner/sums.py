@@ -5,12 +5,30 @@ from __future__ import annotations
 
 from collections import defaultdict
 from contextlib import contextmanager
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import torch
 
 from neuromas_dist.learner import algos, stats
 from neuromas_dist.learner.rows import Row, by_node, recorded_logprobs
+
+if TYPE_CHECKING:
+    from neuromas_dist.learner.forward import Scored
+
+
+class PassTensors(NamedTuple):
+    """One pass's per-token values, detached, [B, T] (``stale`` [B])."""
+    lp: torch.Tensor  # the learner's logprobs (the step's starting policy's under ppo_clip)
+    beh: torch.Tensor  # the rollout's
+    mask: torch.Tensor
+    stale: torch.Tensor  # the row was sampled by an older adapter version
+    w: torch.Tensor  # the weights of algos.token_weights, 0 on padding
+    corrected: torch.Tensor  # tokens a rollout-correction bound changed
+    entropy: torch.Tensor
+    kl: torch.Tensor | None  # the estimate of KL to the base model, when the loss holds it
+
+    def select(self, i: torch.Tensor) -> "PassTensors":
+        return PassTensors(*(None if x is None else x[i] for x in self))
 
 
 class StepSums:
@@ -57,25 +75,43 @@ class StepSums:
         s["samples"] += sum(r.first for r in rows)
         s["sample_reward_sum"] += sum(r.reward for r in rows if r.first)
         s["adv_known_sum"] += sum(r.adv_known for r in rows)
+        s["scale_sum"] += sum(r.scale for r in rows)
 
-    def count(self, node: str, rows: Sequence[Row], lp: torch.Tensor, beh: torch.Tensor, mask: torch.Tensor,
-              stale: torch.Tensor, w: torch.Tensor, terms: tuple[torch.Tensor, torch.Tensor], norm: str) -> None:
-        """Statistics of one micro-batch of ``node``: rewards, tokens, the logprob gap of its
-        on-policy tokens, importance weights of its stale ones, the loss terms (known, unit)."""
+    def count(self, node: str, rows: Sequence[Row], t: PassTensors, terms: tuple[torch.Tensor, torch.Tensor],
+              denom: float) -> None:
+        """Statistics of one pass's rows of ``node``: rewards, tokens, the logprob gap of its
+        on-policy tokens, the ratio learner / rollout and the weights taken from it, entropy,
+        KL to the base, the loss terms (known, unit) and their denominator."""
         s = self.stats[node]
-        gap, kl, on_tokens = algos.logprob_gap(lp, beh, mask & ~stale.unsqueeze(-1))
-        stale_mask = mask & stale.unsqueeze(-1)
+        m = t.mask.bool()
+        gap, kl, on_tokens = algos.logprob_gap(t.lp, t.beh, m & ~t.stale.unsqueeze(-1))
+        stale_mask = m & t.stale.unsqueeze(-1)
+        ratio = torch.exp((t.lp - t.beh).clamp(max=60.0))[m]  # a metric: finite, or the step would be skipped
         self.count_rewards(node, rows)
-        s["tokens"] += float(mask.sum())
+        s["tokens"] += float(m.sum())
         s["input_tokens"] += sum(len(r.prompt) + len(r.response) for r in rows)
         s["onpolicy_tokens"] += on_tokens
         s["gap_sum"] += gap
         s["kl_sum"] += kl
         s["stale_tokens"] += float(stale_mask.sum())
-        s["iw_sum"] += float((w * stale_mask).sum())
+        s["iw_sum"] += float((t.w * stale_mask).sum())
+        s["ratio_sum"] += float(ratio.sum())
+        s["ratio_max"] = max(s["ratio_max"], float(ratio.max())) if ratio.numel() else s["ratio_max"]
+        s["corrected_tokens"] += float(t.corrected.sum())
+        s["entropy_sum"] += float(t.entropy[m].sum())
+        s["kl_base_sum"] += float(t.kl[m].sum()) if t.kl is not None else 0.0
         s["loss_known"] += float(terms[0].detach())
         s["loss_one"] += float(terms[1].detach())
-        s["denom"] += algos.loss_denominator(mask, norm)
+        s["denom"] += denom
+
+    def count_update(self, node: str, clipped: torch.Tensor, mask: torch.Tensor, loss: torch.Tensor,
+                     denom: float) -> None:
+        """One ppo_clip update pass's rows of ``node``: tokens whose clip bound, the loss."""
+        s = self.stats[node]
+        s["clipped_tokens"] += float(clipped.sum())
+        s["update_tokens"] += float(mask.sum())
+        s["update_loss"] += float(loss.detach())
+        s["update_denom"] += denom
 
     def count_stale_check(self, node: str, lp: torch.Tensor, beh: torch.Tensor, mask: torch.Tensor) -> None:
         gap, _, tokens = algos.logprob_gap(lp, beh, mask)
@@ -133,12 +169,12 @@ class StaleChecks:
             self.rows[node].extend(known[:max(room, 0)])
 
     @torch.no_grad()
-    def score(self, logprobs: Callable[[Sequence[Row]], tuple[torch.Tensor, torch.Tensor]], sums: StepSums) -> None:
+    def score(self, logprobs: Callable[[Sequence[Row]], "Scored"], sums: StepSums) -> None:
         """``logprobs``: the rank's forward (rows -> learner logprobs, mask). Each version's
         weights are swapped in once for all nodes' rows of that version."""
         picked = [r for rows in self.rows.values() for r in rows if r.response]
         for version in sorted({r.version for r in picked}):
             with self.history.swapped_in(version):
                 for node, subset in by_node([r for r in picked if r.version == version]):
-                    lp, mask = logprobs(subset)
+                    lp, mask, _ = logprobs(subset)
                     sums.count_stale_check(node, lp, recorded_logprobs(subset, lp), mask)

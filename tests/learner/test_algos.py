@@ -43,10 +43,11 @@ def test_importance_weights_truncated_on_stale_rows_only():
     cur = torch.tensor([[0.0, 0.0], [0.0, -1.0]])
     beh = torch.tensor([[-2.0, 0.0], [-1.0, 0.0]])
     stale = torch.tensor([False, True])
-    w = algos.importance_weights(cur, beh, stale, cap=2.0)
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    w, _ = algos.token_weights(cur - beh, mask, stale, importance_cap=2.0)
     # row 0 on-policy -> 1; row 1: exp(1)=2.718 -> capped at 2, exp(-1)=0.368
     assert w.flatten().tolist() == pytest.approx([1.0, 1.0, 2.0, math.exp(-1.0)])
-    assert algos.importance_weights(cur, beh, stale, cap=0.0).tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    assert algos.token_weights(cur - beh, mask, stale, importance_cap=0.0)[0].tolist() == [[1.0, 1.0], [1.0, 1.0]]
 
 
 def _fixed_batch():
@@ -195,7 +196,6 @@ def test_token_weights_compose_the_stale_cap_with_the_correction():
     # no correction: exactly the stale rows' truncated ratio, as before
     w, _ = algos.token_weights(lr, mask, stale, importance_cap=2.0)
     assert close(w, [[1.0, 1.0], [2.0, 0.25]])
-    assert torch.equal(w, algos.importance_weights(lr, torch.zeros_like(lr), stale, 2.0))
     # tis at 2.5 on every row, the stale row's bound 2.0 is the smaller one: never 3 * 3
     w, _ = algos.token_weights(lr, mask, stale, importance_cap=2.0, kind="tis_token", cap=2.5)
     assert close(w, [[2.5, 0.25], [2.0, 0.25]])
