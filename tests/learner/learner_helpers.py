@@ -91,13 +91,22 @@ def captured_step(rank, batch, pieces: int = 3, metrics: bool = False):
     """Stream ``batch`` in ``pieces`` and finish the step; returns every LoRA tensor's
     gradient as DeepSpeed holds it when its optimizer step runs (and the step's metrics
     with ``metrics``)."""
-    seen: dict[str, torch.Tensor] = {}
+    updates, out = captured_updates(rank, batch, pieces)
+    seen = updates[-1]["grads"] if updates else {}
+    return (seen, out) if metrics else seen
+
+
+def captured_updates(rank, batch, pieces: int = 3):
+    """Stream ``batch`` in ``pieces`` and finish the step; returns ([per optimizer step:
+    its ``grads`` as DeepSpeed holds them and the ``adapters`` its forward ran under], the
+    step's metrics). One entry per step under reinforce, epochs x mini_batches under ppo_clip."""
+    updates: list[dict] = []
     step = rank.engine.step
 
     def capture(*args, **kwargs):
-        for name, p in rank.module.named_parameters():
-            if "lora_" in name and p.grad is not None:
-                seen[name] = p.grad.detach().clone()
+        grads = {name: p.grad.detach().clone() for name, p in rank.module.named_parameters()
+                 if "lora_" in name and p.grad is not None}
+        updates.append({"grads": grads, "adapters": rank.export()})
         return step(*args, **kwargs)
 
     rank.engine.step = capture
@@ -111,4 +120,4 @@ def captured_step(rank, batch, pieces: int = 3, metrics: bool = False):
         out = rank.finish_step()
     finally:
         rank.engine.step = step
-    return (seen, out) if metrics else seen
+    return updates, out
