@@ -7,7 +7,6 @@ import random
 from typing import Sequence
 
 import pyarrow as pa
-import torch
 
 from neuromas_dist.config import Config
 from neuromas_dist.trajectories.schema import TrajectoryRow, make_row, to_record_batch

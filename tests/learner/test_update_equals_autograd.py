@@ -509,7 +509,6 @@ def test_learner_gradient_equals_autograd_at_world_size_2(tiny_model_dir, vocab,
             p.kill()
     assert [p.exitcode for p in procs] == [0, 0]
     results = [torch.load(f, weights_only=False) for f in files]
-    batches = step_batches(vocab, seed=11)
     for i, (baseline, norm) in enumerate(CASES):
         cfg = world_size_2_config(i, baseline, norm, world_size=1)
         check_steps(results[0][(baseline, norm)], str(tiny_model_dir), cfg)
