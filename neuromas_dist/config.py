@@ -87,11 +87,24 @@ class LoraConfig(_Checked):
 
 
 @dataclass(frozen=True)
+class AgentSampling(_Checked):
+    """One agent's or graph node's sampling, where it differs from ``sampling`` (0 / empty: the run's)."""
+
+    agent: str = _f("", "the agent (a name in program.agents) or graph node (L<layer>N<index>)")
+    temperature: float = _f(0.0, "its sampling temperature (0 = sampling.temperature)", lo=0.0)
+    top_p: float = _f(0.0, "its nucleus (0 = sampling.top_p)", lo=0.0, hi=1.0)
+    max_new_tokens: int = _f(0, "most tokens one of its calls generates (0 = sampling.max_new_tokens)", lo=0)
+    stop: tuple[str, ...] = _f((), "strings that end its responses")
+
+
+@dataclass(frozen=True)
 class SamplingConfig(_Checked):
     n_samples: int = _f(8, "samples (graph passes) per question per step", lo=1)
     temperature: float = _f(1.0, "rollout sampling temperature", lo=0.0)
     top_p: float = _f(1.0, "rollout nucleus sampling", lo=0.0, hi=1.0)
     max_new_tokens: int = _f(24, "max tokens each node generates", lo=1)
+    per_node: tuple[AgentSampling, ...] = _f((), "a graph node's own sampling (its `agent` a node name); the learner "
+                                             "scores its rows under it (a program sets program.sampling instead)")
 
 
 @dataclass(frozen=True)
@@ -229,17 +242,6 @@ class DataConfig(_Checked):
 
 
 @dataclass(frozen=True)
-class AgentSampling(_Checked):
-    """One agent's sampling, where it differs from ``sampling`` (0 / empty: the run's)."""
-
-    agent: str = _f("", "the agent (a name in program.agents)")
-    temperature: float = _f(0.0, "its sampling temperature (0 = sampling.temperature)", lo=0.0)
-    top_p: float = _f(0.0, "its nucleus (0 = sampling.top_p)", lo=0.0, hi=1.0)
-    max_new_tokens: int = _f(0, "most tokens one of its calls generates (0 = sampling.max_new_tokens)", lo=0)
-    stop: tuple[str, ...] = _f((), "strings that end its responses")
-
-
-@dataclass(frozen=True)
 class ProgramConfig(_Checked):
     entry: str = _f("", "package.module:function, an agent program `async def solve(question, client) -> str` "
                     "(transport http: `solve(question, base_url)`, sync allowed); empty = the NeuroMAS graph of `topology`")
@@ -325,7 +327,7 @@ def agent_sampling(cfg: Config, agent: str) -> tuple[float, float, int, tuple[st
     the learner scores with the same values."""
     s = cfg.sampling
     out = (s.temperature, s.top_p, s.max_new_tokens, ())
-    for a in cfg.program.sampling:
+    for a in (*s.per_node, *cfg.program.sampling):
         if a.agent == agent:
             out = (a.temperature or s.temperature, a.top_p or s.top_p, a.max_new_tokens or s.max_new_tokens, a.stop)
     return out
@@ -379,6 +381,15 @@ def _check_objective(cfg: Config) -> None:
 
 
 def _check_sampling(cfg: Config) -> None:
+    per_node = cfg.sampling.per_node
+    if per_node and cfg.program.entry:
+        raise ConfigError("sampling.per_node is for the graph's nodes: a program sets each agent's in program.sampling")
+    for i, a in enumerate(per_node):
+        if not re.fullmatch(r"L\d+N\d+", a.agent):
+            raise ConfigError(f"sampling.per_node[{i}].agent={a.agent!r}: not a graph node name (L<layer>N<index>)")
+    if cfg.learner.micro_batches == "mixed" and any(a.temperature or a.top_p for a in per_node):
+        raise ConfigError("sampling.per_node sets a node's temperature or top_p: the learner scores each node's rows "
+                          "under its own, which needs learner.micro_batches=per_node")
     if cfg.learner.baseline == "loo" and cfg.sampling.n_samples < 2:
         raise ConfigError(f"learner.baseline=loo needs sampling.n_samples >= 2, got {cfg.sampling.n_samples}")
     if cfg.trainer.mode == "async" and cfg.trainer.max_staleness < 1:

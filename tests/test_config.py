@@ -109,6 +109,11 @@ P = ["program.entry=examples.programs.solver_verifier:solve"]
     ([*P, "program.agents=[solver]", "program.transport=grpc"], "program.transport='grpc': must be one of"),
     ([*P, "program.agents=[solver]", "program.max_calls=0"], "program.max_calls=0: must be >= 1"),
     ([*P, "program.agents=[solver]", "trainer.growth=[{at_step: 5, widths: [4,2,1]}]"], "a program has none"),
+    (["sampling.per_node=[{agent: solver, temperature: 0.5}]"], "sampling.per_node[0].agent='solver': not a graph node"),
+    ([*P, "program.agents=[solver]", "sampling.per_node=[{agent: L0N0}]"], "a program sets each agent's in program"),
+    (["sampling.per_node=[{agent: L0N0, top_p: 0.9}]", "learner.micro_batches=mixed"],
+     "needs learner.micro_batches=per_node"),
+    (["learner.epochs=2"], "need learner.objective=ppo_clip"),
 ])
 def test_a_bad_program_config_names_the_key(overrides, message):
     with pytest.raises(ConfigError) as err:

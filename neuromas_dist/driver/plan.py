@@ -81,8 +81,31 @@ def make_plan(cfg: Config) -> tuple[str, dict[str, Any]]:
              f"for which the fit check sets aside {gb(CUDA_CONTEXT_BYTES)})",
              f"adapter sync: {adapter_bytes / 1e6:.1f} MB per version vs {full_bytes / 1e6:.1f} MB for a full-weight "
              f"sync ({full_bytes / adapter_bytes:.0f}x less)"]
+    work, numbers["learner_passes"] = learner_work(cfg)
+    lines.append(work)
     lines.append(_check_fit(cfg, roll, learn))
     return "\n".join(lines), numbers
+
+
+def learner_work(cfg: Config) -> tuple[str, dict[str, int]]:
+    """(the plan's line, the counts) of the learner's passes over a step's rows: the
+    objective's forward/backward passes, the no-grad ones, the optimiser steps."""
+    lc, t = cfg.learner, cfg.trainer
+    ppo = lc.objective == "ppo_clip"
+    counts = {"grad_passes": lc.epochs if ppo else 1, "no_grad_passes": int(ppo) + int(lc.kl_coef > 0),
+              "optimizer_steps": lc.epochs * lc.mini_batches if ppo else 1}
+    kept = t.questions_per_step * cfg.sampling.n_samples * calls_per_sample(cfg) * most_new_tokens(cfg)
+    extra = []
+    if ppo:
+        extra.append("a no-grad pass for the starting logprobs")
+    if lc.kl_coef > 0:
+        extra.append("a no-grad pass with the adapters off for the base model's (no second model in memory)")
+    held = (f"; it holds {(1 + (lc.kl_coef > 0)) * 4 * kept / 2 ** 20:.1f} MiB of logprobs at most between "
+            f"them" if ppo else "")
+    line = (f"learner work of a step ({lc.objective}): {counts['grad_passes']} forward/backward pass(es) over the "
+            f"step's rows" + (f", {' and '.join(extra)}" if extra else "") + f"; {counts['optimizer_steps']} "
+            f"optimiser step(s){held}")
+    return line, counts
 
 
 def _check_fit(cfg: Config, roll: dict[str, float], learn: dict[str, float]) -> str:

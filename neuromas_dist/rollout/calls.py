@@ -14,6 +14,8 @@ import itertools
 import time
 from typing import Any, Mapping, NamedTuple, Sequence
 
+from neuromas_dist.config import Config, agent_sampling
+
 FINISH_ABORT = "abort"  # the call never ran: its prompt could not fit max_model_len
 
 
@@ -23,6 +25,17 @@ class SamplingPolicy(NamedTuple):
     max_new_tokens: int
     seed: int  # base seed of the run; each request's seed is derived from it
     stop: tuple[str, ...] = ()  # strings that end a response (kept out of it, as vLLM does)
+
+
+def node_policy(cfg: Config, name: str, run: SamplingPolicy) -> SamplingPolicy:
+    """The sampling of agent or node ``name`` (``config.agent_sampling``) over the pass's
+    ``run`` policy: a greedy pass (evaluation, temperature 0) stays greedy, and a served
+    request's lower token cap holds for every agent."""
+    t, p, most, stop = agent_sampling(cfg, name)
+    greedy = run.temperature == 0
+    capped = run.max_new_tokens < cfg.sampling.max_new_tokens  # a served request's own max_tokens
+    return run._replace(temperature=run.temperature if greedy else t, top_p=run.top_p if greedy else p,
+                        max_new_tokens=min(most, run.max_new_tokens) if capped else most, stop=stop)
 
 
 class NodeCall(NamedTuple):

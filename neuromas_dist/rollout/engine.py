@@ -35,8 +35,9 @@ def max_nodes(cfg: Config) -> int:
 
 
 def most_new_tokens(cfg: Config) -> int:
-    """The longest response any call of this run may sample (a program's agents may override it)."""
-    return max([cfg.sampling.max_new_tokens, *(s.max_new_tokens for s in cfg.program.sampling)])
+    """The longest response any call of this run may sample (a node or agent may override it)."""
+    overrides = (*cfg.sampling.per_node, *cfg.program.sampling)
+    return max([cfg.sampling.max_new_tokens, *(s.max_new_tokens for s in overrides)])
 
 
 def calls_per_sample(cfg: Config) -> int:

@@ -94,7 +94,8 @@ class GraphExecutor:
 
     def __init__(self, calls: EngineCalls, topology: Topology, *, answer_format: str,
                  upstream_token_budget: int, gate: GrowthGate | None = None,
-                 style: PromptStyle = PromptStyle()) -> None:
+                 style: PromptStyle = PromptStyle(),
+                 node_policy: Callable[[str, SamplingPolicy], SamplingPolicy] | None = None) -> None:
         self.calls = calls
         self.topology = topology
         self.gate = gate  # a grown graph fading in: some samples run the small graph
@@ -104,6 +105,7 @@ class GraphExecutor:
         self.budget = upstream_token_budget
         self.style = style
         self.max_model_len = calls.max_model_len
+        self.node_policy = node_policy  # (node, the pass's policy) -> the node's (sampling.per_node)
 
     # ------------------------------------------------------------ prompts
 
@@ -150,6 +152,8 @@ class GraphExecutor:
         ``tokens``, every new token id goes there as it is generated (a list per engine
         step), then None."""
         topology, serving = (route.topology, route.adapters[node]) if route else (self.topology, node)
+        # the serving node's sampling: its rows are its adapter's, scored under its transforms
+        policy = self.node_policy(serving, policy) if self.node_policy else policy
         prompt_ids, truncated = self.fit_prompt(node, spec.example.question, upstream, policy.max_new_tokens,
                                                 topology)
         if prompt_ids is None:

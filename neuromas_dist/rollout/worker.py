@@ -27,7 +27,7 @@ from neuromas_dist.rollout.program.http import LoopbackEndpoint
 from neuromas_dist.rollout.program.runtime import ProgramExecutor
 from neuromas_dist.rollout.adapter_slots import AdapterSlots
 from neuromas_dist.rollout.adapters import zero_adapter_set
-from neuromas_dist.rollout.calls import EngineCalls
+from neuromas_dist.rollout.calls import EngineCalls, node_policy
 from neuromas_dist.rollout.engine import build_engine, child_pids, kill_pids
 from neuromas_dist.rollout.executor import GraphExecutor, SampleResult, SampleSpec, SamplingPolicy
 from neuromas_dist.rollout.rows import sample_id, score_sample
@@ -295,7 +295,8 @@ async def _grouped(results: AsyncIterator[SampleResult], every: int, seconds: fl
 def graph_executor(cfg: Config, calls: EngineCalls, topology: Topology, task: Any, gate: Any) -> GraphExecutor:
     return GraphExecutor(calls, topology, answer_format=task.answer_format,
                          upstream_token_budget=cfg.topology.upstream_token_budget, gate=gate,
-                         style=PromptStyle(cfg.topology.upstream_cut, cfg.prompts.system, cfg.prompts.enable_thinking))
+                         style=PromptStyle(cfg.topology.upstream_cut, cfg.prompts.system, cfg.prompts.enable_thinking),
+                         node_policy=(lambda node, run: node_policy(cfg, node, run)) if cfg.sampling.per_node else None)
 
 
 def mean_reward(records: Mapping[str, SampleRecord]) -> tuple[float, int]:

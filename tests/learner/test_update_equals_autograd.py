@@ -193,12 +193,18 @@ def reference_weights(log_ratio: torch.Tensor, mask: torch.Tensor, lc) -> torch.
     return w * mask
 
 
-def written_out_loss(lp, old, adv, w, mask, ent, ref, lc, budget: int) -> torch.Tensor:
+def budgets(rows: list[dict], cfg) -> list[int]:
+    """Each row's node's generation budget (max_new_tokens, its own under sampling.per_node)."""
+    return [agent_sampling(cfg, r["node"])[2] for r in rows]
+
+
+def written_out_loss(lp, old, adv, w, mask, ent, ref, lc, budget: list[int]) -> torch.Tensor:
     """The learner's loss over these rows, straight from its definition (algos' docstring)."""
     m = mask.float()
     c = m / m.sum(-1, keepdim=True).clamp(min=1.0) if lc.loss_norm == "sequence" else m
-    rows = float((m.sum(-1) > 0).sum())
-    denom = {"token": float(m.sum()), "sequence": rows, "constant": rows * budget}[lc.loss_norm]
+    has = m.sum(-1) > 0
+    constant = float(sum(b for b, h in zip(budget, has.tolist()) if h))
+    denom = {"token": float(m.sum()), "sequence": float(has.sum()), "constant": constant}[lc.loss_norm]
     a = adv[:, None]
     if lc.objective == "ppo_clip":
         rho = torch.exp(lp - old)
@@ -232,7 +238,7 @@ def reference_grads(model, batch, cfg, ema: dict[str, float]) -> dict[str, torch
     beh, _ = pad([torch.tensor(r["logprobs"], device=lp.device) for r in rows])
     w = reference_weights(lp.detach() - beh, mask, lc)
     loss = written_out_loss(lp, None, reference_advantages(rows, cfg, ema).to(lp.device), w, mask, ent, ref, lc,
-                            cfg.sampling.max_new_tokens)
+                            budgets(rows, cfg))
     return grads_of(model, loss)
 
 
@@ -272,7 +278,7 @@ def check_ppo_step(got: dict, model_dir: str, cfg, batch, device: torch.device |
         ent, _ = pad([x[1] for x in scored])
         old_s, ref_s, beh_s = (pad([v[i] for i in sel])[0] for v in (old, ref, beh))
         w = reference_weights(old_s - beh_s, mask, lc)
-        loss = written_out_loss(lp, old_s, adv[sel], w, mask, ent, ref_s, lc, cfg.sampling.max_new_tokens)
+        loss = written_out_loss(lp, old_s, adv[sel], w, mask, ent, ref_s, lc, budgets([rows[i] for i in sel], cfg))
         assert_same_grads(update["grads"], grads_of(model, loss))
 
 
@@ -365,6 +371,22 @@ def test_agents_called_0_1_or_several_times_per_sample_equal_autograd(make_rank,
     called = {sid: {n for (s, n) in calls if s == sid} for sid, _ in calls}
     assert any(len(nodes) < len(NODES) for nodes in called.values())  # and not at all in another
     check_steps(run_steps(rank, batches), str(tiny_model_dir), cfg, rank.device)
+
+
+def test_graph_nodes_with_their_own_sampling_equal_autograd(make_rank, tiny_model_dir, vocab):
+    """sampling.per_node: each node's rows scored under its own temperature and top-p, and
+    Dr.GRPO's constant normaliser counting each node's own budget."""
+    import dataclasses
+
+    from neuromas_dist.config import AgentSampling
+
+    cfg = case_config("batch_mean", "constant")
+    per_node = (AgentSampling("L0N1", temperature=0.7, max_new_tokens=40), AgentSampling("L1N0", top_p=0.9))
+    cfg = dataclasses.replace(cfg, sampling=dataclasses.replace(cfg.sampling, per_node=per_node)).validate()
+    rank = make_rank(cfg)
+    assert {n: (s.temperature, s.top_p) for n, s in rank.node_specs.items()} == {
+        "L0N0": (1.0, 1.0), "L0N1": (0.7, 1.0), "L1N0": (1.0, 0.9)}
+    check_steps(run_steps(rank, step_batches(vocab, seed=3)), str(tiny_model_dir), cfg, rank.device)
 
 
 def ragged(batch, vocab: int):

@@ -38,12 +38,14 @@ class FakeEngine:
         self.delays = delays or {}
         self.log = []  # (event, node, sample, time)
         self.prompts = {}
+        self.params = {}  # (sample, node) -> the SamplingParams of its request
 
     async def generate(self, prompt, params, request_id, lora_request=None):
         node = lora_request.lora_name.split("@")[0]
         text_prompt = "".join(map(chr, prompt["prompt_token_ids"]))
         sample = text_prompt.split("Question: ")[1].split("\n")[0]
         self.prompts[(sample, node)] = text_prompt
+        self.params[(sample, node)] = params
         self.log.append(("start", node, sample, time.monotonic()))
         await asyncio.sleep(self.delays.get((node, sample), 0.01))
         self.log.append(("end", node, sample, time.monotonic()))
@@ -119,6 +121,35 @@ def test_each_node_reads_exactly_its_upstream_outputs(scheduling):
             seen = {n for n in topo.names if f"out:{n}:{sample}" in prompt}
             assert seen == set(node.inputs), (node.name, prompt)
             assert result.by_agent()[node.name].text == f"out:{node.name}:{sample}"
+
+
+def test_a_node_samples_with_its_own_sampling_per_node_settings():
+    """sampling.per_node reaches the node's requests (and only its): temperature, top-p and
+    the token cap; an evaluation pass stays greedy for every node."""
+    import dataclasses
+
+    from neuromas_dist.config import AgentSampling, Config
+    from neuromas_dist.rollout.worker import graph_executor
+
+    cfg = Config()
+    cfg = dataclasses.replace(cfg, sampling=dataclasses.replace(
+        cfg.sampling, per_node=(AgentSampling("L1N0", temperature=0.5, top_p=0.8, max_new_tokens=5),))).validate()
+    topo, engine = Topology.build((2, 1)), FakeEngine()
+    ex = graph_executor(cfg, EngineCalls(engine, CharTokenizer(), 4096), topo, synthetic_task("arith"), None)
+    reg = LoraRegistry(lambda name, i, path: SimpleNamespace(lora_name=name, lora_int_id=i))
+    reg.install(0, {n: "/" for n in topo.names})
+    result = _run(ex, reg, _specs(1), "per_sample", max_new=cfg.sampling.max_new_tokens)[0]
+    sink, first = engine.params[("s0", "L1N0")], engine.params[("s0", "L0N0")]
+    assert (sink.temperature, sink.top_p, sink.max_tokens) == (0.5, 0.8, 5)
+    assert (first.temperature, first.top_p, first.max_tokens) == (1.0, 1.0, cfg.sampling.max_new_tokens)
+    assert result.by_agent()["L1N0"].text == "out:L"  # cut at its own 5 tokens
+
+    async def greedy():
+        policy = SamplingPolicy(0.0, 1.0, cfg.sampling.max_new_tokens, 0)
+        return [r async for r in ex.stream(_specs(1), reg.acquire, reg.release, policy, "per_sample")]
+
+    asyncio.run(greedy())
+    assert engine.params[("s0", "L1N0")].temperature == 0.0
 
 
 def test_overlong_prompt_cuts_upstream_harder_then_aborts_cleanly():

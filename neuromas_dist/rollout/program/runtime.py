@@ -13,10 +13,10 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
-from neuromas_dist.config import Config, agent_sampling
+from neuromas_dist.config import Config
 from neuromas_dist.graph.prompts import chat_text, encode
 from neuromas_dist.programs.entry import Program
-from neuromas_dist.rollout.calls import EngineCalls, SamplingPolicy
+from neuromas_dist.rollout.calls import EngineCalls, SamplingPolicy, node_policy
 from neuromas_dist.rollout.executor import SampleResult, SampleSpec, stream_samples
 from neuromas_dist.rollout.lora_registry import Pin
 from neuromas_dist.rollout.program.client import ProgramClient
@@ -26,17 +26,8 @@ _WARNED: set[tuple[str, str]] = set()
 
 
 def agent_policies(cfg: Config, run: SamplingPolicy) -> dict[str, SamplingPolicy]:
-    """Each agent's sampling (``config.agent_sampling``) over the pass's ``run`` policy: a
-    greedy pass (evaluation, temperature 0) stays greedy, and a served request's lower token
-    cap holds for every agent."""
-    out = {}
-    for agent in cfg.program.agents:
-        t, p, most, stop = agent_sampling(cfg, agent)
-        greedy = run.temperature == 0
-        capped = run.max_new_tokens < cfg.sampling.max_new_tokens  # a served request's own max_tokens
-        out[agent] = run._replace(temperature=run.temperature if greedy else t, top_p=run.top_p if greedy else p,
-                                  max_new_tokens=min(most, run.max_new_tokens) if capped else most, stop=stop)
-    return out
+    """Each agent's sampling over the pass's ``run`` policy (``calls.node_policy``)."""
+    return {agent: node_policy(cfg, agent, run) for agent in cfg.program.agents}
 
 
 class ProgramExecutor:
