@@ -46,20 +46,25 @@ def wall_seconds(directory: Path) -> float:
 
 def run_arm(config: str, arm: Arm, root: Path, seed: int, extra: list[str], say: Callable[[str], None]) -> float:
     """Train one arm for one seed (unless done); returns its wall seconds."""
-    directory = run_dir(root, arm.name, seed)
     cmd = [sys.executable, "-m", "neuromas_dist.launch", "--config", config, *extra,
            *arm_overrides(arm, root, seed), "logging.progress=false"]
+    return run_command(run_dir(root, arm.name, seed), cmd, f"{arm.name} seed {seed}", say)
+
+
+def run_command(directory: Path, cmd: list[str], label: str, say: Callable[[str], None]) -> float:
+    """Run one training ``cmd`` (a launch whose run dir is ``directory``) unless it finished
+    there already; returns its wall seconds."""
     if finished(directory, cmd[1:]):
         return wall_seconds(directory)
     shutil.rmtree(directory, ignore_errors=True)  # an unfinished attempt: start over
     directory.mkdir(parents=True)
-    say(f"{arm.name} seed {seed}: {' '.join(cmd[2:])}")
+    say(f"{label}: {' '.join(cmd[2:])}")
     t0 = time.perf_counter()
     with open(directory / "launch.log", "w") as log:
         code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - t0
     if code != 0:
-        raise RunFailed(f"{arm.name} seed {seed} exited {code}; see {directory / 'launch.log'}")
+        raise RunFailed(f"{label} exited {code}; see {directory / 'launch.log'}")
     (directory / WALL_FILE).write_text(json.dumps({"wall_s": wall, "command": cmd[1:]}))
-    say(f"{arm.name} seed {seed}: done in {wall:.0f} s")
+    say(f"{label}: done in {wall:.0f} s")
     return wall

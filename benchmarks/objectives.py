@@ -1,0 +1,136 @@
+"""The objectives side by side on the toy default: ``python -m benchmarks.objectives``.
+
+Each arm is the default run (``configs/default.yaml``: NeuroMAS-3 on the tiny model,
+30 steps of 16 questions x 8 samples) with one learner change, trained for every seed,
+one ``neuromas_dist.launch`` process per run (``runs/objectives/<arm>/seed<k>/``; a rerun
+skips finished runs). Every arm keeps the default learning rate (learner.lr = 2e-3): no
+arm is tuned. The choices an arm needs are stated here once:
+
+* ``reinforce``: the paper's joint REINFORCE, leave-one-out baseline (the default);
+* ``reinforce_std``: the same, advantages divided by the question's reward std (GRPO's);
+* ``ppo_clip``: PPO's clipped ratio at 0.2 / 0.2, 2 epochs of 1 optimiser step each;
+* ``reinforce_kl``: k3 KL to the base model at 0.01 (OpenRLHF's initial KL coefficient);
+* ``reinforce_tis``: token-level truncated importance sampling at C = 2 on every row.
+
+Reported per arm: greedy held-out accuracy on the 500 questions before and after, the
+paired gain with a 95% bootstrap over seeds and questions, the first held-out evaluation
+(steps 15 and 30) at 0.9 or more, wall time and the learner's time per step. Writes
+``benchmarks/results/objectives.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.neuromas_table.runner import RunFailed, run_command, wall_seconds
+from neuromas_dist.analysis.evaluation import sink_scores
+from neuromas_dist.analysis.run_eval import BEFORE, FINAL, load_pass, step_pass_name
+from neuromas_dist.analysis.stats import paired_seeds_diff_ci, seeds_ci
+from neuromas_dist.graph.topology import parse_node_name
+
+ARMS = {
+    "reinforce": [],
+    "reinforce_std": ["learner.advantage_norm=std"],
+    "ppo_clip": ["learner.objective=ppo_clip", "learner.epochs=2", "learner.clip_low=0.2", "learner.clip_high=0.2"],
+    "reinforce_kl": ["learner.kl_coef=0.01", "learner.kl_estimator=k3"],
+    "reinforce_tis": ["learner.rollout_correction=tis_token", "learner.correction_cap=2.0"],
+}
+TARGET = 0.9
+RESULTS = Path(__file__).parent / "results"
+
+
+def command(arm: str, seed: int, root: Path, extra: list[str]) -> list[str]:
+    return [sys.executable, "-m", "neuromas_dist.launch", "--run-dir", str(root / arm / f"seed{seed}"),
+            f"trainer.seed={seed}", *ARMS[arm], *extra, "logging.progress=false"]
+
+
+def greedy_scores(directory: Path, name: str) -> np.ndarray | None:
+    """Per-question greedy scores of a saved held-out pass (sorted question ids), or None."""
+    loaded = load_pass(directory, name)
+    if loaded is None:
+        return None
+    passes, nodes = loaded
+    sink = max(nodes, key=parse_node_name)
+    return sink_scores(passes.greedy, sink, sorted(set(passes.greedy["question_id"].to_pylist())))[:, 0]
+
+
+def learner_seconds_per_step(directory: Path) -> float:
+    rows = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    times = [r["timing_s/learn"] for r in rows if "timing_s/learn" in r]
+    return float(np.mean(times)) if times else float("nan")
+
+
+def arm_result(root: Path, arm: str, seeds: list[int], steps: int, eval_every: int) -> dict:
+    dirs = [root / arm / f"seed{s}" for s in seeds]
+    before = np.stack([greedy_scores(d, BEFORE) for d in dirs])
+    after = np.stack([greedy_scores(d, FINAL) for d in dirs])
+    checkpoints = [k for k in range(eval_every, steps, eval_every)] if eval_every else []
+    reached = []
+    for d, a in zip(dirs, after):
+        passes = [(k, greedy_scores(d, step_pass_name(k))) for k in checkpoints] + [(steps, a)]
+        reached.append(next((k for k, s in passes if s is not None and s.mean() >= TARGET), None))
+    return {"overrides": ARMS[arm], "seeds": seeds,
+            "before": seeds_ci(before).as_dict(), "after": seeds_ci(after).as_dict(),
+            "gain": paired_seeds_diff_ci(after, before).as_dict(),
+            "after_per_seed": [round(float(a.mean()), 3) for a in after],
+            "first_eval_step_at_target": reached,
+            "wall_s": [round(wall_seconds(d), 1) for d in dirs],
+            "learner_s_per_step": [round(learner_seconds_per_step(d), 2) for d in dirs]}
+
+
+def table(results: dict) -> str:
+    def ci(e: dict, sign: str = "") -> str:
+        return f"{e['mean']:{sign}.3f} [{e['ci_lo']:{sign}.3f}, {e['ci_hi']:{sign}.3f}]"
+
+    lines = ["| arm | greedy before | greedy after | paired gain, 95% CI | after, per seed | first eval >= 0.9 "
+             "| wall per run | learner s / step |", "|---|---|---|---|---|---|---|---|"]
+    for arm, r in results["arms"].items():
+        reached = ", ".join("-" if k is None else str(k) for k in r["first_eval_step_at_target"])
+        lines.append(f"| `{arm}` | {ci(r['before'])} | {ci(r['after'])} | {ci(r['gain'], '+')} | "
+                     f"{' / '.join(map(str, r['after_per_seed']))} | {reached} | "
+                     f"{np.mean(r['wall_s']) / 60:.1f} min | {np.mean(r['learner_s_per_step']):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", default="runs/objectives", help="where the runs go")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--arms", default=",".join(ARMS), help=f"a subset of {list(ARMS)}")
+    p.add_argument("--steps", type=int, default=30, help="trainer.steps (the default run's 30)")
+    p.add_argument("--eval-every", type=int, default=15, help="trainer.eval_every (the default run's 15)")
+    p.add_argument("--out", default=str(RESULTS / "objectives"), help="results path without suffix")
+    p.add_argument("overrides", nargs="*", help="key=value for every arm (e.g. a smaller run)")
+    args = p.parse_args(argv)
+    root, seeds, arms = Path(args.runs), [int(s) for s in args.seeds.split(",")], args.arms.split(",")
+    unknown = sorted(set(arms) - set(ARMS))
+    if unknown:
+        print(f"objectives: unknown arm(s) {unknown}; known: {list(ARMS)}", file=sys.stderr)
+        return 2
+    extra = [f"trainer.steps={args.steps}", f"trainer.eval_every={args.eval_every}", *args.overrides]
+    say = lambda msg: print(f"[objectives] {msg}", flush=True)  # noqa: E731
+    try:
+        for seed in seeds:  # seed-major: an interrupted sweep has every arm at some seeds
+            for arm in arms:
+                run_command(root / arm / f"seed{seed}", command(arm, seed, root, extra), f"{arm} seed {seed}", say)
+    except RunFailed as exc:
+        print(f"objectives: {exc}", file=sys.stderr)
+        return 1
+    results = {"machine": "see docs/results.md", "command": " ".join(sys.argv), "seeds": seeds,
+               "shared_overrides": extra, "target": TARGET,
+               "arms": {a: arm_result(root, a, seeds, args.steps, args.eval_every) for a in arms}}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    out.with_suffix(".md").write_text(table(results))
+    print(table(results), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
