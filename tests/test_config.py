@@ -232,6 +232,13 @@ def test_every_paper_benchmark_has_its_arms():
         assert arms["single"].lora.rank == 3 * arms["neuromas3"].lora.rank  # as many LoRA parameters
         assert all(len((paper / bench / f"{arm}.yaml").read_text().splitlines()) <= 12 for arm in arms)
         tasks[bench] = (arms["neuromas3"].data.task, arms["neuromas3"].data.subject)
+        # the objectives of benchmarks.objectives, each NeuroMAS-3 with one learner change
+        objectives = {arm: load_config(paper / bench / f"neuromas3_{arm}.yaml").learner
+                      for arm in ("std", "ppo", "kl", "tis")}
+        assert (objectives["std"].advantage_norm, objectives["ppo"].objective, objectives["ppo"].epochs,
+                objectives["kl"].kl_coef, objectives["tis"].rollout_correction) == ("std", "ppo_clip", 2, 0.01,
+                                                                                   "tis_token")
+        assert arms["neuromas3"].learner.objective == "reinforce" and not arms["neuromas3"].learner.kl_coef
     assert tasks["mmlu_college_physics"] == ("mmlu", "college_physics") and tasks["humaneval"][0] == "humaneval"
     gemma = load_config(paper / "arc_challenge" / "neuromas3_gemma3-1b.yaml")
     assert gemma.model.name_or_path == "google/gemma-3-1b-it" and gemma.data.task == "arc_challenge"
