@@ -40,13 +40,18 @@ ARMS = {
     "reinforce_kl": ["learner.kl_coef=0.01", "learner.kl_estimator=k3"],
     "reinforce_tis": ["learner.rollout_correction=tis_token", "learner.correction_cap=2.0"],
 }
+# beside TRL (--peer trl): one node, one LoRA, as TRL trains one model
+PEER_ARMS = {
+    "single": ["topology.widths=[1]"],
+    "single_std": ["topology.widths=[1]", "learner.advantage_norm=std"],
+}
 TARGET = 0.9
 RESULTS = Path(__file__).parent / "results"
 
 
 def command(arm: str, seed: int, root: Path, extra: list[str]) -> list[str]:
     return [sys.executable, "-m", "neuromas_dist.launch", "--run-dir", str(root / arm / f"seed{seed}"),
-            f"trainer.seed={seed}", *ARMS[arm], *extra, "logging.progress=false"]
+            f"trainer.seed={seed}", *{**ARMS, **PEER_ARMS}[arm], *extra, "logging.progress=false"]
 
 
 def greedy_scores(directory: Path, name: str) -> np.ndarray | None:
@@ -59,10 +64,15 @@ def greedy_scores(directory: Path, name: str) -> np.ndarray | None:
     return sink_scores(passes.greedy, sink, sorted(set(passes.greedy["question_id"].to_pylist())))[:, 0]
 
 
-def learner_seconds_per_step(directory: Path) -> float:
+def run_timing(directory: Path) -> dict[str, float]:
+    """Seconds per training step (held-out passes left out), of which the learner's, and
+    generated tokens per second of those steps."""
     rows = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    times = [r["timing_s/learn"] for r in rows if "timing_s/learn" in r]
-    return float(np.mean(times)) if times else float("nan")
+    steps = [r for r in rows if "timing_s/learn" in r]
+    step_s = [r["timing_s/step"] - r.get("timing_s/eval", 0.0) for r in steps]
+    tokens = sum(r.get("rollout/response_tokens", 0.0) for r in steps)
+    return {"step_s": float(np.mean(step_s)), "learner_s": float(np.mean([r["timing_s/learn"] for r in steps])),
+            "tokens_per_s": tokens / sum(step_s)}
 
 
 def arm_result(root: Path, arm: str, seeds: list[int], steps: int, eval_every: int) -> dict:
@@ -74,13 +84,13 @@ def arm_result(root: Path, arm: str, seeds: list[int], steps: int, eval_every: i
     for d, a in zip(dirs, after):
         passes = [(k, greedy_scores(d, step_pass_name(k))) for k in checkpoints] + [(steps, a)]
         reached.append(next((k for k, s in passes if s is not None and s.mean() >= TARGET), None))
-    return {"overrides": ARMS[arm], "seeds": seeds,
+    return {"overrides": {**ARMS, **PEER_ARMS}[arm], "seeds": seeds,
             "before": seeds_ci(before).as_dict(), "after": seeds_ci(after).as_dict(),
             "gain": paired_seeds_diff_ci(after, before).as_dict(),
             "after_per_seed": [round(float(a.mean()), 3) for a in after],
             "first_eval_step_at_target": reached,
             "wall_s": [round(wall_seconds(d), 1) for d in dirs],
-            "learner_s_per_step": [round(learner_seconds_per_step(d), 2) for d in dirs]}
+            **{k: [round(run_timing(d)[k], 2) for d in dirs] for k in ("step_s", "learner_s", "tokens_per_s")}}
 
 
 def table(results: dict) -> str:
@@ -93,7 +103,34 @@ def table(results: dict) -> str:
         reached = ", ".join("-" if k is None else str(k) for k in r["first_eval_step_at_target"])
         lines.append(f"| `{arm}` | {ci(r['before'])} | {ci(r['after'])} | {ci(r['gain'], '+')} | "
                      f"{' / '.join(map(str, r['after_per_seed']))} | {reached} | "
-                     f"{np.mean(r['wall_s']) / 60:.1f} min | {np.mean(r['learner_s_per_step']):.2f} |")
+                     f"{np.mean(r['wall_s']) / 60:.1f} min | {np.mean(r['learner_s']):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def trl_result(extra: list[str], seeds: list[int], root: Path) -> dict:
+    """TRL's GRPOTrainer on the single-node toy (benchmarks/trl_peer.py), every seed."""
+    from benchmarks import trl_peer
+    from neuromas_dist.config import load_config
+
+    runs = [trl_peer.run(load_config(None, [*extra, f"trainer.seed={s}", *PEER_ARMS["single"]]),
+                         root / "trl" / f"seed{s}", seed=s) for s in seeds]
+    before, after = np.stack([r["before"] for r in runs]), np.stack([r["after"] for r in runs])
+    return {"seeds": seeds, "before": seeds_ci(before).as_dict(), "after": seeds_ci(after).as_dict(),
+            "gain": paired_seeds_diff_ci(after, before).as_dict(),
+            "after_per_seed": [round(float(a.mean()), 3) for a in after],
+            "step_s": [round(r["wall_s"] / r["steps"], 2) for r in runs],
+            "tokens_per_s": [round(r["generated_tokens"] / r["wall_s"], 1) for r in runs],
+            "loss_type": runs[0]["loss_type"], "scale_rewards": runs[0]["scale_rewards"],
+            "train_reward": [r["train_reward"] for r in runs]}
+
+
+def peer_table(results: dict) -> str:
+    lines = ["| trainer, arm | greedy before | greedy after | paired gain, 95% CI | s / step | generated tokens / s |",
+             "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['before']['mean']:.3f} | {r['after']['mean']:.3f} | {r['gain']['mean']:+.3f} "
+                     f"[{r['gain']['ci_lo']:+.3f}, {r['gain']['ci_hi']:+.3f}] | {np.mean(r['step_s']):.2f} | "
+                     f"{np.mean(r['tokens_per_s']):.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -102,13 +139,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="runs/objectives", help="where the runs go")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--arms", default=",".join(ARMS), help=f"a subset of {list(ARMS)}")
+    p.add_argument("--peer", choices=("trl",), help="instead: TRL's GRPOTrainer beside our single-node arms "
+                   f"{list(PEER_ARMS)} (needs the bench extra)")
     p.add_argument("--steps", type=int, default=30, help="trainer.steps (the default run's 30)")
     p.add_argument("--eval-every", type=int, default=15, help="trainer.eval_every (the default run's 15)")
-    p.add_argument("--out", default=str(RESULTS / "objectives"), help="results path without suffix")
+    p.add_argument("--out", help="results path without suffix (default benchmarks/results/objectives[_trl])")
     p.add_argument("overrides", nargs="*", help="key=value for every arm (e.g. a smaller run)")
     args = p.parse_args(argv)
-    root, seeds, arms = Path(args.runs), [int(s) for s in args.seeds.split(",")], args.arms.split(",")
-    unknown = sorted(set(arms) - set(ARMS))
+    root, seeds = Path(args.runs), [int(s) for s in args.seeds.split(",")]
+    arms = list(PEER_ARMS) if args.peer else args.arms.split(",")
+    unknown = sorted(set(arms) - set(ARMS) - set(PEER_ARMS))
     if unknown:
         print(f"objectives: unknown arm(s) {unknown}; known: {list(ARMS)}", file=sys.stderr)
         return 2
@@ -121,14 +161,18 @@ def main(argv: list[str] | None = None) -> int:
     except RunFailed as exc:
         print(f"objectives: {exc}", file=sys.stderr)
         return 1
-    results = {"machine": "see docs/results.md", "command": " ".join(sys.argv), "seeds": seeds,
-               "shared_overrides": extra, "target": TARGET,
+    results = {"command": " ".join(sys.argv), "seeds": seeds, "shared_overrides": extra, "target": TARGET,
                "arms": {a: arm_result(root, a, seeds, args.steps, args.eval_every) for a in arms}}
-    out = Path(args.out)
+    text = table(results)
+    if args.peer:
+        say("TRL GRPOTrainer ...")
+        results["trl"] = trl_result(extra, seeds, root)
+        text = peer_table({**{f"ours, `{a}`": r for a, r in results["arms"].items()}, "TRL `GRPOTrainer`": results["trl"]})
+    out = Path(args.out or RESULTS / ("objectives_trl" if args.peer else "objectives"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=1))
-    out.with_suffix(".md").write_text(table(results))
-    print(table(results), flush=True)
+    out.with_suffix(".md").write_text(text)
+    print(text, flush=True)
     return 0
 
 

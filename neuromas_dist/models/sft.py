@@ -115,8 +115,16 @@ def _lr_scale(step: int, cfg: SFTConfig) -> float:
 def greedy_accuracy(model, tokenizer, qas: Sequence[QA], task: Task, answer_format: str,
                     batch_size: int = 100, max_new_tokens: int = 32) -> float:
     """Greedy accuracy of the single-node graph: the prompt every RL run starts from."""
+    scores = greedy_scores(model, tokenizer, qas, task, answer_format, batch_size, max_new_tokens)
+    return sum(scores) / max(1, len(qas))
+
+
+def greedy_scores(model, tokenizer, qas: Sequence[QA], task: Task, answer_format: str,
+                  batch_size: int = 100, max_new_tokens: int = 32) -> list[float]:
+    """Each question's greedy reward under the single-node graph's prompt (transformers'
+    generate, left-padded batches)."""
     topology = Topology.build([1])
-    correct = 0
+    out: list[float] = []
     for start in range(0, len(qas), batch_size):
         chunk = qas[start : start + batch_size]
         prompts = [
@@ -125,8 +133,8 @@ def greedy_accuracy(model, tokenizer, qas: Sequence[QA], task: Task, answer_form
         ]
         outputs = _generate(model, tokenizer, prompts, max_new_tokens)
         # Scored by the RL task's own checker, so this number means what eval/accuracy means.
-        correct += sum(task.score(out, Example("", q, gold)).reward for out, (q, gold) in zip(outputs, chunk))
-    return correct / max(1, len(qas))
+        out += [task.score(o, Example("", q, gold)).reward for o, (q, gold) in zip(outputs, chunk)]
+    return out
 
 
 def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
