@@ -143,7 +143,7 @@ class LearnerConfig(_Checked):
     epochs: int = _f(1, "ppo_clip: passes over a step's rows", lo=1)
     mini_batches: int = _f(1, "ppo_clip: optimiser steps per pass, each on its share of every rank's questions", lo=1)
     advantage_norm: str = _f("none", "none, or std: divide a sample's advantage by the std of its question's sample "
-                             "rewards, per node (GRPO)", choices=("none", "std"))
+                             "rewards, per node (GRPO; needs baseline=loo)", choices=("none", "std"))
     kl_coef: float = _f(0.0, "weight of the KL to the base model (the node's adapter disabled) in the loss", lo=0.0)
     kl_estimator: str = _f("k3", "per-token KL estimator: k1 (log ratio), k2 (half its square) or k3 (low variance)",
                            choices=("k1", "k2", "k3"))
@@ -378,6 +378,11 @@ def _check_objective(cfg: Config) -> None:
     if lc.objective != "ppo_clip" and (lc.epochs > 1 or lc.mini_batches > 1):
         raise ConfigError(f"learner.epochs={lc.epochs} and learner.mini_batches={lc.mini_batches} need "
                           f"learner.objective=ppo_clip: reinforce has no ratio to hold later updates near the rollout")
+    if lc.advantage_norm == "std" and lc.baseline != "loo":
+        # the question's std only scales an advantage taken against the question's own samples:
+        # against a step-wide baseline a group without spread would get (R - b) / eps
+        raise ConfigError(f"learner.advantage_norm=std needs learner.baseline=loo (the question's own samples, as "
+                          f"GRPO), got learner.baseline={lc.baseline}")
 
 
 def _check_sampling(cfg: Config) -> None:

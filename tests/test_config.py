@@ -114,6 +114,7 @@ P = ["program.entry=examples.programs.solver_verifier:solve"]
     (["sampling.per_node=[{agent: L0N0, top_p: 0.9}]", "learner.micro_batches=mixed"],
      "needs learner.micro_batches=per_node"),
     (["learner.epochs=2"], "need learner.objective=ppo_clip"),
+    (["learner.advantage_norm=std", "learner.baseline=batch_mean"], "advantage_norm=std needs learner.baseline=loo"),
 ])
 def test_a_bad_program_config_names_the_key(overrides, message):
     with pytest.raises(ConfigError) as err:

@@ -33,16 +33,14 @@ def needs_step_constant(baseline: str, ema: Mapping[str, float], node: str) -> b
 
 
 def pop_complete_groups(pending: MutableMapping[tuple[str, str], list[Row]], n_samples: int,
-                        force: bool = False, baseline: str = "loo", ema: Mapping[str, float] | None = None,
-                        advantage_norm: str = "none") -> list[tuple[str, list[Row]]]:
+                        force: bool = False, advantage_norm: str = "none") -> list[tuple[str, list[Row]]]:
     """Remove the (question, node) groups holding all ``n_samples`` samples (every group
-    with ``force``, at the step's end) and set each row's advantage: against its
-    leave-one-out baseline, or against the part of ``baseline`` known now; times GRPO's
-    1 / std of the group's rewards under ``advantage_norm=std`` (``Row.scale``). Returns
-    (node, rows) per group. Keyed by (question, node): a sample's rows may arrive in
-    different batches, and a node's baseline needs that node's rows of all n samples. The
-    baseline leaves out a *sample*, not a row: every call a sample made of the node gets
-    that sample's advantage."""
+    with ``force``, at the step's end) and set each row's advantage against its
+    leave-one-out baseline, times GRPO's 1 / std of the group's rewards under
+    ``advantage_norm=std`` (``Row.scale``). Returns (node, rows) per group. Keyed by
+    (question, node): a sample's rows may arrive in different batches, and a node's
+    baseline needs that node's rows of all n samples. The baseline leaves out a *sample*,
+    not a row: every call a sample made of the node gets that sample's advantage."""
     out = []
     for key in list(pending):
         rows = pending[key]
@@ -51,11 +49,7 @@ def pop_complete_groups(pending: MutableMapping[tuple[str, str], list[Row]], n_s
             continue
         del pending[key]
         rewards = torch.tensor(list(samples.values()), dtype=torch.float64)
-        if baseline == "loo":
-            adv = dict(zip(samples, algos.advantages(rewards, algos.loo_baseline(rewards)).tolist()))
-        else:
-            b = known_baseline(baseline, ema or {}, key[1])
-            adv = {k: v - b for k, v in samples.items()}
+        adv = dict(zip(samples, algos.advantages(rewards, algos.loo_baseline(rewards)).tolist()))
         scale = algos.std_scale(rewards) if advantage_norm == "std" else 1.0
         for r in rows:
             r.adv_known = adv[r.sample_index] * scale if advantage_norm == "std" else adv[r.sample_index]

@@ -1,8 +1,8 @@
 """One step's rows on one learner rank, from arrival to gradient.
 
 Rows arrive as rollouts finish. When a row's advantage needs its question's other
-samples (the leave-one-out baseline, or ``advantage_norm=std``) it waits until its
-question's every sample of its node is here; then (or at once, otherwise) it waits in a
+samples (the leave-one-out baseline, and ``advantage_norm=std`` with it) it waits until
+its question's every sample of its node is here; then (or at once, otherwise) it waits in a
 ready queue, per node or one mixed queue, until a pass is full (``packing.pass_ready``).
 
 * ``reinforce``: that pass's forward/backward adds its terms to the step's ``StepSums``
@@ -73,7 +73,7 @@ class StepGradients:
         """Queue the rows and run every pass that is full."""
         lc = self.lc
         for row in rows:
-            if lc.baseline == "loo" or lc.advantage_norm == "std":
+            if lc.baseline == "loo":  # advantage_norm=std needs it (config)
                 self._pending[(row.question_id, row.node)].append(row)
             else:
                 row.adv_known = row.reward - baselines.known_baseline(lc.baseline, self.ema, row.node)
@@ -89,8 +89,8 @@ class StepGradients:
         return "" if self.lc.micro_batches == "mixed" else node
 
     def _run_passes(self, force: bool) -> None:
-        for node, rows in baselines.pop_complete_groups(self._pending, self.n_samples, force, self.lc.baseline,
-                                                        self.ema, self.lc.advantage_norm):
+        for node, rows in baselines.pop_complete_groups(self._pending, self.n_samples, force,
+                                                        self.lc.advantage_norm):
             self._ready[self._queue(node)].extend(rows)
         self._drain(self._ready, force, self._micro_batch)
 

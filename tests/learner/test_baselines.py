@@ -53,3 +53,16 @@ def test_step_constants_are_the_node_means_where_needed():
     assert step_constants(totals, "batch_mean", {}) == {"A": 0.75, "B": 0.5, "C": 0.0}
     assert step_constants(totals, "ema", {"A": 0.1}) == {"A": 0.0, "B": 0.5, "C": 0.0}
     assert step_constants(totals, "loo", {}) == {"A": 0.0, "B": 0.0, "C": 0.0}
+
+
+def test_std_scales_a_group_by_one_over_its_reward_std():
+    # rewards (1, 0, 0): mean 1/3, unbiased std sqrt(1/3) = 0.57735; s = 1 / (0.57735 + 1e-6)
+    s = 1.0 / ((1.0 / 3.0) ** 0.5 + 1e-6)
+    pending = {("q", "A"): [row("q", k, "A", r) for k, r in enumerate((1.0, 0.0, 0.0))]}
+    [(_, rows)] = pop_complete_groups(pending, 3, advantage_norm="std")
+    assert [r.scale for r in rows] == pytest.approx([s] * 3, rel=1e-12)
+    assert [r.adv_known for r in rows] == pytest.approx([1.0 * s, -0.5 * s, -0.5 * s], rel=1e-12)
+    # no spread: advantage 0 (not 0 / eps)
+    pending = {("q", "A"): [row("q", k, "A", 1.0) for k in range(3)]}
+    [(_, rows)] = pop_complete_groups(pending, 3, advantage_norm="std")
+    assert [r.adv_known for r in rows] == [0.0, 0.0, 0.0] and rows[0].scale == pytest.approx(1.0e6)

@@ -419,7 +419,7 @@ def test_ragged_rows_under_top_p_equal_autograd(make_rank, tiny_model_dir, vocab
 CORRECTIONS = ("tis_token", "tis_seq", "mis_token", "mis_seq", "icepop")
 OBJECTIVES = {
     "std_loo": ("loo", "token", "per_node", dict(advantage_norm="std"), on_policy, False),
-    "std_batch_mean_mixed": ("batch_mean", "sequence", "mixed", dict(advantage_norm="std"), on_policy, False),
+    "std_mixed_packed": ("loo", "sequence", "mixed", dict(advantage_norm="std", padding_free="on"), on_policy, False),
     "constant_norm": ("ema", "constant", "per_node", {}, on_policy, False),
     "kl_k1": ("loo", "token", "per_node", dict(kl_coef=0.5, kl_estimator="k1"), on_policy, True),
     "kl_k2_entropy_mixed_packed": ("batch_mean", "token", "mixed", dict(kl_coef=2.0, kl_estimator="k2",
@@ -431,9 +431,10 @@ OBJECTIVES = {
            off_policy, False) for c in CORRECTIONS},
     # a clip this tight binds in the second epoch: the clipped branch is exercised
     "ppo_clip": ("batch_mean", "token", "per_node", dict(objective="ppo_clip", epochs=2, mini_batches=2,
-                 advantage_norm="std", clip_low=0.002, clip_high=0.003), on_policy, True),
-    "ppo_clip_kl_entropy_tis_mixed_packed": ("loo", "sequence", "mixed", dict(
-        objective="ppo_clip", epochs=2, kl_coef=1.0, entropy_coef=0.05, rollout_correction="tis_token",
+                 clip_low=0.002, clip_high=0.003), on_policy, True),
+    "ppo_clip_std_kl_entropy_tis_mixed_packed": ("loo", "sequence", "mixed", dict(
+        objective="ppo_clip", epochs=2, advantage_norm="std", kl_coef=1.0, entropy_coef=0.05,
+        rollout_correction="tis_token",
         padding_free="on", clip_low=0.002, clip_high=0.002), off_policy, True),
 }
 
@@ -474,7 +475,7 @@ def test_objectives_equal_autograd_at_world_size_1(make_rank, tiny_model_dir, vo
 
 # ppo_clip's updates (a rank may hold no question of a mini-batch and joins with zero) and a
 # sequence-level correction across ranks
-WORLD_SIZE_2_OBJECTIVES = ("ppo_clip_kl_entropy_tis_mixed_packed", "ppo_clip", "mis_seq")
+WORLD_SIZE_2_OBJECTIVES = ("ppo_clip_std_kl_entropy_tis_mixed_packed", "ppo_clip", "mis_seq")
 
 
 def world_size_2_config(i: int, baseline: str, norm: str, world_size: int = 2):
