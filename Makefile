@@ -25,6 +25,7 @@ run: $(STAMP)
 	$(PY) -m neuromas_dist.launch $(ARGS)
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -rs tests
 
 bench: $(STAMP)

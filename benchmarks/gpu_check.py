@@ -157,7 +157,7 @@ def learner_case(model_dir: Path, nodes: int, mode: str, *, rows: int = 8, promp
     for b in batches[1:]:
         box: list[float] = []
         held = _allocated() - base  # weights, adapters, optimizer state: what the rank keeps between steps
-        peak = max(peak, held + peak_bytes(lambda b=b: box.append(deepspeed_step(rank, b)), rank.device))
+        peak = max(peak, held + peak_bytes(lambda b=b, box=box: box.append(deepspeed_step(rank, b)), rank.device))
         times.append(box[0])
     tokens = batches[0].num_rows * (prompt + response)
     a = measure(cfg)

@@ -34,19 +34,19 @@ import statistics
 import time
 from pathlib import Path
 
-import torch  # noqa: E402
+import torch
 
 if not torch.cuda.is_available():  # on a GPU DeepSpeed picks CUDA (benchmarks.gpu_check imports this)
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
-from neuromas_dist.config import Config  # noqa: E402
-from neuromas_dist.learner import algos  # noqa: E402
-from neuromas_dist.learner.forward import gathered  # noqa: E402
-from neuromas_dist.learner.model import build_peft_model, torch_dtype  # noqa: E402
-from neuromas_dist.learner.packing import build_inputs, pad_fraction  # noqa: E402
-from neuromas_dist.learner.rank import LearnerRank  # noqa: E402
-from neuromas_dist.learner.rows import Row  # noqa: E402
-from neuromas_dist.trajectories.schema import make_row, to_record_batch  # noqa: E402
+from neuromas_dist.config import Config
+from neuromas_dist.learner import algos
+from neuromas_dist.learner.forward import gathered
+from neuromas_dist.learner.model import build_peft_model, torch_dtype
+from neuromas_dist.learner.packing import build_inputs, pad_fraction
+from neuromas_dist.learner.rank import LearnerRank
+from neuromas_dist.learner.rows import Row
+from neuromas_dist.trajectories.schema import make_row, to_record_batch
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTHS = {3: (2, 1), 7: (4, 2, 1)}
@@ -154,10 +154,12 @@ class PlainLoop:
         dev = next(self.model.parameters()).device
         x = build_inputs(rows, packed=False).to(dev)
         logits = self.model(input_ids=x.ids, attention_mask=x.attn).logits
-        lp = torch.zeros(x.shape, device=dev).index_put((x.row, x.col), algos.token_logprobs(gathered(logits, x), x.tok))
+        lp = torch.zeros(x.shape, device=dev).index_put((x.row, x.col),
+                                                        algos.token_logprobs(gathered(logits, x), x.tok))
         adv = torch.tensor([a for _, a in chunk], device=dev)
         mask = x.mask().to(dev)
-        (algos.reinforce_terms(lp, adv, torch.ones_like(lp), algos.token_coefficients(mask, "token")) / denom).backward()
+        coef = algos.token_coefficients(mask, "token")
+        (algos.reinforce_terms(lp, adv, torch.ones_like(lp), coef) / denom).backward()
 
 
 def measure(nodes: int, args: argparse.Namespace, model_dir: str, vocab: int) -> dict:
@@ -259,7 +261,7 @@ def measure_options(args: argparse.Namespace, model_dir: str, vocab: int) -> dic
     for i, batch in enumerate(batches):
         for name, step in steps.items():
             if i == len(batches) - 1:  # the last batch measures memory (the profiler slows the CPU)
-                peaks[name] = peak_bytes(lambda: step(batch), device)
+                peaks[name] = peak_bytes(lambda step=step, batch=batch: step(batch), device)
             else:
                 t = step(batch)
                 if i:  # batch 0 warms up
@@ -311,7 +313,8 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=64)
     ap.add_argument("--response", type=int, default=24)
     ap.add_argument("--lengths", default="equal", choices=("equal", "gsm8k-like"),
-                    help="row lengths: --prompt/--response for all, or GSM8K-like (100-400 + 50-512) times --length-scale")
+                    help="row lengths: --prompt/--response for all, or GSM8K-like (100-400 + 50-512) times "
+                         "--length-scale")
     ap.add_argument("--length-scale", type=float, default=1.0)
     ap.add_argument("--micro-batch", type=int, default=32)
     ap.add_argument("--options", default="",

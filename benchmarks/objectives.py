@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.peer:
         say("TRL GRPOTrainer ...")
         results["trl"] = trl_result(extra, seeds, root)
-        text = peer_table({**{f"ours, `{a}`": r for a, r in results["arms"].items()}, "TRL `GRPOTrainer`": results["trl"]})
+        ours = {f"ours, `{a}`": r for a, r in results["arms"].items()}
+        text = peer_table({**ours, "TRL `GRPOTrainer`": results["trl"]})
     out = Path(args.out or RESULTS / ("objectives_trl" if args.peer else "objectives"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=1))

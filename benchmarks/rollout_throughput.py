@@ -158,8 +158,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     bars = ax.bar(["raw vLLM", "graph\nper-sample", "graph\nlayer barrier"], [tps[n] for n in names],
                   color=["#888888", "#2a7ab0", "#e08a2c"])
     for bar, name in zip(bars, names):
-        ax.annotate("1.00x" if name == "raw" else f"{result[name + '_vs_raw_ratio']:.2f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center", va="bottom")
+        ratio = "1.00x" if name == "raw" else f"{result[name + '_vs_raw_ratio']:.2f}x"
+        ax.annotate(ratio, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom")
     s = result["setup"]
     ax.set_ylabel("generated tokens / s")
     ax.set_title(f"rollout throughput, {s['widths']} graph, {s['node_calls']} node calls", fontsize=9)

@@ -21,8 +21,9 @@ import yaml
 
 from neuromas_dist.graph.topology import Topology, TopologyError
 
-
-SECTION_NAMES = {"GrowthStage": "trainer.growth[]", "SandboxConfig": "data.sandbox", "AgentSampling": "program.sampling[]"}  # sections nested in a section
+# sections nested in a section
+SECTION_NAMES = {"GrowthStage": "trainer.growth[]", "SandboxConfig": "data.sandbox",
+                 "AgentSampling": "sampling.per_node[] / program.sampling[]"}
 
 
 class ConfigError(ValueError):
@@ -58,16 +59,20 @@ class ModelConfig(_Checked):
                     choices=("auto", "float32", "bfloat16", "float16"))
     max_model_len: int = _f(1024, "context length for rollout and learner", lo=64)
     tiny_seed: int = _f(0, "seed of the locally built tiny model (name_or_path=tiny)", lo=0)
-    arch_config: str = _f("", "the model's config.json (architecture only): lets --plan size a hub model without a download")
+    arch_config: str = _f("", "the model's config.json (architecture only): lets --plan size a hub model without a "
+                          "download")
 
 
 @dataclass(frozen=True)
 class TopologyConfig(_Checked):
     widths: tuple[int, ...] = _f((2, 1), "nodes per layer; the last layer must have one node (the sink)", lo=1)
-    edges: tuple[str, ...] = _f((), "explicit edges 'L0N0->L1N0' (skips allowed); empty = full between consecutive layers")
-    upstream_token_budget: int = _f(48, "max tokens of each upstream message shown to a node; longer ones are cut", lo=1)
+    edges: tuple[str, ...] = _f((), "explicit edges 'L0N0->L1N0' (skips allowed); empty = full between consecutive "
+                                "layers")
+    upstream_token_budget: int = _f(48, "max tokens of each upstream message shown to a node; longer ones are cut",
+                                    lo=1)
     upstream_cut: str = _f("tail", "which part of a long upstream message a node sees: tail (the end, where a reply "
-                           "concludes), head (the start) or head_tail (both halves)", choices=("tail", "head", "head_tail"))
+                           "concludes), head (the start) or head_tail (both halves)",
+                           choices=("tail", "head", "head_tail"))
 
 
 @dataclass(frozen=True)
@@ -110,8 +115,8 @@ class SamplingConfig(_Checked):
 @dataclass(frozen=True)
 class RolloutConfig(_Checked):
     num_workers: int = _f(1, "vLLM rollout worker actors", lo=1)
-    scheduling: str = _f("per_sample", "per_sample: a node starts when its own inputs are done; layer: barrier per layer",
-                         choices=("per_sample", "layer"))
+    scheduling: str = _f("per_sample", "per_sample: a node starts when its own inputs are done; layer: barrier per "
+                         "layer", choices=("per_sample", "layer"))
     max_num_seqs: int = _f(256, "vLLM max concurrent sequences per worker", lo=1)
     max_loras: int = _f(0, "adapters vLLM batches together (LoRA slots); 0 = every node of the largest graph. "
                         "Fewer slots save memory but run the nodes' requests a slot's worth at a time", lo=0)
@@ -133,9 +138,9 @@ class LearnerConfig(_Checked):
                        choices=("ema", "batch_mean", "loo"))
     ema_decay: float = _f(0.9, "decay of the ema baseline", lo=0.0, hi=1.0)
     loss_norm: str = _f("token", "normalise the loss per token, per sequence, or by a constant (Dr.GRPO: rows x "
-                        "sampling.max_new_tokens, whatever the lengths)", choices=("token", "sequence", "constant"))
-    objective: str = _f("reinforce", "reinforce: the paper's joint REINFORCE (one update per step); ppo_clip: the ratio "
-                        "to the step's starting policy clipped at 1-clip_low / 1+clip_high, learner.epochs x "
+                        "the node's max_new_tokens, whatever the lengths)", choices=("token", "sequence", "constant"))
+    objective: str = _f("reinforce", "reinforce: the paper's joint REINFORCE (one update per step); ppo_clip: the "
+                        "ratio to the step's starting policy clipped at 1-clip_low / 1+clip_high, learner.epochs x "
                         "learner.mini_batches updates per step", choices=("reinforce", "ppo_clip"))
     clip_low: float = _f(0.2, "ppo_clip: lower clip range (the ratio is kept >= 1 - clip_low)", lo=0.0, hi=1.0)
     clip_high: float = _f(0.2, "ppo_clip: upper clip range (<= 1 + clip_high; DAPO's clip-higher sets it above "
@@ -156,11 +161,12 @@ class LearnerConfig(_Checked):
     icepop_low: float = _f(0.5, "icepop: tokens whose ratio is below this are dropped", lo=0.0, hi=1.0)
     icepop_high: float = _f(2.0, "icepop: tokens whose ratio is above this are dropped", lo=1.0)
     importance_cap: float = _f(2.0, "truncate importance weights of stale samples at this value (0 = off)", lo=0.0)
-    max_logprob_gap: float = _f(0.1, "fail the step when a node's mean |learner - rollout| logprob gap exceeds this", lo=0.0)
+    max_logprob_gap: float = _f(0.1, "fail the step when a node's mean |learner - rollout| logprob gap exceeds this",
+                                lo=0.0)
     micro_batch_size: int = _f(32, "most rows per forward/backward pass", lo=1)
-    max_tokens_per_micro_batch: int = _f(16384, "token budget of a pass (prompt + response tokens, padding counted when "
-                                         "rows are padded); ready rows go longest first, so similar lengths travel "
-                                         "together, and a row over the budget runs alone; 0 = rows only", lo=0)
+    max_tokens_per_micro_batch: int = _f(16384, "token budget of a pass (prompt + response tokens, padding counted "
+                                         "when rows are padded); ready rows go longest first, so similar lengths "
+                                         "travel together, and a row over the budget runs alone; 0 = rows only", lo=0)
     padding_free: str = _f("auto", "pack a pass's rows into one sequence (position ids restart per row, attention "
                            "never crosses rows): on, off, or auto (on where varlen flash attention is installed: "
                            "CUDA and flash-attn; elsewhere packing pays O(tokens^2) attention)",
@@ -189,8 +195,8 @@ class TrainerConfig(_Checked):
     mode: str = _f("sync", "sync: on-policy; async: next rollout overlaps the learner step", choices=("sync", "async"))
     max_staleness: int = _f(1, "async: max adapter versions a sample may lag the learner", lo=0)
     eval_every: int = _f(15, "greedy held-out evaluation every this many steps (0 = only before and after)", lo=0)
-    eval_samples: int = _f(1, "held-out evaluation before and after training also samples each question this many times at the training "
-                              "temperature (eval/sampled_accuracy); 0 = greedy only", lo=0)
+    eval_samples: int = _f(1, "held-out evaluation before and after training also samples each question this many "
+                              "times at the training temperature (eval/sampled_accuracy); 0 = greedy only", lo=0)
     checkpoint_every: int = _f(10, "checkpoint every this many steps (0 = only at the end)", lo=0)
     seed: int = _f(0, "seed of question sampling, rollout sampling and learner", lo=0)
     grow_from: str = _f("", "run dir of a trained smaller topology whose adapters start this run")
@@ -198,7 +204,8 @@ class TrainerConfig(_Checked):
     growth_mode: str = _f("gated", "gated: the grown graph starts as the small one (new nodes withheld, fading in); "
                                    "carry: new nodes' base-model text reaches trained readers at once",
                           choices=("gated", "carry"))
-    growth_fade_steps: int = _f(5, "gated: steps over which the share of samples running the grown graph rises 0 -> 1", lo=0)
+    growth_fade_steps: int = _f(5, "gated: steps over which the share of samples running the grown graph rises "
+                                   "0 -> 1", lo=0)
     final_ablation: bool = _f(True, "the final report also evaluates the graph with each node's adapter zeroed")
 
 
@@ -236,7 +243,8 @@ class DataConfig(_Checked):
     answer_type: str = _f("number", "file/hf: how answers are extracted and compared (benchmarks set their own)",
                           choices=("number", "boxed", "choice", "yesno", "code"))
     n_train: int = _f(4000, "synthetic: training questions; file/hf: cap (0 = all)", lo=0)
-    n_eval: int = _f(500, "synthetic: distinct held-out questions (at most the split holds); file/hf: cap (0 = all)", lo=0)
+    n_eval: int = _f(500, "synthetic: distinct held-out questions (at most the split holds); file/hf: cap (0 = all)",
+                     lo=0)
     seed: int = _f(0, "seed of the synthetic generators", lo=0)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig, metadata={"doc": "code tasks: how replies are run"})
 
@@ -244,8 +252,10 @@ class DataConfig(_Checked):
 @dataclass(frozen=True)
 class ProgramConfig(_Checked):
     entry: str = _f("", "package.module:function, an agent program `async def solve(question, client) -> str` "
-                    "(transport http: `solve(question, base_url)`, sync allowed); empty = the NeuroMAS graph of `topology`")
-    agents: tuple[str, ...] = _f((), "the program's agents, each trained as its own LoRA adapter; `model=` of a call names one")
+                    "(transport http: `solve(question, base_url)`, sync allowed); empty = the NeuroMAS graph of "
+                    "`topology`")
+    agents: tuple[str, ...] = _f((), "the program's agents, each trained as its own LoRA adapter; `model=` of a call "
+                                 "names one")
     sampling: tuple[AgentSampling, ...] = _f((), "per-agent sampling overrides")
     transport: str = _f("inproc", "inproc: solve gets an OpenAI-style client; http: an OpenAI-compatible base URL on "
                         "127.0.0.1 inside the rollout worker", choices=("inproc", "http"))
@@ -262,7 +272,8 @@ class ResourcesConfig(_Checked):
     learner_cpus: float = _f(1.0, "CPUs per learner rank", lo=0.0)
     colocate: bool = _f(False, "rollout workers and learner share GPUs (one-GPU boxes)")
     placement_strategy: str = _f("PACK", "Ray placement group strategy", choices=("PACK", "SPREAD", "STRICT_PACK"))
-    gpu_memory_gb: float = _f(80.0, "memory of one GPU of the cluster, in GiB: what --plan checks each actor against", lo=1.0)
+    gpu_memory_gb: float = _f(80.0, "memory of one GPU of the cluster, in GiB: what --plan checks each actor against",
+                              lo=1.0)
     rollout_node_resource: str = _f("", "custom Ray resource offered only by the nodes meant for rollout workers "
                                     "(e.g. rollout_node, from `ray start --resources`); empty = any node")
     learner_node_resource: str = _f("", "custom Ray resource offered only by the nodes meant for learner ranks "
@@ -271,11 +282,14 @@ class ResourcesConfig(_Checked):
 
 @dataclass(frozen=True)
 class FaultsConfig(_Checked):
-    max_worker_restarts: int = _f(3, "rollout worker restarts (deaths and hangs, all workers) before the run stops with a checkpoint", lo=0)
-    rollout_deadline_s: float = _f(600.0, "a worker's share of one step must finish within this many seconds, else it is "
-                                   "declared hung, killed and restarted (0 = no deadline)", lo=0.0)
-    restart_timeout_s: float = _f(300.0, "how long a restarted worker may take to come back with its engine and adapters", lo=1.0)
-    max_learner_restarts: int = _f(2, "learner group rebuilds from the last checkpoint (a rank died) before the run stops", lo=0)
+    max_worker_restarts: int = _f(3, "rollout worker restarts (deaths and hangs, all workers) before the run stops "
+                                     "with a checkpoint", lo=0)
+    rollout_deadline_s: float = _f(600.0, "a worker's share of one step must finish within this many seconds, else "
+                                   "it is declared hung, killed and restarted (0 = no deadline)", lo=0.0)
+    restart_timeout_s: float = _f(300.0, "how long a restarted worker may take to come back with its engine and "
+                                         "adapters", lo=1.0)
+    max_learner_restarts: int = _f(2, "learner group rebuilds from the last checkpoint (a rank died) before the run "
+                                      "stops", lo=0)
 
 
 @dataclass(frozen=True)
@@ -299,7 +313,8 @@ class LoggingConfig(_Checked):
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"doc": "base model"})
     topology: TopologyConfig = field(default_factory=TopologyConfig, metadata={"doc": "agent graph"})
-    program: ProgramConfig = field(default_factory=ProgramConfig, metadata={"doc": "agent program (instead of the graph)"})
+    program: ProgramConfig = field(default_factory=ProgramConfig,
+                                   metadata={"doc": "agent program (instead of the graph)"})
     lora: LoraConfig = field(default_factory=LoraConfig, metadata={"doc": "per-node adapters"})
     sampling: SamplingConfig = field(default_factory=SamplingConfig, metadata={"doc": "rollout sampling"})
     rollout: RolloutConfig = field(default_factory=RolloutConfig, metadata={"doc": "vLLM workers"})
@@ -370,7 +385,8 @@ def _check_growth(cfg: Config) -> None:
         raise ConfigError(f"trainer.growth_fade_steps={t.growth_fade_steps}: the fade after step {late[0]} ends "
                           f"after trainer.steps={t.steps}, so the final evaluation would run a partly gated graph")
     if cfg.rollout.scheduling != "per_sample":
-        raise ConfigError(f"trainer.growth_mode=gated needs rollout.scheduling=per_sample (got {cfg.rollout.scheduling})")
+        raise ConfigError(f"trainer.growth_mode=gated needs rollout.scheduling=per_sample "
+                          f"(got {cfg.rollout.scheduling})")
 
 
 def _check_objective(cfg: Config) -> None:
@@ -440,7 +456,8 @@ def _check_resources(cfg: Config) -> None:
             f"got {r.rollout_gpus} + {r.learner_gpus}")
     if r.colocate and cfg.rollout.num_workers > cfg.learner.num_ranks:
         raise ConfigError(f"resources.colocate=true puts rollout worker i beside learner rank i: "
-                          f"rollout.num_workers={cfg.rollout.num_workers} must be <= learner.num_ranks={cfg.learner.num_ranks}")
+                          f"rollout.num_workers={cfg.rollout.num_workers} must be <= "
+                          f"learner.num_ranks={cfg.learner.num_ranks}")
     if r.colocate and r.rollout_node_resource != r.learner_node_resource:
         raise ConfigError("resources.colocate=true shares one bundle: rollout_node_resource and learner_node_resource "
                           "must be equal")
@@ -452,7 +469,8 @@ def _check_program(cfg: Config) -> None:
     p = cfg.program
     if not p.entry:
         if p.agents or p.sampling:
-            raise ConfigError("program.agents and program.sampling need program.entry (the graph's nodes are its agents)")
+            raise ConfigError("program.agents and program.sampling need program.entry (the graph's nodes are its "
+                              "agents)")
         return
     if ":" not in p.entry:
         raise ConfigError(f"program.entry={p.entry}: expected package.module:function")
@@ -478,7 +496,8 @@ def _check_program(cfg: Config) -> None:
 _AGENT_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 
 
-_CROSS_CHECKS = (_check_program, _check_topology, _check_growth, _check_objective, _check_sampling, _check_paths, _check_resources)
+_CROSS_CHECKS = (_check_program, _check_topology, _check_growth, _check_objective, _check_sampling, _check_paths,
+                 _check_resources)
 
 
 # ---------------------------------------------------------------- loading

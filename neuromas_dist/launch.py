@@ -1,4 +1,5 @@
-"""Entry point: ``python -m neuromas_dist.launch [--config FILE] [--run-dir DIR] [--resume DIR] [--plan] [key.path=value ...]``.
+"""Entry point:
+``python -m neuromas_dist.launch [--config FILE] [--run-dir DIR] [--resume DIR] [--plan] [key.path=value ...]``.
 
 With no config it trains the embedded default (tiny local model, synthetic task, local
 Ray). Under ``ray job submit`` or with RAY_ADDRESS set it joins that cluster instead.

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from small_run import SMALL_RUN
 
 # Set before anything imports vLLM/DeepSpeed: these are read at import or start time.

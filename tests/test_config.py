@@ -109,7 +109,8 @@ P = ["program.entry=examples.programs.solver_verifier:solve"]
     ([*P, "program.agents=[solver]", "program.transport=grpc"], "program.transport='grpc': must be one of"),
     ([*P, "program.agents=[solver]", "program.max_calls=0"], "program.max_calls=0: must be >= 1"),
     ([*P, "program.agents=[solver]", "trainer.growth=[{at_step: 5, widths: [4,2,1]}]"], "a program has none"),
-    (["sampling.per_node=[{agent: solver, temperature: 0.5}]"], "sampling.per_node[0].agent='solver': not a graph node"),
+    (["sampling.per_node=[{agent: solver, temperature: 0.5}]"],
+     "sampling.per_node[0].agent='solver': not a graph node"),
     ([*P, "program.agents=[solver]", "sampling.per_node=[{agent: L0N0}]"], "a program sets each agent's in program"),
     (["sampling.per_node=[{agent: L0N0, top_p: 0.9}]", "learner.micro_batches=mixed"],
      "needs learner.micro_batches=per_node"),
@@ -227,7 +228,8 @@ def test_every_paper_benchmark_has_its_arms():
     tasks = {}
     for bench in ("arc_challenge", "bbh_navigate", "mmlu_abstract_algebra", "mmlu_college_physics",
                   "mmlu_professional_medicine", "humaneval"):
-        arms = {arm: load_config(paper / bench / f"{arm}.yaml") for arm in ("neuromas3", "neuromas5", "neuromas7", "single")}
+        arms = {arm: load_config(paper / bench / f"{arm}.yaml")
+                for arm in ("neuromas3", "neuromas5", "neuromas7", "single")}
         assert {a: max(sum(w) for w in [c.topology.widths, *(g.widths for g in c.trainer.growth)])
                 for a, c in arms.items()} == {"neuromas3": 3, "neuromas5": 5, "neuromas7": 7, "single": 1}
         assert arms["single"].lora.rank == 3 * arms["neuromas3"].lora.rank  # as many LoRA parameters

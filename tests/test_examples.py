@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from small_run import SMALL_RUN
 
 REPO = Path(__file__).resolve().parents[1]

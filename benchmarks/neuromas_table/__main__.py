@@ -68,7 +68,8 @@ def plan(args: argparse.Namespace) -> tuple[str, Config, TableSpec, list[str], P
 
 def model_config(cfg: Config):
     """The architecture the LoRA counts come from: a hub model's shapes from its
-    ``model.arch_config`` (configs/arch, nothing downloaded), anything local (the tiny model, a model dir) from its config.json."""
+    ``model.arch_config`` (configs/arch, nothing downloaded), anything local (the tiny model, a
+    model dir) from its config.json."""
     from transformers import AutoConfig
 
     from neuromas_dist.adapters.counting import arch_config

@@ -10,8 +10,8 @@ from typing import Any, Mapping
 import matplotlib
 
 matplotlib.use("Agg")  # headless: clusters and CI have no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def plot_table(result: Mapping[str, Any], path: Path) -> Path:

@@ -31,5 +31,6 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     lines += ["", "## Paired differences (same questions, same seeds)", "",
               "| a - b | difference [95% CI] | tests |", "|---|---|---|"]
     for c in result["comparisons"]:
-        lines.append(f"| {rows[c['a']]['label']} - {rows[c['b']]['label']} | {_ci(c['diff'], signed=True)} | {c['tests']} |")
+        pair = f"{rows[c['a']]['label']} - {rows[c['b']]['label']}"
+        lines.append(f"| {pair} | {_ci(c['diff'], signed=True)} | {c['tests']} |")
     return "\n".join(lines) + "\n"

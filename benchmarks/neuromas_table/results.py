@@ -70,9 +70,12 @@ def comparisons(spec: TableSpec) -> list[tuple[str, str, str]]:
            ("neuromas7_scratch", "base_vote7", "claim 3: NeuroMAS-7 scratch vs base model, majority of 7"),
            ("single_vote3", "single", "does voting help the trained single LLM")]
     for mode in spec.growth_modes:
-        out += [(f"grown_{mode}", "neuromas7_scratch", f"claim 2: grown ({mode}) vs scratch, grown trained C more steps in all"),
-                (f"grown_{mode}_equal", "neuromas7_scratch", f"claim 2: grown ({mode}) vs scratch at equal total steps"),
-                (f"grown_{mode}_start", "neuromas3", f"growth ({mode}): the grown graph at step 0 vs the graph it grew from"),
+        out += [(f"grown_{mode}", "neuromas7_scratch",
+                 f"claim 2: grown ({mode}) vs scratch, grown trained C more steps in all"),
+                (f"grown_{mode}_equal", "neuromas7_scratch",
+                 f"claim 2: grown ({mode}) vs scratch at equal total steps"),
+                (f"grown_{mode}_start", "neuromas3",
+                 f"growth ({mode}): the grown graph at step 0 vs the graph it grew from"),
                 (f"grown_{mode}", "single_vote7", f"claim 3: grown ({mode}) vs trained single LLM, majority of 7")]
     if {"gated", "carry"} <= set(spec.growth_modes):
         out.append(("grown_gated", "grown_carry", "growth mode: gated vs carry, same steps"))
@@ -123,7 +126,8 @@ def collect(root: Path, spec: TableSpec, matched: Matched) -> dict[str, Any]:
             qids = got.question_ids
             per_seed.append(got)
         scores[row.key] = np.stack([p.scores for p in per_seed])
-        table[row.key] = _row_entry(root, row, spec, matched, scores[row.key], float(np.mean([p.calls for p in per_seed])))
+        calls = float(np.mean([p.calls for p in per_seed]))
+        table[row.key] = _row_entry(root, row, spec, matched, scores[row.key], calls)
     diffs = [{"a": a, "b": b, "tests": what, "diff": paired_seeds_diff_ci(scores[a], scores[b]).as_dict()}
              for a, b, what in comparisons(spec)]
     runs = sorted({row.run for row in rows(spec)})
@@ -140,7 +144,8 @@ def _row_entry(root: Path, row: Row, spec: TableSpec, matched: Matched, s: np.nd
     return {"label": row.label, "run": row.run, "pass": row.pass_name, "vote": row.vote,
             "llm_calls_per_question": calls, "lora_params": lora, "steps": row.steps,
             "small_steps": row.small_steps, "accuracy": seeds_ci(s).as_dict(),
-            "per_seed": [{"seed": seed, **bootstrap_ci(v).as_dict(), "run_wall_s": wall_seconds(run_dir(root, row.run, seed))}
+            "per_seed": [{"seed": seed, **bootstrap_ci(v).as_dict(),
+                          "run_wall_s": wall_seconds(run_dir(root, row.run, seed))}
                          for seed, v in zip(spec.seeds, s)]}
 
 

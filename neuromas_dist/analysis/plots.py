@@ -10,7 +10,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # headless: clusters and CI have no display
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def _err(e: Mapping[str, float]) -> tuple[list[float], list[float]]:
@@ -24,7 +24,7 @@ def plot_ablation(report: Mapping[str, Any], path: Path) -> Path:
     if "before" in report:
         bars.append(("step 0", report["before"]["greedy"]))
     fig, ax = plt.subplots(figsize=(1.2 * len(bars) + 2, 3.5))
-    for i, (label, e) in enumerate(bars):
+    for i, (_, e) in enumerate(bars):
         lo, hi = _err(e)
         ax.bar(i, e["mean"], yerr=[lo, hi], capsize=4, color="C0" if i == 0 else "C1")
     ax.set_xticks(range(len(bars)), [b[0] for b in bars], rotation=20, ha="right", fontsize=8)

@@ -28,9 +28,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from neuromas_dist.tasks import node_text
 from neuromas_dist.analysis.evaluation import EvalPass, sink_scores
 from neuromas_dist.analysis.stats import bootstrap_ci, paired_diff_ci
+from neuromas_dist.tasks import node_text
 
 
 def accuracies(p: EvalPass, sink: str, qids: Sequence[str]) -> dict[str, Any]:

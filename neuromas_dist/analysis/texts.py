@@ -54,7 +54,8 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return out
     sink = max(nodes, key=parse_node_name)  # the one node of the last layer
     others = [n for n in nodes if n != sink]
-    out["same_text_all_non_sink"] = _share(samples, lambda s: len({s.get(n) for n in others}) == 1) if len(others) > 1 else None
+    out["same_text_all_non_sink"] = (_share(samples, lambda s: len({s.get(n) for n in others}) == 1)
+                                     if len(others) > 1 else None)
     out["sink_repeats_an_input"] = _share(samples, lambda s: s.get(sink) in {s.get(n) for n in others})
     return out
 
@@ -77,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"texts: {exc}", file=sys.stderr)
         return 2
     same, repeats = summary["same_text_all_non_sink"], summary["sink_repeats_an_input"]
-    print(f"{summary['samples']} samples; all non-sink nodes wrote the same text: {'-' if same is None else f'{same:.3f}'}; "
+    print(f"{summary['samples']} samples; all non-sink nodes wrote the same text: "
+          f"{'-' if same is None else f'{same:.3f}'}; "
           f"sink repeated one of its inputs: {'-' if repeats is None else f'{repeats:.3f}'}")
     for node, e in summary["nodes"].items():
         shapes = "; ".join(f"{s!r} {f:.1%}" for s, f in e["top_patterns"])

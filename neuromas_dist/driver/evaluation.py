@@ -15,8 +15,17 @@ import ray
 from neuromas_dist.adapters.peft_io import AdapterSet, read_adapter_set
 from neuromas_dist.analysis.evaluation import EvalPass, ablation_passes, evaluate_pass
 from neuromas_dist.analysis.report import accuracies
-from neuromas_dist.analysis.run_eval import (BEFORE, RunShape, describe, local_config, run_topology, save_pass, step_of_pass,
-                                             step_pass_name, write_eval_dir)
+from neuromas_dist.analysis.run_eval import (
+    BEFORE,
+    RunShape,
+    describe,
+    local_config,
+    run_topology,
+    save_pass,
+    step_of_pass,
+    step_pass_name,
+    write_eval_dir,
+)
 from neuromas_dist.config import Config
 from neuromas_dist.driver.cluster import init_ray
 from neuromas_dist.driver.metrics import read_metrics

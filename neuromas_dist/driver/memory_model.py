@@ -105,7 +105,8 @@ def measure(cfg: Config) -> Arch:
     kv_heads = getattr(text, "num_key_value_heads", None) or heads
     layer = [(name.split(".layers.0.", 1)[1], m) for name, m in model.named_modules() if ".layers.0." in name]
     short = [(name.rsplit(".", 1)[-1], m) for name, m in layer]
-    inputs = {SHARED_INPUT.get(n, n): m.in_features for n, m in short if n in targets and isinstance(m, torch.nn.Linear)}
+    inputs = {SHARED_INPUT.get(n, n): m.in_features for n, m in short
+              if n in targets and isinstance(m, torch.nn.Linear)}
     return Arch(params=sum(p.numel() for p in model.parameters()), lora_per_node=per_rank * cfg.lora.rank,
                 lora_per_slot=per_rank * vllm_rank_bucket(cfg.lora.rank), layers=text.num_hidden_layers,
                 hidden=text.hidden_size, kv_per_token=2 * text.num_hidden_layers * kv_heads * head_dim,

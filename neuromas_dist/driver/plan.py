@@ -23,8 +23,8 @@ from __future__ import annotations
 from typing import Any
 
 from neuromas_dist.config import Config
-from neuromas_dist.driver.placement import bundles, rollout_bundle_index
 from neuromas_dist.driver.memory_model import GIB, PlanError, learner_memory, measure, pass_shape, rollout_memory
+from neuromas_dist.driver.placement import bundles, rollout_bundle_index
 from neuromas_dist.rollout.engine import calls_per_sample, max_nodes, most_new_tokens
 
 __all__ = ["GIB", "PlanError", "make_plan", "measure", "print_plan"]
@@ -65,7 +65,8 @@ def make_plan(cfg: Config) -> tuple[str, dict[str, Any]]:
              f"{'agents' if cfg.program.entry else 'nodes'} x {a.lora_per_node / 1e6:.2f}M LoRA parameters "
              f"(rank {cfg.lora.rank})",
              f"rollout of a step: {t.questions_per_step} questions x {cfg.sampling.n_samples} samples x at most "
-             f"{calls_per_sample(cfg)} calls = {t.questions_per_step * cfg.sampling.n_samples * calls_per_sample(cfg):,} "
+             f"{calls_per_sample(cfg)} calls = "
+             f"{t.questions_per_step * cfg.sampling.n_samples * calls_per_sample(cfg):,} "
              f"rows of at most {most_new_tokens(cfg)} new tokens"
              + (f" (program.max_calls; {cfg.program.timeout_s:g} s per run)" if cfg.program.entry else ""),
              "placement (one placement group, strategy " + r.placement_strategy + "):", *placement_lines(cfg),
@@ -123,8 +124,9 @@ def _check_fit(cfg: Config, roll: dict[str, float], learn: dict[str, float]) -> 
         have = r.gpu_memory_gb * GIB * (1 - cfg.rollout.gpu_memory_utilization)
     if need > have:
         raise PlanError(f"a learner rank needs about {need / GIB:.1f} GiB but gets {have / GIB:.1f} GiB of a "
-                        f"{r.gpu_memory_gb:g} GiB GPU (resources.gpu_memory_gb): lower learner.max_tokens_per_micro_batch, "
-                        f"learner.micro_batch_size or model.max_model_len, raise learner.zero_stage or learner.num_ranks")
+                        f"{r.gpu_memory_gb:g} GiB GPU (resources.gpu_memory_gb): lower "
+                        f"learner.max_tokens_per_micro_batch, learner.micro_batch_size or model.max_model_len, raise "
+                        f"learner.zero_stage or learner.num_ranks")
     share = "shared with vLLM" if r.colocate else f"{r.learner_gpus:g} GPU"
     return (f"fit: a learner rank needs {need / GIB:.1f} GiB of the {have / GIB:.1f} GiB it gets ({share} of "
             f"{r.gpu_memory_gb:g} GiB); fits")

@@ -7,9 +7,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # headless: clusters and CI have no display
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from neuromas_dist.driver.metrics import read_metrics  # noqa: E402
+from neuromas_dist.driver.metrics import read_metrics
 
 
 def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -26,7 +26,8 @@ def plot_run(run_dir: Path) -> list[Path]:
 
 def _plot_overview(rows: list[dict], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label in (("rollout/reward_mean", "train reward (sampled)"), ("eval/accuracy", "held-out accuracy (greedy)"),
+    for key, label in (("rollout/reward_mean", "train reward (sampled)"),
+                       ("eval/accuracy", "held-out accuracy (greedy)"),
                        ("eval/sampled_accuracy", "held-out accuracy (sampled)")):
         xs, ys = _series(rows, key)
         if xs:

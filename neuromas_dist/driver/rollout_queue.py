@@ -20,7 +20,8 @@ class RolloutQueue:
         self.cfg = cfg
         self.sampler = QuestionSampler(train, cfg.trainer.seed)
         self.in_flight: deque[StepRollout] = deque()
-        self.cursor_after: dict[str, Any] = self.sampler.state_dict()  # where a checkpoint of the last done step resumes
+        # where a checkpoint of the last done step resumes
+        self.cursor_after: dict[str, Any] = self.sampler.state_dict()
 
     def next(self, pool: WorkerPool, step: int) -> StepRollout:
         return self.in_flight.popleft() if self.in_flight else self._launch(pool, step)

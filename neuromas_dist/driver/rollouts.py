@@ -114,8 +114,9 @@ class WorkerPool:
                 ray.get(actor.set_topology.remote(*self._topology), timeout=f.restart_timeout_s)
             if self._adapters is not None:
                 ray.get(actor.load_adapters.remote(self._adapters), timeout=f.restart_timeout_s)
-        except Exception as exc:  # noqa: BLE001 - not a learner fault, whatever Ray calls it
-            raise WorkersExhausted(f"rollout worker {i} failed again while being restarted: {short_error(exc)}") from exc
+        except Exception as exc:
+            raise WorkersExhausted(f"rollout worker {i} failed again while being restarted: "
+                                   f"{short_error(exc)}") from exc
         return True
 
     def heal(self, why: str, failed: bool = True) -> None:
@@ -193,8 +194,8 @@ class StepRollout:
             if not ready:
                 for s in [s for s in self.streams if time.monotonic() >= s.deadline]:
                     self.faults["faults/hung_workers"] += 1
-                    self._fail(s, f"no end within faults.rollout_deadline_s={self.pool.cfg.faults.rollout_deadline_s:g} s",
-                               hung=True)
+                    deadline = self.pool.cfg.faults.rollout_deadline_s
+                    self._fail(s, f"no end within faults.rollout_deadline_s={deadline:g} s", hung=True)
                 continue
             stream = next(s for s in self.streams if s.gen is ready[0])
             item = self._next(stream)
@@ -237,7 +238,8 @@ class StepRollout:
         one case where the driver reads the rows."""
         kept, dropped = [], 0
         for piece in ray.get(pieces):
-            kept.append(piece.filter(pc.invert(pc.is_in(piece.column("sample_id"), value_set=pa.array(sorted(repeats))))))
+            repeated = pc.is_in(piece.column("sample_id"), value_set=pa.array(sorted(repeats)))
+            kept.append(piece.filter(pc.invert(repeated)))
             dropped += piece.num_rows - kept[-1].num_rows
         self.faults["faults/duplicate_rows_dropped"] += dropped
         summary = summarize(concat(kept), kept, answer_type_of(self.pool.cfg.data),

@@ -110,7 +110,8 @@ def from_config(cfg: Config, run_dir: Path) -> list[Tracker]:
         try:
             __import__(module)
         except ImportError:
-            raise TrackerError(f"logging: {module} is not installed (pip install {extra}, or the `track` extra)") from None
+            raise TrackerError(f"logging: {module} is not installed (pip install {extra}, or the `track` "
+                               f"extra)") from None
         try:
             out.append(make(cfg, Path(run_dir)))
         except Exception as exc:  # noqa: BLE001 - no key, no server, a bad URI: one line, not a trace

@@ -23,8 +23,8 @@ import ray
 from ray.exceptions import ObjectLostError, RayActorError
 
 from neuromas_dist.adapters.peft_io import AdapterSet, write_adapter_set
-from neuromas_dist.config import Config
 from neuromas_dist.analysis.run_eval import RunShape, run_shape
+from neuromas_dist.config import Config
 from neuromas_dist.driver import checkpoints, growth
 from neuromas_dist.driver.evaluation import HeldOut
 from neuromas_dist.driver.placement import Placement

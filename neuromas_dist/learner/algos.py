@@ -31,7 +31,6 @@ from typing import Mapping
 
 import torch
 
-
 # ----------------------------------------------------------------- baselines
 
 def ema_update(state: Mapping[str, float], node_means: Mapping[str, float], decay: float) -> dict[str, float]:

@@ -97,7 +97,8 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[AdapterSet, dict[str, Any]
     return adapters, learner, ranks
 
 
-def rank_state_for(ranks: Sequence[Mapping[str, Any]], rank: int, world_size: int, zero_stage: int) -> Mapping[str, Any]:
+def rank_state_for(ranks: Sequence[Mapping[str, Any]], rank: int, world_size: int, zero_stage: int
+                   ) -> Mapping[str, Any]:
     """The saved state a new rank loads. ZeRO >= 1 partitions optimizer state, so the
     world size must match; stage 0 replicates it, so any world size can resume."""
     if zero_stage > 0 and len(ranks) != world_size:

@@ -18,10 +18,10 @@ Where the memory and time of a small model's pass go, and what this module does 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import dataclasses
+import importlib.util
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import torch
 
@@ -64,7 +64,8 @@ class ForwardSpec:
         logits = cfg.learner.logits
         if logits == "chunked" and any(p.requires_grad for p in base.get_output_embeddings().parameters()):
             # an adapter on lm_head: its own gradient would be lost by forming only d lp / d hidden
-            print("[learner] logits=chunked needs a frozen lm_head (LoRA targets it): using logits=response", flush=True)
+            print("[learner] logits=chunked needs a frozen lm_head (LoRA targets it): using logits=response",
+                  flush=True)
             logits = "response"
         s = cfg.sampling
         return ForwardSpec(packed, logits, cfg.learner.logprob_chunk_tokens, s.temperature, s.top_p,
@@ -185,3 +186,34 @@ def response_logprobs(module: torch.nn.Module, rows: Sequence, spec: ForwardSpec
     lp, ent = (torch.zeros(x.shape, dtype=flat.dtype, device=device).index_put((x.row, x.col), flat[:, j])
                for j in (0, 1))
     return Scored(lp, x.mask().to(device), ent)
+
+
+class NodePasses:
+    """A rank's passes over its PEFT module: rows under their own nodes' adapters, or under
+    the base model, each node's rows with its own sampling transforms (``specs``)."""
+
+    def __init__(self, module: torch.nn.Module, specs: Mapping[str, ForwardSpec],
+                 params: Sequence[torch.nn.Parameter], device: torch.device):
+        self.module, self.specs, self.params, self.device = module, specs, list(params), device
+
+    def activate(self, node: str) -> None:
+        # PEFT's set_adapter (and leaving disable_adapter) freezes the other adapters; they
+        # must stay trainable so the step's single backward reaches all of them and the
+        # optimizer keeps owning them.
+        self.module.set_adapter(node)
+        for p in self.params:
+            p.requires_grad_(True)
+
+    def logprobs(self, rows: Sequence) -> Scored:
+        """Learner logprobs [B, T] of the rows' response tokens (with graph), the mask and
+        the entropy; each row under its own node's adapter."""
+        self.activate(rows[0].node)
+        # a mixed pass's nodes share the run's sampling (config refuses per-node sampling there)
+        return response_logprobs(self.module, rows, self.specs[rows[0].node], self.device)
+
+    @torch.no_grad()
+    def base_logprobs(self, rows: Sequence) -> torch.Tensor:
+        """The rows' logprobs [B, T] under the base model: the same module with every adapter
+        off (no second model in memory), the same sampling transforms."""
+        with self.module.disable_adapter():
+            return response_logprobs(self.module, rows, self.specs[rows[0].node], self.device, route=False).lp

@@ -91,7 +91,9 @@ class Inputs:
         return m
 
     def to(self, device: torch.device | str) -> "Inputs":
-        move = (lambda t: None if t is None else t.to(device))
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
         return Inputs(move(self.ids), move(self.attn), move(self.position_ids),
                       (self.at[0].to(device), self.at[1].to(device)), self.tok.to(device), self.row.to(device),
                       self.col.to(device), self.shape, self.spans, self.split_dim)
@@ -126,7 +128,9 @@ def build_inputs(rows: Sequence[HasTokens], packed: bool, pad: int = 0) -> Input
             ids[i, :len(s)] = torch.tensor(s)
             attn[i, :len(s)] = 1
         position_ids = None
-    long = (lambda xs: torch.tensor(xs, dtype=torch.long))
+    def long(xs: list[int]) -> torch.Tensor:
+        return torch.tensor(xs, dtype=torch.long)
+
     width = max((len(r.response) for r in rows), default=0)
     return Inputs(ids, attn, position_ids, (long(at_b), long(at_s)), long(tok), long(row), long(col),
                   (len(rows), width), lengths if packed else [1] * len(rows), 1 if packed else 0)

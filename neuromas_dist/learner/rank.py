@@ -35,7 +35,7 @@ import torch
 from neuromas_dist.adapters.peft_io import AdapterSet, peft_config_dict
 from neuromas_dist.config import Config, agent_sampling
 from neuromas_dist.learner import algos, baselines, checkpoint, forward, model, stats
-from neuromas_dist.learner.rows import Row, own_batch, rows_from_batch, rows_of
+from neuromas_dist.learner.rows import own_batch, rows_from_batch, rows_of
 from neuromas_dist.learner.stats import LogprobGapError  # noqa: F401 - the learner's public error
 from neuromas_dist.learner.step_grads import StepGradients
 from neuromas_dist.learner.sums import VersionHistory
@@ -76,6 +76,7 @@ class LearnerRank:
         self.spec = forward.ForwardSpec.of(self.cfg, self.module, packed)
         self.node_specs = self.spec.per_node(self.cfg, self.nodes)
         self.params, self._all_params, self.device = built.params, built.all_params, built.device
+        self.passes = forward.NodePasses(self.module, self.node_specs, self._all_params, self.device)
         self.history = VersionHistory(self._all_params, self.cfg.trainer.max_staleness)
         self.history.remember(self.version)
         self._reset_step()
@@ -85,8 +86,8 @@ class LearnerRank:
     def _reset_step(self) -> None:
         budgets = {n: agent_sampling(self.cfg, n)[2] for n in self.nodes}
         self.grads = StepGradients(self.cfg.learner, self.cfg.sampling.n_samples, budgets, self.params, self.version,
-                                   self.ema, self.history, self._logprobs, self._ref_logprobs, self.spec.packed,
-                                   self.device)
+                                   self.ema, self.history, self.passes.logprobs, self.passes.base_logprobs,
+                                   self.spec.packed, self.device)
         self._busy_s = 0.0
 
     def accumulate(self, batch: Any) -> int:
@@ -103,30 +104,6 @@ class LearnerRank:
         self._busy_s += time.perf_counter() - t0
         return len(rows)
 
-    # ------------------------------------------------------------ forward
-
-    def _activate(self, node: str) -> None:
-        # PEFT's set_adapter freezes the other adapters; they must stay trainable so the
-        # step's single backward reaches all of them and the optimizer keeps owning them.
-        self.module.set_adapter(node)
-        for p in self._all_params:
-            p.requires_grad_(True)
-
-    def _logprobs(self, rows: Sequence[Row]) -> forward.Scored:
-        """Learner logprobs [B, T] of the rows' response tokens (with graph), the mask and
-        the entropy; each row under its own node's adapter."""
-        self._activate(rows[0].node)
-        # a mixed pass's nodes share the run's sampling (config refuses per-agent sampling there)
-        return forward.response_logprobs(self.module, rows, self.node_specs[rows[0].node], self.device)
-
-    @torch.no_grad()
-    def _ref_logprobs(self, rows: Sequence[Row]) -> torch.Tensor:
-        """The rows' logprobs [B, T] under the base model: the same module with every adapter
-        off (no second model in memory), the same sampling transforms."""
-        with self.module.disable_adapter():
-            return forward.response_logprobs(self.module, rows, self.node_specs[rows[0].node], self.device,
-                                              route=False).lp
-
     # ------------------------------------------------------------ the step
 
     def finish_step(self) -> dict[str, float]:
@@ -137,7 +114,7 @@ class LearnerRank:
         try:
             self.grads.flush()
             sums = self.grads.sums
-            self.grads.stale.score(self._logprobs, sums)
+            self.grads.stale.score(self.passes.logprobs, sums)
             totals, bad = stats.all_reduce(sums.stats, self.nodes, sums.bad, self.device, self.world_size)
             consts = baselines.step_constants(totals, lc.baseline, self.ema)
             stats.check_gap(totals, lc.max_logprob_gap, self.version)
@@ -228,7 +205,7 @@ class LearnerRank:
             if not r.response:
                 out.append([])
                 continue
-            out.append(self._logprobs([r]).lp[0, :len(r.response)].float().cpu().tolist())
+            out.append(self.passes.logprobs([r]).lp[0, :len(r.response)].float().cpu().tolist())
         return out
 
     def set_version(self, version: int) -> None:
@@ -236,10 +213,6 @@ class LearnerRank:
         self.version = int(version)
         self.history.remember(self.version, forget_older=True)
         self._reset_step()
-
-    def info(self) -> dict[str, Any]:
-        return {"rank": self.rank, "world_size": self.world_size, "version": self.version,
-                "skipped_steps": self.skipped_steps, "nodes": list(self.nodes)}
 
     # ------------------------------------------------------------ checkpoint state
 

@@ -51,10 +51,14 @@ def skill_probes(model, tokenizer, qas: Sequence[sft.QA], fmt: str) -> dict[str,
     right = [p in ("x", "y") and subresults(q)[p].value in stated_values(o, p)
              for p, o, (q, _) in zip(picked, first, qas)]
     n = max(1, len(qas))
+
+    def sink(names: tuple[str, str]) -> list[str]:
+        return _generate(model, tokenizer, THREE, "L1N0", qas, _statements(names), fmt)
+
     return {
         "single_call": _answer_rate(_generate(model, tokenizer, ONE, "L0N0", qas, lambda q: {}, fmt), qas),
         "first_layer_subresult": sum(right) / n,
         "first_layer_x_frac": picked.count("x") / n,
-        "sink_reads_x_and_y": _answer_rate(_generate(model, tokenizer, THREE, "L1N0", qas, _statements(("x", "y")), fmt), qas),
-        "sink_reads_y_twice": _answer_rate(_generate(model, tokenizer, THREE, "L1N0", qas, _statements(("y", "y")), fmt), qas),
+        "sink_reads_x_and_y": _answer_rate(sink(("x", "y")), qas),
+        "sink_reads_y_twice": _answer_rate(sink(("y", "y")), qas),
     }

@@ -18,8 +18,8 @@ from tqdm import tqdm
 
 from neuromas_dist.graph.prompts import apply_chat, encode, render_body
 from neuromas_dist.graph.topology import Topology
-from neuromas_dist.tasks.base import Example, Task
 from neuromas_dist.models import warmup
+from neuromas_dist.tasks.base import Example, Task
 from neuromas_dist.tasks.synthetic import SYNTHETIC_ANSWER_FORMAT
 
 QA = warmup.QA

@@ -12,9 +12,10 @@ position:
    the final answer, whatever the node reads: the same skill a single call has.
 3. **Writing an intermediate result as text.** A node whose text goes to another node
    (not the sink) writes one named sub-result of the question, restating its
-   definition: "x = (3 + 4) mod 10 = 7." or "y = (5 * 6) mod 10 = 0." (hier). *Which* sub-result is drawn uniformly at random
-   for every example, with no input from the node's layer, index or graph: at the
-   end of the warm-up every node writes x or y about half the time each.
+   definition: "x = (3 + 4) mod 10 = 7." or "y = (5 * 6) mod 10 = 0." (hier). *Which*
+   sub-result is drawn uniformly at random for every example, with no input from the
+   node's layer, index or graph: at the end of the warm-up every node writes x or y about
+   half the time each.
 4. **Reading upstream messages.** Upstream texts are sub-result statements (or, on
    arith, answer sentences), each drawn at random as above; the target uses the
    question, so a node learns that upstream statements can help, not which upstream

@@ -22,8 +22,15 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, NamedTuple,
 from neuromas_dist.graph.growth import GrowthGate
 from neuromas_dist.graph.prompts import PromptStyle, render_node_prompt
 from neuromas_dist.graph.topology import Topology
-from neuromas_dist.rollout.calls import (FINISH_ABORT, EngineCalls, NodeCall, SamplingPolicy, call_seed,
-                                         request_seed, sampled_logprobs)
+from neuromas_dist.rollout.calls import (
+    FINISH_ABORT,
+    EngineCalls,
+    NodeCall,
+    SamplingPolicy,
+    call_seed,
+    request_seed,
+    sampled_logprobs,
+)
 from neuromas_dist.rollout.lora_registry import Pin
 
 __all__ = ["FINISH_ABORT", "GraphExecutor", "NodeCall", "Route", "SampleResult", "SampleSpec", "SamplingPolicy",

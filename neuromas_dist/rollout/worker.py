@@ -23,13 +23,13 @@ from neuromas_dist.graph.prompts import PromptStyle
 from neuromas_dist.graph.topology import Topology
 from neuromas_dist.models.tiny import ensure_tiny_model
 from neuromas_dist.programs.entry import load_program
-from neuromas_dist.rollout.program.http import LoopbackEndpoint
-from neuromas_dist.rollout.program.runtime import ProgramExecutor
 from neuromas_dist.rollout.adapter_slots import AdapterSlots
 from neuromas_dist.rollout.adapters import zero_adapter_set
 from neuromas_dist.rollout.calls import EngineCalls, node_policy
 from neuromas_dist.rollout.engine import build_engine, child_pids, kill_pids
 from neuromas_dist.rollout.executor import GraphExecutor, SampleResult, SampleSpec, SamplingPolicy
+from neuromas_dist.rollout.program.http import LoopbackEndpoint
+from neuromas_dist.rollout.program.runtime import ProgramExecutor
 from neuromas_dist.rollout.rows import sample_id, score_sample
 from neuromas_dist.tasks import make_task, synthetic_task
 from neuromas_dist.trajectories.schema import to_record_batch

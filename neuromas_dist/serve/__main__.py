@@ -50,9 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_replicas(graph, args.overrides, name, args.api_key, args.replicas, args.host, args.port)
     import uvicorn
 
-    from neuromas_dist.serve.openai_api import build_app
-
     from neuromas_dist.analysis.run_eval import describe
+    from neuromas_dist.serve.openai_api import build_app
 
     print(f"[serve] {run_dir}: {describe(graph.topology)} as model {name!r} on http://{args.host}:{args.port}"
           + (" (API key required)" if args.api_key else ""), flush=True)

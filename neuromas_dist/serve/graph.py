@@ -117,7 +117,7 @@ class ServedGraph:
                     run.cancel()
                 # the answer past what streamed: the sink's last tokens, or a program's whole return
                 out.put_nowait((k, result.answer[text.sent:], result))
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer below
+            except BaseException as exc:
                 out.put_nowait(exc)
                 raise
 

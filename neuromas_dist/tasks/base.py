@@ -16,8 +16,16 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from neuromas_dist.tasks.answers import ANSWER_TYPES, answers_match, extract_answer
-from neuromas_dist.tasks.sandbox import (CodeJob, CodeOutcome, Isolation, SandboxLimits, check, check_async, job_of,
-                                         require)
+from neuromas_dist.tasks.sandbox import (
+    CodeJob,
+    CodeOutcome,
+    Isolation,
+    SandboxLimits,
+    check,
+    check_async,
+    job_of,
+    require,
+)
 
 
 class Example(NamedTuple):

@@ -171,7 +171,7 @@ def load_hf_examples(name: str, config: str, split: str, *, question_field: str,
     source = f"{name}[{split}]"
     try:
         dataset = datasets.load_dataset(name, config or None, split=split, data_files=data_files)
-    except Exception as exc:  # datasets raises many unrelated types; all mean "cannot load"
+    except Exception as exc:  # noqa: BLE001 - datasets raises many unrelated types; all mean "cannot load"
         first_line = (str(exc).strip().splitlines() or [""])[0]
         raise DataError(f"cannot load {source} (config {config!r}): {type(exc).__name__}: {first_line}") from None
     for field in (answer_field,) if prompt_template else (question_field, answer_field):

@@ -42,7 +42,8 @@ def carries(text: str, question: str, gold: str, answer_type: str = "number") ->
 def states(text: str, question: str, answer_type: str = "number") -> dict[str, bool]:
     """Does ``text`` state each sub-result / an answer at all, right or wrong?"""
     out = {name: bool(stated_values(text, name)) for name in subresults(question)}
-    out[ANSWER] = bool(answer_values(text)) if answer_type == "number" else extract_answer(text, answer_type) is not None
+    out[ANSWER] = (bool(answer_values(text)) if answer_type == "number"
+                   else extract_answer(text, answer_type) is not None)
     return out
 
 

@@ -105,7 +105,8 @@ def audit(run_dir: Path) -> dict[str, Any]:
     logged = Counter(row["step"] for row in metrics)
     summary = json.loads((run_dir / "summary.json").read_text())
     return {
-        "rows": sum(keys.values()), "rows_expected": want, "rows_duplicated": sum(c - 1 for c in keys.values() if c > 1),
+        "rows": sum(keys.values()), "rows_expected": want,
+        "rows_duplicated": sum(c - 1 for c in keys.values() if c > 1),
         "steps_lost": sum(1 for s in range(steps + 1) if logged[s] != 1),
         "worker_restarts": summary.get("worker_restarts"), "learner_restarts": summary.get("learner_restarts"),
         "rerun_samples": sum(r.get("faults/rerun_samples", 0) for r in metrics),

@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 
 from neuromas_dist.trajectories.schema import TRAJECTORY_SCHEMA, check_batch, concat
 
-
 _STEP_FILE = re.compile(r"step_(\d+)_r(\d+)\.parquet")
 
 

@@ -3,8 +3,8 @@
 One row is one agent call for one sample: a sample is one pass of one question through
 the whole graph (or one run of an agent program), so a sample of a 3-node graph gives 3
 rows that share ``sample_id`` and ``reward``, and a program whose solver is called twice
-gives two solver rows, ``call_index`` 0 and 1. Rollout workers emit these rows as ``pyarrow.RecordBatch`` objects; the learner
-reads them back column-wise (learner.rows). Parquet files under a run's
+gives two solver rows, ``call_index`` 0 and 1. Rollout workers emit these rows as
+``pyarrow.RecordBatch`` objects; the learner reads them back column-wise (learner.rows). Parquet files under a run's
 ``trajectories/`` hold exactly this schema, so pandas and DuckDB read them directly.
 """
 

@@ -2,8 +2,8 @@
 
 A rollout worker yields each batch as one piece per learner rank (``shards``) followed by
 its :class:`BatchSummary`: the samples it holds (the driver's exactly-once bookkeeping)
-with each one's reward and counted flags, the rows in each piece, and per-node sums. Sums, not means, so the driver adds the
-summaries of a step's batches up (:class:`StepTally`) and turns them into the step's
+with each one's reward and counted flags, the rows in each piece, and per-node sums. Sums,
+not means, so the driver adds the summaries of a step's batches up (:class:`StepTally`) and turns them into the step's
 rollout metrics; the rows themselves go from the worker's object store to the learner
 ranks, each rank fetching only its piece.
 """
@@ -57,7 +57,8 @@ def summarize(batch: pa.RecordBatch | pa.Table, pieces: Sequence[Any] | None = N
     if samples is None:
         samples = _records_of_rows(table, answer_type)
     nodes = table.column("node")
-    sums = {node: node_sums(table.filter(pc.equal(nodes, node)), answer_type) for node in dict.fromkeys(nodes.to_pylist())}
+    sums = {node: node_sums(table.filter(pc.equal(nodes, node)), answer_type)
+            for node in dict.fromkeys(nodes.to_pylist())}
     version = pc.min(table.column("adapter_version")).as_py() if table.num_rows else None
     return BatchSummary(tuple(samples), tuple(p.num_rows for p in pieces), sums, version, dict(samples))
 

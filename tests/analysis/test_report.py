@@ -33,7 +33,8 @@ def _pass(sink_rewards, first_texts, samples=1):
     for qid, rewards in zip(IDS, sink_rewards):
         for k in range(samples):
             r = rewards[k] if samples > 1 else rewards
-            rows += [_row(qid, k, "L0N0", first_texts[qid], r), _row(qid, k, "L1N0", f"The answer is {QUESTIONS[qid][1]}.", r)]
+            rows += [_row(qid, k, "L0N0", first_texts[qid], r),
+                     _row(qid, k, "L1N0", f"The answer is {QUESTIONS[qid][1]}.", r)]
     return concat([to_record_batch(rows)])
 
 

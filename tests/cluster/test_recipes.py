@@ -37,7 +37,7 @@ def test_ray_up_file_passes_rays_own_schema_and_keeps_ports_private():
     assert [(p["FromPort"], p["IpRanges"][0]["CidrIp"].endswith("/32")) for p in perms] == [(22, True)]
     assert all("--dashboard-host=127.0.0.1" in c for c in raw["head_start_ray_commands"] if "ray start" in c)
     broken = dict(raw, head_node_type="no_such_type")
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="head_node_type. must be one of"):
         validate_config(prepare_config(broken))
 
 
@@ -148,7 +148,8 @@ def test_ray_up_recipe_holds_the_config_it_names():
     for node in raw["available_node_types"].values():
         for kind in ("rollout_node", "learner_node"):
             if kind in node["resources"]:
-                supply[kind] = (node["min_workers"], node["resources"]["GPU"], GPU_GIB[node["node_config"]["InstanceType"]])
+                gib = GPU_GIB[node["node_config"]["InstanceType"]]
+                supply[kind] = (node["min_workers"], node["resources"]["GPU"], gib)
     _check_sized(cfg, overrides, config, supply)
     run_dir = Path(next(w for w in _command((CLUSTER / "ray-up-gpu.yaml").read_text()) if w.startswith("/shared")))
     assert any("mount" in c and " /shared" in c for c in raw["setup_commands"]), "run dir on a mount every node has"

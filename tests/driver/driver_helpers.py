@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from small_run import SMALL_RUN as SMALL  # noqa: F401 - re-exported for the driver tests
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from driver_helpers import SMALL, metrics
+
 from neuromas_dist.config import load_config
 from neuromas_dist.tasks.sandbox import probe
 

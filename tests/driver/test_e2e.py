@@ -10,13 +10,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
+from driver_helpers import SMALL, check_trackers, metrics
 
 from neuromas_dist.adapters.peft_io import read_adapter_set
 from neuromas_dist.config import load_config
 from neuromas_dist.trajectories.parquet import read_step
 from neuromas_dist.trajectories.schema import TRAJECTORY_SCHEMA
-
-from driver_helpers import SMALL, check_trackers, metrics
 
 pytestmark = [pytest.mark.ray, pytest.mark.vllm]
 
@@ -48,9 +47,9 @@ def test_sync_run_leaves_the_complete_run_directory(sync_run):
     rows = metrics(sync_run)
     assert [r["step"] for r in rows] == [0, 1, 2]
     last = rows[-1]
-    for key in ("rollout/reward_mean", "eval/accuracy", "eval/sampled_accuracy", "node/L1N0/reward_mean", "node/L0N1/advantage_mean",
-                "node/L0N0/logprob_gap", "node/L1N0/response_len_mean", "timing_s/rollout", "timing_s/learn",
-                "timing_s/sync"):
+    for key in ("rollout/reward_mean", "eval/accuracy", "eval/sampled_accuracy", "node/L1N0/reward_mean",
+                "node/L0N1/advantage_mean", "node/L0N0/logprob_gap", "node/L1N0/response_len_mean",
+                "timing_s/rollout", "timing_s/learn", "timing_s/sync"):
         assert key in last, key
     # The learner rescored the rollout's tokens with the adapters that sampled them.
     assert all(last[f"node/{n}/logprob_gap"] < 1e-3 for n in ("L0N0", "L0N1", "L1N0"))
@@ -98,7 +97,8 @@ def test_sync_run_ends_with_an_eval_report(sync_run):
     summary = json.loads((sync_run / "summary.json").read_text())
     lo, hi = summary["eval_accuracy_gain_ci"]
     assert lo <= summary["eval_accuracy_gain"] <= hi
-    assert summary["eval_accuracy_gain"] == pytest.approx(summary["eval_accuracy_after"] - summary["eval_accuracy_before"])
+    gain = summary["eval_accuracy_after"] - summary["eval_accuracy_before"]
+    assert summary["eval_accuracy_gain"] == pytest.approx(gain)
 
 
 def test_evaluate_command_on_the_run_and_ablation_touches_one_node(sync_run, tmp_path):
@@ -125,7 +125,8 @@ def test_evaluate_command_on_the_run_and_ablation_touches_one_node(sync_run, tmp
                 assert ablated[key]["response_ids"] == row["response_ids"], key
                 assert ablated[key]["logprobs"] == pytest.approx(row["logprobs"], abs=1e-5), key
         # ... while the zeroed node itself scores its tokens differently (its adapter moved in training).
-        moved = [k for k, row in full.items() if k[1] == zeroed and ablated[k]["response_ids"][:1] == row["response_ids"][:1]]
+        moved = [k for k, row in full.items()
+                 if k[1] == zeroed and ablated[k]["response_ids"][:1] == row["response_ids"][:1]]
         assert moved and any(abs(ablated[k]["logprobs"][0] - full[k]["logprobs"][0]) > 1e-4 for k in moved), zeroed
 
 
@@ -189,7 +190,8 @@ def test_async_run_with_growth_from_a_run_and_within_the_run(sync_run, tmp_path)
     assert rows[3]["node/L2N0/stale_token_frac"] == 1.0 and rows[4]["node/L2N0/stale_token_frac"] == 1.0
     # The step-0 evaluation ran the 3-node graph: the 7-node report does not pair with it.
     report = json.loads((grown / "eval" / "report.json").read_text())
-    assert "gain" not in report and set(report["ablation"]) == {f"L{l}N{i}" for l, w in enumerate((4, 2, 1)) for i in range(w)}
+    assert "gain" not in report
+    assert set(report["ablation"]) == {f"L{k}N{i}" for k, w in enumerate((4, 2, 1)) for i in range(w)}
 
 
 def test_the_run_logged_every_step_to_wandb_offline_and_a_local_mlflow_store(sync_run):

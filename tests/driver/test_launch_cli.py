@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from driver_helpers import SMALL
+
 from neuromas_dist.testing.faults import audit, descendants, launch, launch_env, steps_logged, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.vllm]

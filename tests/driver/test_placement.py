@@ -1,5 +1,5 @@
-from neuromas_dist.driver.placement import bundles, rollout_bundle_index
 from neuromas_dist.config import load_config
+from neuromas_dist.driver.placement import bundles, rollout_bundle_index
 
 
 def test_placement_split_and_colocated():

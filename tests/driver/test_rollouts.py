@@ -51,9 +51,9 @@ class StreamingWorker:
 
 @pytest.mark.parametrize("repeat", [False, True])
 def test_a_step_holds_every_row_once_each_piece_for_its_rank(ray_local, repeat):
-    from neuromas_dist.driver.rollouts import StepRollout, WorkerPool
-
     import sys
+
+    from neuromas_dist.driver.rollouts import StepRollout, WorkerPool
 
     ray_local.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # a test module: not importable by workers
     cfg = load_config(None, ["learner.num_ranks=2", "faults.restart_timeout_s=5"])

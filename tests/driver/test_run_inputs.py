@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-
 from neuromas_dist.adapters.peft_io import write_adapter_set
 from neuromas_dist.config import load_config
 from neuromas_dist.driver.run import run_training

@@ -8,12 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
+from driver_helpers import check_trackers, mlflow_history
 
 from neuromas_dist.config import load_config
 from neuromas_dist.driver.metrics import MetricsLogger
 from neuromas_dist.driver.trackers import TrackerError, from_config
-
-from driver_helpers import check_trackers, mlflow_history
 
 
 def tracked(run_dir: Path):

@@ -49,9 +49,9 @@ def pool(ray_local, tiny_model_dir, fault_cfg):
 def run_step(pool, step, examples, fault):
     """One step's rollout; ``fault(i)`` runs after the i-th batch arrived. Returns the
     batches the learner would get and the step's fault counters."""
-    from neuromas_dist.driver.rollouts import StepRollout
-
     import ray
+
+    from neuromas_dist.driver.rollouts import StepRollout
 
     rollout = StepRollout(pool, step, examples, N_SAMPLES, cursor={})
     batches = []

@@ -130,7 +130,8 @@ def test_truncation_marker_and_counts(skip_topo, plain_tok, mode):
     first = budget // 2
     seen = {"head": f"{plain_tok.decode(ids[:budget])} {marker}",
             "tail": f"{marker} {plain_tok.decode(ids[-budget:])}",
-            "head_tail": f"{plain_tok.decode(ids[:first])} {marker} {plain_tok.decode(ids[len(ids) - (budget - first):])}"}
+            "head_tail": f"{plain_tok.decode(ids[:first])} {marker} "
+                         f"{plain_tok.decode(ids[len(ids) - (budget - first):])}"}
     assert f"From layer 1, node 2:\n{seen[mode]}\n" in out.text
     assert "gamma four\n" in out.text and out.text.count("[...cut") == 1
     assert (out.truncated_messages, out.truncated_tokens) == (1, removed)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-
 from learner_helpers import small_config
+
 from neuromas_dist.learner.checkpoint import master_weights
 
 

@@ -6,8 +6,7 @@ from collections import defaultdict
 
 import pytest
 
-from neuromas_dist.learner.baselines import (known_baseline, needs_step_constant, pop_complete_groups,
-                                             step_constants)
+from neuromas_dist.learner.baselines import known_baseline, needs_step_constant, pop_complete_groups, step_constants
 from neuromas_dist.learner.rows import Row
 
 

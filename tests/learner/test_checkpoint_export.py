@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-
 from learner_helpers import NODES, make_batch, small_config, to_batch, with_logprobs
+
 from neuromas_dist.learner import checkpoint as ckpt
 
 

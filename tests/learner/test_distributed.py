@@ -11,8 +11,8 @@ import dataclasses
 import pyarrow.parquet as pq
 import pytest
 import torch
-
 from learner_helpers import NODES, make_batch, small_config, with_logprobs
+
 from neuromas_dist.trajectories.parquet import read_step, step_files
 from neuromas_dist.trajectories.shards import owner_rank, split_by_owner
 

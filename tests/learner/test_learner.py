@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-
 from learner_helpers import NODES, captured_step, make_batch, small_config, with_column, with_logprobs
+
 from neuromas_dist.learner.rank import LogprobGapError
 
 

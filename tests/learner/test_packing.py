@@ -10,7 +10,8 @@ from neuromas_dist.learner.rows import Row
 
 
 def row(prompt: int, response: int, tag: int = 0) -> Row:
-    return Row("A", f"q{tag}", tag, list(range(10, 10 + prompt)), list(range(50, 50 + response)), [0.0] * response, 0, 0.0)
+    return Row("A", f"q{tag}", tag, list(range(10, 10 + prompt)), list(range(50, 50 + response)), [0.0] * response,
+               0, 0.0)
 
 
 def test_a_pass_costs_the_sum_of_lengths_packed_and_rows_times_the_longest_padded():
@@ -46,7 +47,8 @@ def test_a_pass_is_ready_at_the_row_cap_or_the_token_budget():
 
 
 def test_padded_inputs_index_each_response_token_by_the_position_predicting_it():
-    rows = [Row("A", "q", 0, [5, 6, 7], [8, 9], [0.0, 0.0], 0, 1.0), Row("A", "q", 1, [5], [4, 3, 2], [0.0] * 3, 0, 0.0)]
+    rows = [Row("A", "q", 0, [5, 6, 7], [8, 9], [0.0, 0.0], 0, 1.0),
+            Row("A", "q", 1, [5], [4, 3, 2], [0.0] * 3, 0, 0.0)]
     x = build_inputs(rows, packed=False)
     assert x.ids.tolist() == [[5, 6, 7, 8, 9], [5, 4, 3, 2, 0]]
     assert x.attn.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]] and x.position_ids is None
@@ -58,7 +60,8 @@ def test_padded_inputs_index_each_response_token_by_the_position_predicting_it()
 
 
 def test_packed_inputs_are_one_sequence_with_positions_restarting_per_row():
-    rows = [Row("A", "q", 0, [5, 6, 7], [8, 9], [0.0, 0.0], 0, 1.0), Row("B", "q", 1, [5], [4, 3, 2], [0.0] * 3, 0, 0.0)]
+    rows = [Row("A", "q", 0, [5, 6, 7], [8, 9], [0.0, 0.0], 0, 1.0),
+            Row("B", "q", 1, [5], [4, 3, 2], [0.0] * 3, 0, 0.0)]
     x = build_inputs(rows, packed=True)
     assert x.ids.tolist() == [[5, 6, 7, 8, 9, 5, 4, 3, 2]] and x.attn is None
     assert x.position_ids.tolist() == [[0, 1, 2, 3, 4, 0, 1, 2, 3]]

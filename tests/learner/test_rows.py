@@ -4,11 +4,11 @@ trajectory contract refused with one line naming the column."""
 from __future__ import annotations
 
 import pytest
-
 from learner_helpers import make_batch
+
 from neuromas_dist.learner.rows import rows_from_batch
-from neuromas_dist.trajectories.shards import owner_rank
 from neuromas_dist.trajectories.schema import SchemaError
+from neuromas_dist.trajectories.shards import owner_rank
 
 
 def test_a_rank_keeps_only_its_own_questions():

@@ -21,9 +21,17 @@ from collections import Counter, defaultdict
 
 import pytest
 import torch
+from learner_helpers import (
+    NODES,
+    captured_updates,
+    make_batch,
+    program_batch,
+    small_config,
+    to_batch,
+    with_column,
+    with_logprobs,
+)
 
-from learner_helpers import (NODES, captured_updates, make_batch, program_batch, small_config, to_batch,
-                             with_column, with_logprobs)
 from neuromas_dist.config import agent_sampling
 from neuromas_dist.learner import algos
 

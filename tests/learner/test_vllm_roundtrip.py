@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from learner_helpers import NODES, make_batch, small_config, to_batch, with_logprobs
+
 from neuromas_dist.adapters.peft_io import write_adapter_set
 from neuromas_dist.learner.rank import LogprobGapError
 

@@ -45,7 +45,7 @@ def examples():
 def base_adapters(tiny_model_dir, rollout_cfg):
     from neuromas_dist.rollout.adapters import zero_adapter_set
 
-    return zero_adapter_set(tiny_model_dir, [f"L{l}N{i}" for l, w in enumerate(SEVEN) for i in range(w)],
+    return zero_adapter_set(tiny_model_dir, [f"L{k}N{i}" for k, w in enumerate(SEVEN) for i in range(w)],
                             rollout_cfg.lora)
 
 

@@ -138,7 +138,7 @@ def test_a_continued_conversation_is_built_from_the_sampled_ids(loop, worker, qu
     prompt ids and the response ids as sampled, not a re-rendering of the reply's text."""
     out = run_program(loop, worker, "examples.programs.solver_verifier:solve", questions, step=7)
     continued = 0
-    for result, rows, record in out:
+    for _result, rows, record in out:
         solver = [r for r in rows if r.node == "solver"]
         if len(solver) == 2:
             first, second = solver
@@ -156,7 +156,8 @@ def test_the_neuromas_graph_as_a_program_makes_the_built_in_executors_rows(loop,
 
     default = Config()
     graph = GraphExecutor(EngineCalls(worker.engine, worker.tokenizer, worker.cfg.model.max_model_len),
-                          Topology.of_config(default.topology.widths), answer_format=synthetic_task("hier").answer_format,
+                          Topology.of_config(default.topology.widths),
+                          answer_format=synthetic_task("hier").answer_format,
                           upstream_token_budget=default.topology.upstream_token_budget)
     # One step at a time on both sides, so the engine batches the same requests together: on
     # this vLLM CPU build a seeded request's draws were seen to change with its batch's

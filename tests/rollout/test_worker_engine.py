@@ -82,7 +82,7 @@ def test_graph_end_to_end(rollout_actor, base_adapters, next_version, examples, 
     samples = _by_sample(rows)
     assert len(samples) == len(examples) * n and len(rows) == len(samples) * len(topo)
     gold = {ex.id: ex for ex in examples}
-    for sid, calls in samples.items():
+    for calls in samples.values():
         assert set(calls) == set(topo.names)
         sink = calls[topo.sink]
         score = task.score(sink["answer_text"], gold[sink["question_id"]])
@@ -110,7 +110,8 @@ def test_each_prompt_holds_exactly_its_upstream_outputs(rollout_actor, base_adap
             row = calls[node.name]
             upstream = {src: tok.decode(calls[src]["response_ids"], skip_special_tokens=True) for src in node.inputs}
             want = render_node_prompt(topo, node.name, question[row["question_id"]], upstream, tok,
-                                      answer_format=_answer_format(), upstream_token_budget=rollout_cfg.topology.upstream_token_budget)
+                                      answer_format=_answer_format(),
+                                      upstream_token_budget=rollout_cfg.topology.upstream_token_budget)
             assert row["prompt_ids"] == want.token_ids, node.name
             assert row["prompt_truncated"] == (want.truncated_messages > 0)
 

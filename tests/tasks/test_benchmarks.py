@@ -96,7 +96,8 @@ def test_yesno_scorer_on_hand_made_replies(reply, reward):
 
 CODE_REPLIES = {
     "a fenced function with an explanation after it": (
-        "Here it is:\n```python\ndef add(a: int, b: int) -> int:\n    return a + b\n```\nIt adds the two.", 1.0, "passed"),
+        "Here it is:\n```python\ndef add(a: int, b: int) -> int:\n    return a + b\n```\nIt adds the two.",
+        1.0, "passed"),
     "a bare continuation of the body": ("    return a + b\n", 1.0, "passed"),
     "an unclosed fence cut at max tokens": ("```python\ndef add(a, b):\n    return a + b\n", 1.0, "passed"),
     "a wrong function": ("```python\ndef add(a, b):\n    return a * b\n```", 0.0, "failed"),

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from neuromas_dist.trajectories.parquet import (TrajectoryWriter, read_all, read_step, remove_after, step_files,
-                                                step_path)
+from neuromas_dist.trajectories.parquet import (
+    TrajectoryWriter,
+    read_all,
+    read_step,
+    remove_after,
+    step_files,
+    step_path,
+)
 from neuromas_dist.trajectories.schema import SchemaError, TrajectoryRow, make_row, to_record_batch
 
 

@@ -72,12 +72,14 @@ def test_a_code_tasks_verdicts_are_step_metrics_counted_once_per_sample():
     """The sink's parsed answer of a code task is the sandbox's verdict; its shares reach
     metrics.jsonl (no parsable code counts as unparsable, not as a verdict)."""
     verdicts = ["passed", "failed", "timeout", "passed", None]
-    rows = [_row(f"q{i}#0", node, float(v == "passed"), 2, v) for i, v in enumerate(verdicts) for node in ("L0N0", "L1N0")]
+    rows = [_row(f"q{i}#0", node, float(v == "passed"), 2, v)
+            for i, v in enumerate(verdicts) for node in ("L0N0", "L1N0")]
     tally = StepTally()
     for piece in (rows[:4], rows[4:]):
         tally.add(summarize(to_record_batch(piece), answer_type="code"))
     m = tally.metrics()
-    assert (m["rollout/code_passed_frac"], m["rollout/code_failed_frac"], m["rollout/code_timeout_frac"]) == (0.4, 0.2, 0.2)
+    shares = (m["rollout/code_passed_frac"], m["rollout/code_failed_frac"], m["rollout/code_timeout_frac"])
+    assert shares == (0.4, 0.2, 0.2)
     assert m["rollout/unparsable_frac"] == 0.2 and "rollout/code_crashed_frac" not in m
     assert not any(k.startswith("rollout/code_") for k in _metrics(to_record_batch(ROWS)))  # other tasks: none
 

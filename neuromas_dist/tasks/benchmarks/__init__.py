@@ -65,7 +65,7 @@ def load_rows(cfg: Any, source: Source, split: str) -> list[dict]:
         return list(datasets.load_dataset(name, config or None, split=split))
     except DataError:
         raise
-    except Exception as exc:  # datasets raises many unrelated types; all mean "cannot load"
+    except Exception as exc:  # noqa: BLE001 - datasets raises many unrelated types; all mean "cannot load"
         first = (str(exc).strip().splitlines() or [""])[0]
         raise DataError(f"cannot load {where} (config {config!r}): {type(exc).__name__}: {first}") from None
 

@@ -6,8 +6,7 @@ builds the candidate's namespaces and filesystem, ``wire.py`` is the only thing 
 between the two, and ``judge.py`` / ``candidate.py`` are the two processes' scripts.
 """
 
-from neuromas_dist.tasks.sandbox.checks import (STATUSES, CodeJob, CodeOutcome, SandboxLimits, check, check_async,
-                                                job_of)
+from neuromas_dist.tasks.sandbox.checks import STATUSES, CodeJob, CodeOutcome, SandboxLimits, check, check_async, job_of
 from neuromas_dist.tasks.sandbox.isolation import LEVELS, Isolation, IsolationError, probe, require
 
 __all__ = ["LEVELS", "STATUSES", "CodeJob", "CodeOutcome", "Isolation", "IsolationError", "SandboxLimits", "check",

@@ -19,8 +19,8 @@ import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import jail  # noqa: E402 - siblings, found by path (python -I puts no script dir on sys.path)
-import wire  # noqa: E402
+import jail
+import wire
 
 
 def plain(value):

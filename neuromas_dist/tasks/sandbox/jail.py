@@ -19,9 +19,10 @@ Plans, strongest first (``checks.py`` picks the first the machine allows, by :fu
 
 The root the candidate sees (``pivot_root``, the old root detached): ``/usr`` and the
 ``/lib*``, ``/bin`` links read-only, the standard library's directory read-only, every
-directory of installed packages hidden (the interpreter's and the system's), ``/dev/{null,zero,full,random,urandom}``, and a private ``/tmp``
-(a small tmpfs, its working directory) that vanishes with the namespace. No ``/proc``, no
-``/etc``, no ``/run`` or host ``/tmp``: no host files, data sets, Ray sockets or other checks.
+directory of installed packages hidden (the interpreter's and the system's),
+``/dev/{null,zero,full,random,urandom}``, and a private ``/tmp`` (a small tmpfs, its working
+directory) that vanishes with the namespace. No ``/proc``, no ``/etc``, no ``/run`` or host
+``/tmp``: no host files, data sets, Ray sockets or other checks.
 The network namespace has only a loopback that is down (abstract unix sockets are per
 network namespace). A seccomp filter refuses the syscalls that reach state no namespace
 covers (kernel keyrings are per uid) or that a Python function never needs (``BLOCKED``).

@@ -23,7 +23,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import wire  # noqa: E402 - this script's sibling, found by path (python -I puts no script dir on sys.path)
+import wire
 
 
 class CandidateLost(BaseException):

@@ -12,8 +12,19 @@ import resource
 
 import pytest
 
-from neuromas_dist.tasks.sandbox import (CodeOutcome, Isolation, IsolationError, SandboxLimits, check, check_async,
-                                         checks, isolation, job_of, probe, require)
+from neuromas_dist.tasks.sandbox import (
+    CodeOutcome,
+    Isolation,
+    IsolationError,
+    SandboxLimits,
+    check,
+    check_async,
+    checks,
+    isolation,
+    job_of,
+    probe,
+    require,
+)
 
 PROMPT = 'def add(a: int, b: int) -> int:\n    """The sum of a and b."""\n'
 TESTS = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n"
