@@ -18,7 +18,8 @@ the paper's architecture, ``configs/arch/qwen3-0.6b.json``; a tokenizer built lo
   and chunked logits, a token budget, packed rows): real tokens/s, pad share, peak memory;
 * **rollout** (only when vLLM and Ray import; otherwise skipped, and the file says why):
   one rollout step of the paper config's 3-node graph with every adapter loaded, its tokens/s
-  beside raw vLLM generation of the same calls, and the bf16 logprob gap learner vs vLLM.
+  beside raw vLLM generation of the same calls, and the bf16 logprob gap learner vs vLLM
+  with the share of tokens each rollout correction (TIS, MIS, IcePop) would act on.
 
 Writes ``benchmarks/results/gpu_check_<device>.json``. Each part has its own time limit;
 on one H200-class GPU the whole check is meant to take under 13 minutes (`--parts` picks). Run without a GPU it
@@ -263,13 +264,26 @@ async def _rollout(model_dir: Path, questions: int, overrides: list[str]) -> dic
             "dtype": str(next(rank.module.parameters()).dtype), "logprob_gap": gap}
 
 
-def logprob_gaps(rows: list[dict], learner: list[list[float]]) -> dict[str, dict[str, float]]:
-    """Per node: mean and max |learner - vLLM| over the rows' tokens."""
-    per: dict[str, list[float]] = {}
+def logprob_gaps(rows: list[dict], learner: list[list[float]]) -> dict[str, dict[str, Any]]:
+    """Per node: mean and max |learner - vLLM| over the rows' tokens, and the share of tokens
+    each rollout correction would truncate or drop at its default bounds (``learner.
+    rollout_correction``, computed by the learner's own ``algos.correction_weights``)."""
+    from neuromas_dist.learner import algos
+
+    per: dict[str, list[list[float]]] = {}
     for row, lp in zip(rows, learner):
-        per.setdefault(row["node"], []).extend(abs(a - b) for a, b in zip(lp, row["logprobs"]))
-    return {node: {"mean": round(sum(d) / max(len(d), 1), 5), "max": round(max(d, default=0.0), 5), "tokens": len(d)}
-            for node, d in sorted(per.items())}
+        per.setdefault(row["node"], []).append([a - b for a, b in zip(lp, row["logprobs"])])
+    out: dict[str, dict[str, Any]] = {}
+    for node, diffs in sorted(per.items()):
+        flat = [abs(x) for d in diffs for x in d]
+        width = max((len(d) for d in diffs), default=0)
+        log_ratio = torch.tensor([d + [0.0] * (width - len(d)) for d in diffs])
+        mask = torch.tensor([[j < len(d) for j in range(width)] for d in diffs])
+        corrected = {kind: round(float(algos.correction_weights(log_ratio, mask, kind)[1].sum()) / max(len(flat), 1), 5)
+                     for kind in ("tis_token", "tis_seq", "mis_token", "mis_seq", "icepop")}
+        out[node] = {"mean": round(sum(flat) / max(len(flat), 1), 5), "max": round(max(flat, default=0.0), 5),
+                     "tokens": len(flat), "corrected_share": corrected}
+    return out
 
 
 # ----------------------------------------------------------------- the check

@@ -80,4 +80,18 @@ def test_learner_and_rollout_parts_at_toy_scale_on_the_cpu(tmp_path, tiny_model_
     # float32: vLLM's sampling logprobs and the learner's agree (a wrong adapter is ~1e-1 off)
     assert set(roll["logprob_gap"]) == {"L0N0", "L0N1", "L1N0"}
     assert all(g["tokens"] > 0 and g["max"] < 1e-4 for g in roll["logprob_gap"].values())
+    # the CPU twin agrees to 1e-4: no correction has anything to act on
+    assert all(set(v.values()) == {0.0} for g in roll["logprob_gap"].values() for v in [g["corrected_share"]])
     assert result["machine"]["vllm"] and result["command"].startswith("python -m benchmarks.gpu_check")
+
+
+def test_the_correction_shares_by_hand():
+    """Row 1: ratios learner/vLLM (1, e, 1); row 2: (1/e). Above C = 2: one token of four;
+    outside [1/2, 2]: two; row products e and 1/e: rows of 3 and 1 tokens."""
+    from benchmarks.gpu_check import logprob_gaps
+
+    rows = [{"node": "A", "logprobs": [-1.0, -2.0, -0.1]}, {"node": "A", "logprobs": [-1.0]}]
+    got = logprob_gaps(rows, [[-1.0, -1.0, -0.1], [-2.0]])["A"]
+    assert (got["mean"], got["max"], got["tokens"]) == (0.5, 1.0, 4)
+    assert got["corrected_share"] == {"tis_token": 0.25, "tis_seq": 0.75, "mis_token": 0.5, "mis_seq": 1.0,
+                                      "icepop": 0.5}
