@@ -75,6 +75,22 @@ def run_timing(directory: Path) -> dict[str, float]:
             "tokens_per_s": tokens / sum(step_s)}
 
 
+DIAGNOSTICS = ("clip_frac", "kl_base", "corrected_token_frac", "ratio_max", "entropy", "grad_norm")
+
+
+def diagnostics(directory: Path) -> dict[str, float]:
+    """What each option did, averaged over the run's steps and nodes (ratio_max: the
+    largest): the clipped share, the KL to the base, the corrected share, the learner /
+    rollout ratio, the entropy, the gradient norm."""
+    rows = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    out: dict[str, float] = {}
+    for name in DIAGNOSTICS:
+        values = [v for r in rows for k, v in r.items() if k.endswith(f"/{name}") and v is not None]
+        if values:
+            out[name] = round(float(max(values) if name == "ratio_max" else np.mean(values)), 5)
+    return out
+
+
 def arm_result(root: Path, arm: str, seeds: list[int], steps: int, eval_every: int) -> dict:
     dirs = [root / arm / f"seed{s}" for s in seeds]
     before = np.stack([greedy_scores(d, BEFORE) for d in dirs])
@@ -90,7 +106,8 @@ def arm_result(root: Path, arm: str, seeds: list[int], steps: int, eval_every: i
             "after_per_seed": [round(float(a.mean()), 3) for a in after],
             "first_eval_step_at_target": reached,
             "wall_s": [round(wall_seconds(d), 1) for d in dirs],
-            **{k: [round(run_timing(d)[k], 2) for d in dirs] for k in ("step_s", "learner_s", "tokens_per_s")}}
+            **{k: [round(run_timing(d)[k], 2) for d in dirs] for k in ("step_s", "learner_s", "tokens_per_s")},
+            "diagnostics": [diagnostics(d) for d in dirs]}
 
 
 def table(results: dict) -> str:
@@ -104,6 +121,13 @@ def table(results: dict) -> str:
         lines.append(f"| `{arm}` | {ci(r['before'])} | {ci(r['after'])} | {ci(r['gain'], '+')} | "
                      f"{' / '.join(map(str, r['after_per_seed']))} | {reached} | "
                      f"{np.mean(r['wall_s']) / 60:.1f} min | {np.mean(r['learner_s']):.2f} |")
+    lines += ["", "| arm | " + " | ".join(DIAGNOSTICS) + " |", "|---" * (len(DIAGNOSTICS) + 1) + "|"]
+    for arm, r in results["arms"].items():
+        cells = []
+        for name in DIAGNOSTICS:
+            values = [d[name] for d in r["diagnostics"] if name in d]
+            cells.append("-" if not values else f"{(max(values) if name == 'ratio_max' else np.mean(values)):.4g}")
+        lines.append(f"| `{arm}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
