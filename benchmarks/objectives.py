@@ -126,7 +126,8 @@ def table(results: dict) -> str:
         cells = []
         for name in DIAGNOSTICS:
             values = [d[name] for d in r["diagnostics"] if name in d]
-            cells.append("-" if not values else f"{(max(values) if name == 'ratio_max' else np.mean(values)):.4g}")
+            value = max(values, default=0.0) if name == "ratio_max" else np.mean(values) if values else 0.0
+            cells.append("-" if not values else f"{value:.6g}" if name == "ratio_max" else f"{value:.4g}")
         lines.append(f"| `{arm}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
