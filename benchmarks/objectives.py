@@ -110,6 +110,12 @@ def arm_result(root: Path, arm: str, seeds: list[int], steps: int, eval_every: i
             "diagnostics": [diagnostics(d) for d in dirs]}
 
 
+def versus(root: Path, arms: list[str], seeds: list[int]) -> dict:
+    """Each arm minus the first (the paper's), paired on the same seeds and questions."""
+    final = {a: np.stack([greedy_scores(root / a / f"seed{s}", FINAL) for s in seeds]) for a in arms}
+    return {a: paired_seeds_diff_ci(final[a], final[arms[0]]).as_dict() for a in arms[1:]}
+
+
 def table(results: dict) -> str:
     def ci(e: dict, sign: str = "") -> str:
         return f"{e['mean']:{sign}.3f} [{e['ci_lo']:{sign}.3f}, {e['ci_hi']:{sign}.3f}]"
@@ -121,6 +127,9 @@ def table(results: dict) -> str:
         lines.append(f"| `{arm}` | {ci(r['before'])} | {ci(r['after'])} | {ci(r['gain'], '+')} | "
                      f"{' / '.join(map(str, r['after_per_seed']))} | {reached} | "
                      f"{np.mean(r['wall_s']) / 60:.1f} min | {np.mean(r['learner_s']):.2f} |")
+    first = next(iter(results["arms"]))
+    lines += ["", f"| arm | greedy after minus `{first}`'s, paired, 95% CI |", "|---|---|"]
+    lines += [f"| `{arm}` | {ci(d, '+')} |" for arm, d in results.get("vs_first_arm", {}).items()]
     lines += ["", "| arm | " + " | ".join(DIAGNOSTICS) + " |", "|---" * (len(DIAGNOSTICS) + 1) + "|"]
     for arm, r in results["arms"].items():
         cells = []
@@ -187,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"objectives: {exc}", file=sys.stderr)
         return 1
     results = {"command": " ".join(sys.argv), "seeds": seeds, "shared_overrides": extra, "target": TARGET,
-               "arms": {a: arm_result(root, a, seeds, args.steps, args.eval_every) for a in arms}}
+               "arms": {a: arm_result(root, a, seeds, args.steps, args.eval_every) for a in arms},
+               "vs_first_arm": versus(root, arms, seeds)}
     text = table(results)
     if args.peer:
         say("TRL GRPOTrainer ...")
