@@ -153,6 +153,8 @@ class LearnerConfig(_Checked):
     kl_estimator: str = _f("k3", "per-token KL estimator: k1 (log ratio), k2 (half its square) or k3 (low variance)",
                            choices=("k1", "k2", "k3"))
     entropy_coef: float = _f(0.0, "weight of the entropy bonus (the loss subtracts it)", lo=0.0)
+    log_entropy: bool = _f(False, "log each node's entropy when the loss does not hold it; it costs [tokens, vocab] "
+                           "temporaries in every pass, so it is off unless asked")
     rollout_correction: str = _f("none", "correct the rollout/learner mismatch on every row: tis_token, tis_seq "
                                  "(truncate the ratio at correction_cap), mis_token, mis_seq (drop ratios outside "
                                  "[1/cap, cap]), icepop (drop tokens outside [icepop_low, icepop_high])",

@@ -56,6 +56,7 @@ class ForwardSpec:
     top_p: float
     softcap: float | None  # Gemma 2's final_logit_softcapping (applied by transformers after lm_head)
     entropy_grad: bool = False  # the loss holds an entropy term: its gradient is formed too
+    entropy: bool = False  # compute the entropy at all (the loss holds it, or learner.log_entropy)
 
     @staticmethod
     def of(cfg: Config, module: torch.nn.Module, packed: bool) -> "ForwardSpec":
@@ -69,7 +70,8 @@ class ForwardSpec:
             logits = "response"
         s = cfg.sampling
         return ForwardSpec(packed, logits, cfg.learner.logprob_chunk_tokens, s.temperature, s.top_p,
-                           getattr(text, "final_logit_softcapping", None), cfg.learner.entropy_coef > 0)
+                           getattr(text, "final_logit_softcapping", None), cfg.learner.entropy_coef > 0,
+                           cfg.learner.entropy_coef > 0 or cfg.learner.log_entropy)
 
     def per_node(self, cfg: Config, nodes: Sequence[str]) -> dict[str, "ForwardSpec"]:
         """Each node's spec: its rows are scored under the temperature and top-p it sampled
@@ -84,7 +86,8 @@ class ForwardSpec:
 def head_scores(head: torch.nn.Module, spec: ForwardSpec) -> LogprobFn:
     """(hidden [n, H], tokens [n]) -> [n, 2]: log pi(token) and the entropy of pi at that
     position, under the sampling policy. The entropy is a metric (detached) unless the
-    loss holds it (``spec.entropy_grad``)."""
+    loss holds it (``spec.entropy_grad``), and 0 unless asked for (``spec.entropy``): its
+    softmax temporaries would raise every pass's peak memory."""
     def fn(hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         logits = head(hidden)
         if spec.softcap:
@@ -96,6 +99,8 @@ def head_scores(head: torch.nn.Module, spec: ForwardSpec) -> LogprobFn:
 def scores_of(logits: torch.Tensor, tokens: torch.Tensor, spec: ForwardSpec) -> torch.Tensor:
     scaled = algos.sampling_logits(logits, tokens, spec.temperature, spec.top_p)
     lp = torch.log_softmax(scaled, dim=-1).gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)
+    if not spec.entropy:
+        return torch.stack([lp, torch.zeros_like(lp)], dim=-1)
     ent = algos.entropy(scaled if spec.entropy_grad else scaled.detach())
     return torch.stack([lp, ent], dim=-1)
 

@@ -87,10 +87,11 @@ def node_metrics(node: str, s: Mapping[str, float], c: float, ema: float | None)
          f"node/{node}/logprob_gap": s["gap_sum"] / on if on else float("nan"),
          f"node/{node}/kl": s["kl_sum"] / on if on else float("nan"),
          f"node/{node}/stale_token_frac": s["stale_tokens"] / tokens,
-         f"node/{node}/entropy": s["entropy_sum"] / tokens,
          f"node/{node}/ratio_mean": s["ratio_sum"] / tokens,
          f"node/{node}/ratio_max": s["ratio_max"],
          f"node/{node}/corrected_token_frac": s["corrected_tokens"] / tokens}
+    if s["entropy_sum"]:  # computed only when the loss holds it or learner.log_entropy asks
+        m[f"node/{node}/entropy"] = s["entropy_sum"] / tokens
     if s["kl_base_sum"]:
         m[f"node/{node}/kl_base"] = s["kl_base_sum"] / tokens
     if s["update_tokens"]:

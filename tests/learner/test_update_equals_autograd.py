@@ -287,17 +287,19 @@ def check_ppo_step(got: dict, model_dir: str, cfg, batch, device: torch.device |
         old_s, ref_s, beh_s = (pad([v[i] for i in sel])[0] for v in (old, ref, beh))
         w = reference_weights(old_s - beh_s, mask, lc)
         loss = written_out_loss(lp, old_s, adv[sel], w, mask, ent, ref_s, lc, budgets([rows[i] for i in sel], cfg))
-        assert_same_grads(update["grads"], grads_of(model, loss))
+        # a later epoch's tight clip may stop a node's every token in a small mini-batch (a rank's
+        # one question at world size 2); the first epoch's ratio is 1, so there every node moves
+        assert_same_grads(update["grads"], grads_of(model, loss), every_node=epoch == 0)
 
 
-def assert_same_grads(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
+def assert_same_grads(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], every_node: bool = True) -> None:
     assert set(got) == set(want)
     for name in want:
         scale = want[name].norm().item()
         err = (got[name].cpu() - want[name].cpu()).norm().item()
         assert err <= RTOL * max(scale, 1e-8), f"{name}: |got - want| = {err:.3g} vs |want| = {scale:.3g}"
     # every node was trained: the comparison is not vacuous
-    assert all(any(want[n].abs().sum() > 0 for n in want if f".{node}." in n) for node in NODES)
+    assert not every_node or all(any(want[n].abs().sum() > 0 for n in want if f".{node}." in n) for node in NODES)
 
 
 def test_the_comparison_catches_a_planted_error():
@@ -429,7 +431,7 @@ OBJECTIVES = {
     "std_loo": ("loo", "token", "per_node", dict(advantage_norm="std"), on_policy, False),
     "std_mixed_packed": ("loo", "sequence", "mixed", dict(advantage_norm="std", padding_free="on"), on_policy, False),
     "constant_norm": ("ema", "constant", "per_node", {}, on_policy, False),
-    "kl_k1": ("loo", "token", "per_node", dict(kl_coef=0.5, kl_estimator="k1"), on_policy, True),
+    "kl_k1": ("loo", "token", "per_node", dict(kl_coef=0.5, kl_estimator="k1", log_entropy=True), on_policy, True),
     "kl_k2_entropy_mixed_packed": ("batch_mean", "token", "mixed", dict(kl_coef=2.0, kl_estimator="k2",
                                    entropy_coef=0.05, padding_free="on"), on_policy, True),
     "kl_k3_token_budget": ("loo", "sequence", "per_node", dict(kl_coef=2.0, kl_estimator="k3",
@@ -463,7 +465,7 @@ def assert_exercised(cfg, steps: list[dict]) -> None:
     for step in steps:
         for k, v in step["metrics"].items():
             seen[k.rsplit("/", 1)[-1]] = max(seen[k.rsplit("/", 1)[-1]], abs(v))  # k1's KL may be < 0
-    assert seen["entropy"] > 0 and seen["ratio_max"] > 0
+    assert seen["ratio_max"] > 0 and (seen["entropy"] > 0) == bool(lc.entropy_coef or lc.log_entropy)
     if lc.rollout_correction != "none":
         assert 0 < seen["corrected_token_frac"] < 1
     if lc.kl_coef:
