@@ -91,7 +91,8 @@ def node_metrics(node: str, s: Mapping[str, float], c: float, ema: float | None)
          f"node/{node}/ratio_max": s["ratio_max"],
          f"node/{node}/corrected_token_frac": s["corrected_tokens"] / tokens}
     if s["entropy_sum"]:  # computed only when the loss holds it or learner.log_entropy asks
-        m[f"node/{node}/entropy"] = s["entropy_sum"] / tokens
+        # exact, over the vocabulary; the rollout's node/*/entropy estimates it from the samples
+        m[f"node/{node}/entropy_exact"] = s["entropy_sum"] / tokens
     if s["kl_base_sum"]:
         m[f"node/{node}/kl_base"] = s["kl_base_sum"] / tokens
     if s["update_tokens"]:

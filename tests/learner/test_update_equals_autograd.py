@@ -465,7 +465,7 @@ def assert_exercised(cfg, steps: list[dict]) -> None:
     for step in steps:
         for k, v in step["metrics"].items():
             seen[k.rsplit("/", 1)[-1]] = max(seen[k.rsplit("/", 1)[-1]], abs(v))  # k1's KL may be < 0
-    assert seen["ratio_max"] > 0 and (seen["entropy"] > 0) == bool(lc.entropy_coef or lc.log_entropy)
+    assert seen["ratio_max"] > 0 and (seen["entropy_exact"] > 0) == bool(lc.entropy_coef or lc.log_entropy)
     if lc.rollout_correction != "none":
         assert 0 < seen["corrected_token_frac"] < 1
     if lc.kl_coef:
