@@ -91,6 +91,13 @@ def diagnostics(directory: Path) -> dict[str, float]:
     return out
 
 
+def accuracy_summary(before: np.ndarray, after: np.ndarray) -> dict:
+    """[seeds, questions] greedy scores before and after: both with CIs, the paired gain."""
+    return {"before": seeds_ci(before).as_dict(), "after": seeds_ci(after).as_dict(),
+            "gain": paired_seeds_diff_ci(after, before).as_dict(),
+            "after_per_seed": [round(float(a.mean()), 3) for a in after]}
+
+
 def arm_result(root: Path, arm: str, seeds: list[int], steps: int, eval_every: int) -> dict:
     dirs = [root / arm / f"seed{s}" for s in seeds]
     before = np.stack([greedy_scores(d, BEFORE) for d in dirs])
@@ -100,10 +107,7 @@ def arm_result(root: Path, arm: str, seeds: list[int], steps: int, eval_every: i
     for d, a in zip(dirs, after):
         passes = [(k, greedy_scores(d, step_pass_name(k))) for k in checkpoints] + [(steps, a)]
         reached.append(next((k for k, s in passes if s is not None and s.mean() >= TARGET), None))
-    return {"overrides": {**ARMS, **PEER_ARMS}[arm], "seeds": seeds,
-            "before": seeds_ci(before).as_dict(), "after": seeds_ci(after).as_dict(),
-            "gain": paired_seeds_diff_ci(after, before).as_dict(),
-            "after_per_seed": [round(float(a.mean()), 3) for a in after],
+    return {"overrides": {**ARMS, **PEER_ARMS}[arm], "seeds": seeds, **accuracy_summary(before, after),
             "first_eval_step_at_target": reached,
             "wall_s": [round(wall_seconds(d), 1) for d in dirs],
             **{k: [round(run_timing(d)[k], 2) for d in dirs] for k in ("step_s", "learner_s", "tokens_per_s")},
@@ -149,9 +153,7 @@ def trl_result(extra: list[str], seeds: list[int], root: Path) -> dict:
     runs = [trl_peer.run(load_config(None, [*extra, f"trainer.seed={s}", *PEER_ARMS["single"]]),
                          root / "trl" / f"seed{s}", seed=s) for s in seeds]
     before, after = np.stack([r["before"] for r in runs]), np.stack([r["after"] for r in runs])
-    return {"seeds": seeds, "before": seeds_ci(before).as_dict(), "after": seeds_ci(after).as_dict(),
-            "gain": paired_seeds_diff_ci(after, before).as_dict(),
-            "after_per_seed": [round(float(a.mean()), 3) for a in after],
+    return {"seeds": seeds, **accuracy_summary(before, after),
             "step_s": [round(r["wall_s"] / r["steps"], 2) for r in runs],
             "tokens_per_s": [round(r["generated_tokens"] / r["wall_s"], 1) for r in runs],
             "loss_type": runs[0]["loss_type"], "scale_rewards": runs[0]["scale_rewards"],

@@ -52,7 +52,7 @@ def pop_complete_groups(pending: MutableMapping[tuple[str, str], list[Row]], n_s
         adv = dict(zip(samples, algos.advantages(rewards, algos.loo_baseline(rewards)).tolist()))
         scale = algos.std_scale(rewards) if advantage_norm == "std" else 1.0
         for r in rows:
-            r.adv_known = adv[r.sample_index] * scale if advantage_norm == "std" else adv[r.sample_index]
+            r.adv_known = adv[r.sample_index] * scale  # x 1.0 is exact: the default's numbers stay
             r.scale = scale
         out.append((key[1], rows))
     return out

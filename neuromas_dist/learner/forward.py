@@ -105,12 +105,6 @@ def scores_of(logits: torch.Tensor, tokens: torch.Tensor, spec: ForwardSpec) -> 
     return torch.stack([lp, ent], dim=-1)
 
 
-def head_logprobs(head: torch.nn.Module, spec: ForwardSpec) -> LogprobFn:
-    """(hidden [n, H], tokens [n]) -> log pi(token) [n] under the sampling policy."""
-    scores = head_scores(head, dataclasses.replace(spec, entropy_grad=False))
-    return lambda hidden, tokens: scores(hidden, tokens)[:, 0]
-
-
 class ChunkedLogprobs(torch.autograd.Function):
     """``fn`` over ``hidden`` in chunks of ``chunk`` rows. The forward keeps each row's
     gradient d out / d hidden ([n, H] per output column, in hidden's dtype) instead of

@@ -15,6 +15,7 @@ NODE_STATS = ("rows", "reward_sum", "samples", "sample_reward_sum", "adv_known_s
               "input_tokens", "stale_checked_tokens", "stale_gap_sum", "ratio_sum", "corrected_tokens", "entropy_sum",
               "kl_base_sum", "clipped_tokens", "update_tokens", "update_loss", "update_denom")
 NODE_MAX = ("ratio_max",)  # reduced with MAX over ranks
+UPDATE_STATS = ("clipped_tokens", "update_tokens", "update_loss", "update_denom")  # one ppo_clip update's
 
 Totals = Mapping[str, Mapping[str, float]]
 
@@ -46,7 +47,7 @@ def all_reduce(stats: Totals, nodes: Sequence[str], bad: bool, device: torch.dev
 def add_updates(totals: Mapping[str, dict[str, float]], update: Totals) -> None:
     """Add one ppo_clip update's statistics to the step's (``StepSums.count_update``'s keys)."""
     for node, s in update.items():
-        for k in ("clipped_tokens", "update_tokens", "update_loss", "update_denom"):
+        for k in UPDATE_STATS:
             totals[node][k] += s[k]
 
 

@@ -7,7 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neuromas_dist.learner.forward import ChunkedLogprobs, ForwardSpec, head_logprobs, resolve_packing
+from neuromas_dist.learner.forward import ChunkedLogprobs, ForwardSpec, head_scores, resolve_packing
+
+
+def head_logprobs(head, spec):
+    """log pi(token) alone: the first column of the head's scores."""
+    scores = head_scores(head, spec)
+    return lambda hidden, tokens: scores(hidden, tokens)[:, 0]
 
 
 def spec(temperature: float = 1.0, top_p: float = 1.0, softcap: float | None = None) -> ForwardSpec:
