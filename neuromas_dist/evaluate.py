@@ -54,16 +54,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_run_dir(run_dir)
         out = eval_dir(run_dir, args)
-        cfg = run_config(run_dir, _overrides(args))
+        run_config(run_dir, _overrides(args))
         # The stack (Ray, vLLM's worker, torch) loads once the arguments are sound: a typo answers at once.
-        from neuromas_dist.driver.evaluation import evaluate_run_dir, prepare
+        from neuromas_dist.driver.evaluation import evaluate_run_dir
+        from neuromas_dist.run_dir.finished import open_run
+        from neuromas_dist.tasks.data import load_task_data
 
-        prepared = prepare(cfg, run_dir)
+        run = open_run(run_dir, _overrides(args))
+        data = load_task_data(run.cfg.data)
     except (ValueError, FileNotFoundError) as exc:  # RunDirError, ConfigError, DataError, TopologyError
         print(f"evaluate: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    report = evaluate_run_dir(prepared, run_dir, samples=prepared.cfg.trainer.eval_samples,
-                              ablate=not args.no_ablation, eval_dir=out)
+    report = evaluate_run_dir(run, data, samples=run.cfg.trainer.eval_samples, ablate=not args.no_ablation,
+                              eval_dir=out)
     acc = report["accuracy"]["greedy"]
     print(f"[evaluate] {run_dir}: greedy accuracy {acc['mean']:.3f} [{acc['ci_lo']:.3f}, {acc['ci_hi']:.3f}] "
           f"on {report['questions']} questions; report in {out}")

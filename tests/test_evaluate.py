@@ -83,8 +83,8 @@ def test_the_evaluated_graph_is_the_one_the_run_ended_with(tmp_path):
     the configured widths."""
     import json
 
-    from neuromas_dist.analysis.run_eval import run_topology
     from neuromas_dist.config import load_config
+    from neuromas_dist.run_dir.finished import run_topology
 
     cfg = load_config(None, ["topology.widths=[2, 1]", "topology.edges=[L0N0->L1N0, L0N1->L1N0]"])
     assert run_topology(cfg, tmp_path).widths == (2, 1)

@@ -22,8 +22,8 @@ LAYERS = [
     {"trajectories", "adapters"},
     {"rollout", "learner"},
     {"analysis"},
-    {"driver"},
     {"run_dir"},
+    {"driver"},
     {"serve"},
     {"evaluate", "generate", "launch", "testing", "__init__"},
 ]

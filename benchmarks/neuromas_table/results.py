@@ -152,7 +152,7 @@ def _row_entry(root: Path, row: Row, spec: TableSpec, matched: Matched, s: np.nd
 def curves(root: Path, spec: TableSpec) -> dict[str, list[dict[str, Any]]]:
     """Training reward and held-out accuracy per step of the trained graphs, on one step axis
     (a grown run's steps start after the small run's)."""
-    from neuromas_dist.driver.metrics import read_metrics
+    from neuromas_dist.run_dir import read_metrics
 
     out: dict[str, list[dict[str, Any]]] = {}
     runs = [("neuromas3", 0), ("neuromas7_scratch", 0)] + [(f"neuromas7_grown_{m}", spec.small_steps)

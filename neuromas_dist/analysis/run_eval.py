@@ -13,15 +13,12 @@ fresh worker on a finished run's adapters) and hands them here.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import torch
 
 from neuromas_dist.analysis.evaluation import EvalPass, load_table, save_table
 from neuromas_dist.analysis.plots import plot_report
@@ -99,14 +96,6 @@ def write_eval_dir(run_dir: Path, full: EvalPass, ablations: Mapping[str, pa.Tab
 RunShape = Topology | ProgramShape  # what a run trains: a graph, or a program's agents
 
 
-def run_topology(cfg: Config, run_dir: Path) -> RunShape:
-    """The graph the run ended with: summary.json's widths (a run may have grown), with
-    the config's edges when the widths are the configured ones; a program's agents."""
-    summary = Path(run_dir) / "summary.json"
-    widths = json.loads(summary.read_text()).get("topology") if summary.is_file() else None
-    return run_shape(cfg, tuple(widths or cfg.topology.widths))
-
-
 def run_shape(cfg: Config, widths: tuple[int, ...]) -> RunShape:
     """The program's agents, or the graph of ``widths`` (with the config's edges when they
     are the configured widths: a grown graph is fully connected)."""
@@ -121,12 +110,3 @@ def describe(shape: RunShape) -> str:
     if isinstance(shape, ProgramShape):
         return f"program with agents {', '.join(shape.agents)}"
     return f"graph {list(shape.widths)}"
-
-
-def local_config(cfg: Config) -> Config:
-    """One rollout worker; the run's cluster address dropped (RAY_ADDRESS still joins
-    one), and no GPU asked for where none is visible (a run dir copied off a cluster)."""
-    resources = dataclasses.replace(cfg.resources, ray_address="")
-    if not torch.cuda.is_available() and not os.environ.get("RAY_ADDRESS"):
-        resources = dataclasses.replace(resources, rollout_gpus=0.0, learner_gpus=0.0, colocate=False)
-    return dataclasses.replace(cfg, resources=resources, rollout=dataclasses.replace(cfg.rollout, num_workers=1))

@@ -1,26 +1,22 @@
 """Held-out evaluation on rollout workers: each step's pass during training, the final
 report (the full graph and each node ablated), and a finished run evaluated afresh
 (``python -m neuromas_dist.evaluate``). What the passes and the report hold on disk is
-``analysis/run_eval.py``."""
+``analysis/run_eval.py``; reading a finished run is ``run_dir``."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
+import pyarrow as pa
 import ray
 
-from neuromas_dist.adapters.peft_io import AdapterSet, read_adapter_set
-from neuromas_dist.analysis.evaluation import EvalPass, ablation_passes, evaluate_pass
+from neuromas_dist.analysis.evaluation import EvalPass
 from neuromas_dist.analysis.report import accuracies
 from neuromas_dist.analysis.run_eval import (
     BEFORE,
     RunShape,
-    describe,
-    local_config,
-    run_topology,
     save_pass,
     step_of_pass,
     step_pass_name,
@@ -28,12 +24,13 @@ from neuromas_dist.analysis.run_eval import (
 )
 from neuromas_dist.config import Config
 from neuromas_dist.driver.cluster import init_ray
-from neuromas_dist.driver.metrics import read_metrics
 from neuromas_dist.driver.rollouts import WorkerPool
 from neuromas_dist.graph.topology import Topology
-from neuromas_dist.rollout.actors import broadcast_adapters, start_workers
+from neuromas_dist.rollout.actors import split_examples, start_workers
 from neuromas_dist.rollout.worker import resolve_model_dir
-from neuromas_dist.tasks.data import TaskData, load_task_data
+from neuromas_dist.run_dir import read_metrics
+from neuromas_dist.run_dir.finished import FinishedRun
+from neuromas_dist.tasks.data import TaskData
 
 
 class HeldOut:
@@ -64,11 +61,11 @@ class HeldOut:
         self.last = (step, passes)
         return {**out, "timing_s/eval": time.perf_counter() - t0}
 
-    def report(self, pool: WorkerPool, adapters: AdapterSet, topology: RunShape, step: int) -> dict[str, Any]:
+    def report(self, pool: WorkerPool, topology: RunShape, step: int) -> dict[str, Any]:
         """The final report (eval/): the step's held-out pass (reused when it ran), node ablations."""
         full = self.last[1] if self.last and self.last[0] == step else None
         return pool.call_healing("the final report", lambda workers: evaluate_on(
-            workers, adapters, self.data.eval, self.run_dir, topology, step, self.cfg.trainer.eval_samples,
+            workers, self.data.eval, self.run_dir, topology, step, self.cfg.trainer.eval_samples,
             ablate=self.cfg.trainer.final_ablation, full=full, answer_type=self.data.task.answer_type))
 
     def forget_after(self, step: int) -> None:
@@ -78,56 +75,47 @@ class HeldOut:
                 path.unlink()
 
 
-def evaluate_on(workers: Sequence[Any], adapters: AdapterSet, examples: Sequence[Any], run_dir: Path,
-                topology: RunShape, step: int, samples: int, ablate: bool, full: EvalPass | None = None,
-                answer_type: str = "number", eval_dir: Path | None = None) -> dict[str, Any]:
-    """Full pass (unless given), ablations, report. The workers must hold ``adapters``."""
+def evaluate_pass(workers: Sequence[Any], examples: Sequence[Any], step: int, samples: int,
+                  ablate: str | None = None) -> EvalPass:
+    """Greedy (and ``samples`` sampled) passes over ``examples``, shared across workers;
+    ``ablate``: that node runs as the base model in this pass only (the workers' adapters
+    never change, so a pass after an ablation is the full graph's by construction)."""
+    shares = [(w, s) for w, s in zip(workers, split_examples(examples, len(workers))) if s]
+    results = ray.get([w.evaluate.remote(share, step, samples, ablate) for w, share in shares])
+    greedy = pa.concat_tables([r["greedy"] for r in results if r["greedy"] is not None])
+    sampled = [r["sampled"] for r in results if r.get("sampled") is not None]
+    return EvalPass(greedy, pa.concat_tables(sampled) if sampled else None)
+
+
+def ablation_passes(workers: Sequence[Any], examples: Sequence[Any], nodes: Sequence[str], step: int
+                    ) -> dict[str, pa.Table]:
+    """Greedy pass with each node ablated in turn (its LoRA left out: the node runs as the base model)."""
+    return {node: evaluate_pass(workers, examples, step, 0, ablate=node).greedy for node in sorted(nodes)}
+
+
+def evaluate_on(workers: Sequence[Any], examples: Sequence[Any], run_dir: Path, topology: RunShape, step: int,
+                samples: int, ablate: bool, full: EvalPass | None = None, answer_type: str = "number",
+                eval_dir: Path | None = None) -> dict[str, Any]:
+    """Full pass (unless given), ablations, report, on the adapters the workers hold."""
     full = full or evaluate_pass(workers, examples, step, samples)
-    ablations = ablation_passes(workers, examples, adapters, step) if ablate else {}
-    metrics_path = Path(run_dir) / "metrics.jsonl"
-    metrics = read_metrics(metrics_path) if metrics_path.is_file() else []
-    return write_eval_dir(run_dir, full, ablations, examples, topology.sink, topology.names, step, metrics,
-                          answer_type, eval_dir)
+    ablations = ablation_passes(workers, examples, topology.names, step) if ablate else {}
+    return write_eval_dir(run_dir, full, ablations, examples, topology.sink, topology.names, step,
+                          read_metrics(Path(run_dir) / "metrics.jsonl"), answer_type, eval_dir)
 
 
-class Prepared(NamedTuple):
-    cfg: Config  # the run's config, made to run here (one worker, local unless RAY_ADDRESS)
-    data: TaskData
-    adapters: AdapterSet  # read from RUN_DIR/adapters
-    topology: RunShape  # the graph the adapters belong to
-
-
-def prepare(cfg: Config, run_dir: Path) -> Prepared:
-    """Everything an evaluation needs that can be wrong, checked before Ray starts.
-    Raises ValueError (DataError, TopologyError) or FileNotFoundError with one line."""
-    data = load_task_data(cfg.data)
-    # Version 1: above the worker's own placeholder adapters, so the load takes.
-    adapters = read_adapter_set(Path(run_dir) / "adapters", version=1)
-    topology = run_topology(cfg, run_dir)
-    if set(adapters.tensors) != set(topology.names):
-        raise ValueError(f"{run_dir}/adapters holds {', '.join(sorted(adapters.tensors))} but the run's "
-                         f"{describe(topology)} has {', '.join(topology.names)}")
-    return Prepared(local_config(cfg), data, adapters, topology)
-
-
-def evaluate_run_dir(prepared: Prepared, run_dir: Path, samples: int, ablate: bool,
+def evaluate_run_dir(run: FinishedRun, data: TaskData, samples: int, ablate: bool,
                      eval_dir: Path | None = None) -> dict[str, Any]:
-    """Evaluate a finished run's ``adapters/`` on one fresh rollout worker; the report goes
-    to ``eval_dir`` (RUN_DIR/eval by default)."""
-    cfg, data, adapters, topology = prepared
-    init_ray(cfg)
-    workers = start_workers(cfg, model_dir=resolve_model_dir(cfg), task=data.task)
+    """Evaluate a finished run's adapters on one fresh rollout worker; the report goes to
+    ``eval_dir`` (RUN_DIR/eval by default)."""
+    init_ray(run.cfg)
+    pool = WorkerPool(run.cfg, start_workers(run.cfg, model_dir=resolve_model_dir(run.cfg), task=data.task),
+                      lambda line: print(f"[evaluate] {line}", flush=True))
     try:
-        if isinstance(topology, Topology):
-            ray.get([w.set_topology.remote(topology.widths, topology.to_dict()["edges"]) for w in workers])
-        broadcast_adapters(workers, adapters)
-        return evaluate_on(workers, adapters, data.eval, run_dir, topology, _run_step(run_dir), samples, ablate,
-                           answer_type=data.task.answer_type, eval_dir=eval_dir)
+        if isinstance(run.topology, Topology):
+            pool.set_topology(run.topology.widths, run.topology.to_dict()["edges"], None)
+        pool.load_adapters(run.adapters)
+        return pool.call_healing("evaluation", lambda workers: evaluate_on(
+            workers, data.eval, run.path, run.topology, run.step, samples, ablate,
+            answer_type=data.task.answer_type, eval_dir=eval_dir))
     finally:
-        for w in workers:
-            ray.get(w.shutdown.remote())
-
-
-def _run_step(run_dir: Path) -> int:
-    summary = Path(run_dir) / "summary.json"
-    return int(json.loads(summary.read_text()).get("steps", -1)) if summary.is_file() else -1
+        pool.shutdown()

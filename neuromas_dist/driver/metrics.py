@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from neuromas_dist.run_dir import read_metrics
+
 
 class MetricsLogger:
     """Append-only JSONL (``{"step": k, "name/with/slashes": value, ...}``) plus TensorBoard.
@@ -67,13 +69,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no NaN; None is visible in pandas as missing, not as a number
     return value
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    path = Path(path)
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def truncate_after(path: Path, step: int) -> None:

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: clusters and CI have no display
 import matplotlib.pyplot as plt
 
-from neuromas_dist.driver.metrics import read_metrics
+from neuromas_dist.run_dir import read_metrics
 
 
 def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import ray
 from ray.exceptions import GetTimeoutError, RayError
 
+from neuromas_dist.adapters.peft_io import AdapterSet
 from neuromas_dist.config import Config
 from neuromas_dist.rollout.actors import split_examples
 from neuromas_dist.rollout.rows import sample_id
@@ -66,20 +67,34 @@ class WorkerPool:
         self._topology = (tuple(widths), list(edges), gate)
         self._on_every_worker("setting the topology", lambda w: w.set_topology.remote(*self._topology))
 
-    def load_adapters(self, adapters: Any) -> None:
+    def load_adapters(self, adapters: AdapterSet) -> dict[str, float]:
+        """Every worker holds ``adapters`` (put in the object store once; a restarted worker gets
+        them again). Returns the slowest load and the most adapter versions a worker keeps live."""
         self._adapters = ray.put(adapters)
         self.version = adapters.version
-        self._on_every_worker(f"loading adapters v{adapters.version}", lambda w: w.load_adapters.remote(self._adapters))
+        loads = self._on_every_worker(f"loading adapters v{adapters.version}",
+                                      lambda w: w.load_adapters.remote(self._adapters))
+        return {key: max(g[key] for g in loads) for key in ("rollout/adapter_load_s", "rollout/live_adapter_versions")
+                if loads and all(key in g for g in loads)}
 
-    def _on_every_worker(self, what: str, call: Callable[[Any], Any]) -> None:
-        """``call`` on every worker; one that dies (or hangs) meanwhile is restarted, and the
-        restart itself reloads what this call was bringing."""
-        refs = [call(w) for w in self.actors]
-        for i, ref in enumerate(refs):
+    def shutdown(self) -> None:
+        for w in self.actors:
             try:
-                ray.get(ref, timeout=self.cfg.faults.restart_timeout_s)
+                ray.get(w.shutdown.remote(), timeout=30)
+            except Exception:  # noqa: BLE001 - a dead worker has nothing left to close
+                pass
+
+    def _on_every_worker(self, what: str, call: Callable[[Any], Any]) -> list[Any]:
+        """``call`` on every worker; one that dies (or hangs) meanwhile is restarted, and the
+        restart itself reloads what this call was bringing. Returns the answers of the workers
+        that gave one."""
+        answers = []
+        for i, ref in enumerate([call(w) for w in self.actors]):
+            try:
+                answers.append(ray.get(ref, timeout=self.cfg.faults.restart_timeout_s))
             except (RayError, GetTimeoutError) as exc:
                 self.restart(i, f"{what}: {short_error(exc)}", hung=isinstance(exc, GetTimeoutError))
+        return answers
 
     def restart(self, i: int, why: str, hung: bool = False, failed_on: str | None = None) -> bool:
         """Bring worker ``i`` back: kill it if its process is still the one that failed (a hung

@@ -29,7 +29,7 @@ from neuromas_dist.config import Config, dump_yaml
 from neuromas_dist.driver.checkpoints import checkpoint_step, latest_checkpoint
 from neuromas_dist.driver.cluster import init_ray
 from neuromas_dist.driver.growth import check_grow_from, scheduled_widths
-from neuromas_dist.driver.metrics import MetricsLogger, read_metrics
+from neuromas_dist.driver.metrics import MetricsLogger
 from neuromas_dist.driver.plots import plot_run
 from neuromas_dist.driver.rollouts import WorkersExhausted
 from neuromas_dist.driver.summary import (
@@ -46,6 +46,7 @@ from neuromas_dist.driver.trainer import LearnerLost, StepOutcome, Trainer
 from neuromas_dist.programs.entry import ProgramError, load_program
 from neuromas_dist.rollout.adapters import IncompatibleAdapters
 from neuromas_dist.rollout.worker import resolve_model_dir
+from neuromas_dist.run_dir import read_metrics
 from neuromas_dist.tasks.data import DataError, TaskData, load_task_data
 from neuromas_dist.tasks.sandbox import IsolationError
 

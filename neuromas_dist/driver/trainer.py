@@ -101,16 +101,13 @@ class Trainer:
         """Export the learner's adapters once, hand the same object to every worker."""
         t0 = time.perf_counter()
         adapters = self.learner.adapters()
-        self.pool.load_adapters(adapters)
+        loaded = self.pool.load_adapters(adapters)
         return {"timing_s/sync": time.perf_counter() - t0, "adapters/version": adapters.version,
-                "adapters/bytes": adapters.nbytes()}
+                "adapters/bytes": adapters.nbytes(), **loaded}
 
     def shutdown(self) -> None:
-        for w in self.pool.actors if self.pool else []:
-            try:
-                ray.get(w.shutdown.remote(), timeout=30)
-            except Exception:  # noqa: BLE001 - a dead worker has nothing left to close
-                pass
+        if self.pool is not None:
+            self.pool.shutdown()
         if self.learner is not None:
             self.learner.shutdown()
         self.placement.remove()
@@ -252,7 +249,7 @@ class Trainer:
 
     def report(self) -> dict[str, Any]:
         """The final report at the current step (``HeldOut.report``)."""
-        return self.held_out.report(self.pool, self.learner.adapters(), self.topology, self.step)
+        return self.held_out.report(self.pool, self.topology, self.step)
 
 
 def start_actors(cfg: Config, learner: Callable[[], LearnerGroup], workers: Callable[[], list[Any]]

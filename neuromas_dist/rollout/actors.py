@@ -51,9 +51,3 @@ def split_examples(examples: Sequence[Any], parts: int) -> list[list[Any]]:
         out.append(list(examples[start:end]))
         start = end
     return out
-
-
-def broadcast_adapters(actors: Sequence[Any], adapters: Any) -> list[dict[str, float]]:
-    """Put the adapter set in the object store once; every worker loads it."""
-    ref = ray.put(adapters)
-    return ray.get([actor.load_adapters.remote(ref) for actor in actors])

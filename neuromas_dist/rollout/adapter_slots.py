@@ -9,16 +9,18 @@ and its files the scratch directory, when its last sample ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator, Callable
 
 import psutil
 
-from neuromas_dist.adapters.peft_io import AdapterSet, write_adapter_set
+from neuromas_dist.adapters.peft_io import AdapterSet, write_adapter_set, write_peft_dir
 from neuromas_dist.rollout.lora_registry import LoraRegistry, Pin, Retired
 
 SCRATCH_PREFIX = "neuromas_rollout_p"
@@ -49,6 +51,7 @@ class AdapterSlots:
         self.registry = LoraRegistry()
         self.engine: Any = None
         self.versions_retired = 0
+        self.held: AdapterSet | None = None  # the current version's tensors (an ablation zeroes one node's)
         self._drops: set[asyncio.Task] = set()
 
     @property
@@ -61,6 +64,7 @@ class AdapterSlots:
         t0 = time.perf_counter()
         directory = self.root / f"v{adapters.version}"
         paths = {node: str(p) for node, p in write_adapter_set(directory, adapters).items()}
+        self.held = adapters
         pin, retired = self.registry.install(adapters.version, paths, directory)
         for request in pin.requests.values():
             await self.engine.add_lora(request)
@@ -69,6 +73,30 @@ class AdapterSlots:
 
     def acquire(self) -> Pin:
         return self.registry.acquire()
+
+    @contextlib.asynccontextmanager
+    async def ablating(self, node: str) -> AsyncIterator[Callable[[], Pin]]:
+        """``acquire`` for one pass with ``node``'s LoRA B zeroed (A kept: the adapter adds exactly
+        0, the node runs as the base model) under a one-off id, dropped when the block ends: the
+        installed versions never change, so a pass after the block is the full graph's.
+        (Leaving the node's request out would not do: vLLM's CPU LoRA ops index the adapter
+        slots with -1 for a request without one, i.e. serve it the last slot's adapter.)"""
+        if self.held is None or node not in self.held.tensors:
+            raise ValueError(f"cannot ablate {node}: no adapter of that node is installed")
+        zero = {k: (v.new_zeros(v.shape) if ".lora_B." in k else v) for k, v in self.held.tensors[node].items()}
+        directory = self.root / f"ablated_{node}_{uuid.uuid4().hex[:8]}"
+        request = self.registry.one_off(f"{node}@ablated", str(write_peft_dir(directory, zero, self.held.peft_config)))
+        await self.engine.add_lora(request)
+
+        def acquire() -> Pin:
+            pin = self.registry.acquire()
+            return pin._replace(requests={**pin.requests, node: request})
+
+        try:
+            yield acquire
+        finally:
+            await self.engine.remove_lora(request.lora_int_id)
+            shutil.rmtree(directory, ignore_errors=True)
 
     def release(self, pin: Pin) -> None:
         retired = self.registry.release(pin)

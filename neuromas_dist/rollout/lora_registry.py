@@ -59,6 +59,10 @@ class LoraRegistry:
     def current_version(self) -> int | None:
         return self._current
 
+    def one_off(self, name: str, path: str) -> Any:
+        """A request outside the versions (an ablated node for one pass), under a fresh id."""
+        return self._make_request(name, next(self._ids), path)
+
     def install(self, version: int, paths: Mapping[str, str], directory: Any = None
                 ) -> tuple[Pin, list[Retired]]:
         """Make ``version`` current (node -> PEFT dir); returns its pin-free view and

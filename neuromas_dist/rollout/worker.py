@@ -12,7 +12,7 @@ import asyncio
 import os
 import time
 import uuid
-from typing import Any, AsyncIterator, Mapping, Sequence
+from typing import Any, AsyncIterator, Callable, Sequence
 
 import pyarrow as pa
 from transformers import AutoTokenizer
@@ -28,6 +28,7 @@ from neuromas_dist.rollout.adapters import zero_adapter_set
 from neuromas_dist.rollout.calls import EngineCalls, node_policy
 from neuromas_dist.rollout.engine import build_engine, child_pids, kill_pids
 from neuromas_dist.rollout.executor import GraphExecutor, SampleResult, SampleSpec, SamplingPolicy
+from neuromas_dist.rollout.lora_registry import Pin
 from neuromas_dist.rollout.program.http import LoopbackEndpoint
 from neuromas_dist.rollout.program.runtime import ProgramExecutor
 from neuromas_dist.rollout.rows import sample_id, score_sample
@@ -66,7 +67,7 @@ class RolloutWorker:
         self.endpoint = LoopbackEndpoint() if self.program and cfg.program.transport == "http" else None
         self.task = task if task is not None else default_task(cfg)
         self.adapters = AdapterSlots()
-        self.gauges: dict[str, float] = {}
+        self.gauges: dict[str, float] = {}  # what start() reports: engine start, code isolation
         self._engine: Any = None
         self._executor: GraphExecutor | ProgramExecutor | None = None
         self._start_lock: asyncio.Lock | None = None
@@ -144,9 +145,9 @@ class RolloutWorker:
         if missing:
             raise ValueError(f"adapter set v{adapters.version} lacks nodes {', '.join(missing)}")
         seconds = await self.adapters.install(adapters)
-        self.gauges.update({"rollout/adapter_version": adapters.version, "rollout/adapter_load_s": seconds,
-                            "rollout/adapter_bytes": adapters.nbytes()})
-        return {k: self.gauges[k] for k in ("rollout/adapter_version", "rollout/adapter_load_s")}
+        # The slots' counts show a leak: versions stay live while a sample pins them, never longer.
+        return {"rollout/adapter_version": adapters.version, "rollout/adapter_load_s": seconds,
+                **self.adapters.stats()}
 
     async def set_topology(self, widths: Sequence[int], edges: Sequence[str] = (), gate: Any = None) -> list[str]:
         """Switch to a grown topology (with its growth gate, if gated); load adapters
@@ -191,22 +192,31 @@ class RolloutWorker:
                 yield piece
             yield summarize(batch, pieces, self.task.answer_type, records)
 
-    async def evaluate(self, examples: Sequence[Any], step: int = -1, samples: int = 0) -> dict[str, Any]:
+    async def evaluate(self, examples: Sequence[Any], step: int = -1, samples: int = 0, ablate: str | None = None
+                       ) -> dict[str, pa.Table | None]:
         """Greedy pass over ``examples`` and, with ``samples`` > 0, that many sampled passes
-        at the training temperature: ``{"metrics": {...}, "greedy": Table, "sampled": Table | None}``.
+        at the training temperature: ``{"greedy": Table, "sampled": Table | None}``.
+        ``ablate``: that node's LoRA B is zeroed (it runs as the base model) in this pass only.
 
         Sampled passes use the same request seeds at every evaluation (``EVAL_SEED_STEP``),
         so "before" and "after" differ by the adapters, not by the draw.
         """
         await self.start()
-        greedy, records = await self._collect([SampleSpec(step, ex, 0) for ex in examples], greedy=True)
-        metrics = dict(zip(("eval/accuracy", "eval/questions"), mean_reward(records)))
+        if ablate is None:
+            return await self._passes(examples, step, samples, self.adapters.acquire)
+        if ablate not in self._executor.names:
+            raise ValueError(f"cannot ablate {ablate}: not a node of {', '.join(self._executor.names)}")
+        async with self.adapters.ablating(ablate) as acquire:
+            return await self._passes(examples, step, samples, acquire)
+
+    async def _passes(self, examples: Sequence[Any], step: int, samples: int, acquire: Callable[[], Pin]
+                      ) -> dict[str, pa.Table | None]:
+        greedy = await self._collect([SampleSpec(step, ex, 0) for ex in examples], greedy=True, acquire=acquire)
         sampled = None
         if samples > 0:
-            sampled, records = await self._collect(
-                [SampleSpec(step, ex, k, EVAL_SEED_STEP) for ex in examples for k in range(samples)], greedy=False)
-            metrics.update(zip(("eval/sampled_accuracy", "eval/samples"), mean_reward(records)))
-        return {"metrics": metrics, "greedy": greedy, "sampled": sampled}
+            sampled = await self._collect([SampleSpec(step, ex, k, EVAL_SEED_STEP) for ex in examples
+                                           for k in range(samples)], greedy=False, acquire=acquire)
+        return {"greedy": greedy, "sampled": sampled}
 
     async def run_one(self, spec: SampleSpec, policy: SamplingPolicy, sink_tokens: asyncio.Queue | None = None
                       ) -> SampleResult:
@@ -223,34 +233,23 @@ class RolloutWorker:
         """Tokens of the first prompt ``question`` makes; None when it leaves no room for one new token."""
         return self._executor.prompt_tokens(question)
 
-    async def _collect(self, specs: list[SampleSpec], greedy: bool) -> tuple[pa.Table | None, dict[str, SampleRecord]]:
-        batches, records = [], {}
-        async for batch, scored in self._run(specs, self._policy(greedy=greedy), self.cfg.rollout.scheduling):
-            batches.append(batch)
-            records.update(scored)
-        return (pa.Table.from_batches(batches) if batches else None), records
+    async def _collect(self, specs: list[SampleSpec], greedy: bool, acquire: Callable[[], Pin]) -> pa.Table | None:
+        batches = [batch async for batch, _ in self._run(specs, self._policy(greedy=greedy),
+                                                          self.cfg.rollout.scheduling, acquire)]
+        return pa.Table.from_batches(batches) if batches else None
 
-    async def _run(self, specs: list[SampleSpec], policy: SamplingPolicy, scheduling: str
+    async def _run(self, specs: list[SampleSpec], policy: SamplingPolicy, scheduling: str,
+                   acquire: Callable[[], Pin] | None = None
                    ) -> AsyncIterator[tuple[pa.RecordBatch, dict[str, SampleRecord]]]:
         """Each group of finished samples as (their rows, each sample's record)."""
-        t0, tokens = time.perf_counter(), 0
-        results = self._executor.stream(specs, self.adapters.acquire, self.adapters.release, policy, scheduling)
+        results = self._executor.stream(specs, acquire or self.adapters.acquire, self.adapters.release, policy,
+                                        scheduling)
         async for group in _grouped(results, self.cfg.rollout.batch_samples, self.cfg.rollout.batch_seconds):
             scored = await asyncio.gather(*(
                 score_sample(self.task, result, self._executor.positions, self.worker_id) for result in group))
             rows = [row for sample_rows_, _ in scored for row in sample_rows_]
-            tokens += sum(len(r.response_ids) for r in rows)
             records = {sample_id(r.spec.example.id, r.spec.sample_index): rec for r, (_, rec) in zip(group, scored)}
             yield to_record_batch(rows), records
-        elapsed = time.perf_counter() - t0
-        self.gauges.update({"rollout/seconds": elapsed, "rollout/response_tokens": tokens,
-                            "rollout/tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0})
-
-    def stats(self) -> dict[str, float]:
-        """Gauges of the last rollout and adapter load (the samples' counts and flags reach the
-        driver in each batch's summary)."""
-        return {**self.gauges, **self.adapters.stats(),
-                "rollout/worker_id": self.worker_id}
 
 
 async def _grouped(results: AsyncIterator[SampleResult], every: int, seconds: float
@@ -297,12 +296,6 @@ def graph_executor(cfg: Config, calls: EngineCalls, topology: Topology, task: An
                          upstream_token_budget=cfg.topology.upstream_token_budget, gate=gate,
                          style=PromptStyle(cfg.topology.upstream_cut, cfg.prompts.system, cfg.prompts.enable_thinking),
                          node_policy=(lambda node, run: node_policy(cfg, node, run)) if cfg.sampling.per_node else None)
-
-
-def mean_reward(records: Mapping[str, SampleRecord]) -> tuple[float, int]:
-    """(mean reward of the samples, how many): a pass's accuracy (0.0 on none)."""
-    rewards = [r["reward"] for r in records.values()]
-    return (sum(rewards) / len(rewards) if rewards else 0.0), len(rewards)
 
 
 def default_task(cfg: Config) -> Any:

@@ -12,12 +12,10 @@ import itertools
 from pathlib import Path
 from typing import Any, AsyncIterator, NamedTuple, Sequence
 
-from neuromas_dist.adapters.peft_io import read_adapter_set
-from neuromas_dist.analysis.run_eval import describe, local_config, run_topology
 from neuromas_dist.graph.topology import Topology
 from neuromas_dist.rollout.executor import SampleResult, SampleSpec, SamplingPolicy
 from neuromas_dist.rollout.worker import RolloutWorker, default_task
-from neuromas_dist.run_dir import RunDirError, check_run_dir, run_config
+from neuromas_dist.run_dir.finished import open_run
 from neuromas_dist.tasks.base import Example
 
 
@@ -34,15 +32,8 @@ class ServedGraph:
     """The run's graph on one engine. ``start`` in the event loop that will serve."""
 
     def __init__(self, run_dir: str | Path, overrides: Sequence[str] = ()):
-        self.run_dir = Path(run_dir)
-        check_run_dir(self.run_dir)
-        cfg = run_config(self.run_dir, overrides)
-        self.topology = run_topology(cfg, self.run_dir)
-        self.adapters = read_adapter_set(self.run_dir / "adapters", version=1)  # above the placeholder v-1
-        if set(self.adapters.tensors) != set(self.topology.names):
-            raise RunDirError(f"{self.run_dir}/adapters holds {', '.join(sorted(self.adapters.tensors))}, "
-                              f"the run's {describe(self.topology)} has {', '.join(self.topology.names)}")
-        self.cfg = local_config(cfg)
+        run = open_run(Path(run_dir), overrides)
+        self.run_dir, self.cfg, self.topology, self.adapters = run.path, run.cfg, run.topology, run.adapters
         self.task = default_task(self.cfg)
         self.worker: Any = None
         self._ids = itertools.count()

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import ray
 
 from neuromas_dist.config import load_config
-from neuromas_dist.driver.metrics import read_metrics
+from neuromas_dist.run_dir import read_metrics
 
 
 def launch_env() -> dict[str, str]:

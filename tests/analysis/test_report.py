@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from neuromas_dist.analysis.evaluation import EvalPass, ablated, sink_scores
+from neuromas_dist.analysis.evaluation import EvalPass, sink_scores
 from neuromas_dist.analysis.plots import plot_report
 from neuromas_dist.analysis.report import build_report, write_report
 from neuromas_dist.trajectories.schema import concat, make_row, to_record_batch
@@ -72,23 +72,3 @@ def test_sink_scores_are_in_question_order_and_complain_about_gaps():
     assert sink_scores(table, "L1N0", ["q3", "q0"]).tolist() == [[1.0], [1.0]]
     with pytest.raises(ValueError, match="no sink row"):
         sink_scores(table, "L1N0", ["q0", "nope"])
-
-
-def test_ablated_zeroes_only_the_named_node_s_lora_b():
-    import torch
-
-    from neuromas_dist.adapters.peft_io import AdapterSet
-
-    def node(seed):
-        g = torch.Generator().manual_seed(seed)
-        return {"m.lora_A.weight": torch.randn(2, 3, generator=g), "m.lora_B.weight": torch.randn(3, 2, generator=g)}
-
-    adapters = AdapterSet(4, {"L0N0": node(0), "L1N0": node(1)}, {"r": 2})
-    out = ablated(adapters, "L0N0", 9)
-    assert out.version == 9
-    assert torch.count_nonzero(out.tensors["L0N0"]["m.lora_B.weight"]) == 0
-    assert torch.equal(out.tensors["L0N0"]["m.lora_A.weight"], adapters.tensors["L0N0"]["m.lora_A.weight"])
-    assert out.tensors["L1N0"] is adapters.tensors["L1N0"]
-    assert torch.count_nonzero(adapters.tensors["L0N0"]["m.lora_B.weight"]) > 0  # the input is untouched
-    with pytest.raises(KeyError, match="no adapter for node L9N9"):
-        ablated(adapters, "L9N9", 9)

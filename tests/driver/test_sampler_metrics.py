@@ -1,7 +1,8 @@
 import json
 
-from neuromas_dist.driver.metrics import MetricsLogger, read_metrics
+from neuromas_dist.driver.metrics import MetricsLogger
 from neuromas_dist.driver.sampler import QuestionSampler
+from neuromas_dist.run_dir import read_metrics
 
 
 def test_sampler_resume_draws_the_same_questions():
