@@ -17,6 +17,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.vllm]
 
 
 def test_own_data_reward_and_graph_train_for_two_steps(ray_local, tiny_model_dir, tmp_path, monkeypatch):
+    """With the example's reward swapped for one that raises on questions about stamps (a
+    planted fault): each step's row in metrics.jsonl counts exactly the samples it scored 0."""
     from neuromas_dist.config import load_config
     from neuromas_dist.driver.run import run_training
     from neuromas_dist.run_dir import run_config
@@ -26,7 +28,8 @@ def test_own_data_reward_and_graph_train_for_two_steps(ray_local, tiny_model_dir
     small = [o for o in SMALL_RUN if not o.startswith(("data.", "sampling.max_new_tokens"))]
     cfg = load_config(REPO / "examples" / "own" / "config.yaml",
                       [*small, f"logging.run_dir={run_dir}", "trainer.steps=2", "trainer.eval_every=0",
-                       "trainer.final_ablation=false", "trainer.eval_samples=0"])
+                       "trainer.final_ablation=false", "trainer.eval_samples=0",
+                       "data.reward_fn=tests.tasks.reward_plugins:raises_on_stamps"])
     assert run_training(cfg) == 0
     assert run_config(run_dir).topology.edges == ("L0N0->L1N0", "L0N1->L1N0", "L1N0->L2N0", "L0N0->L2N0")
     rows = pq.read_table(run_dir / "trajectories").to_pylist()
@@ -35,8 +38,12 @@ def test_own_data_reward_and_graph_train_for_two_steps(ray_local, tiny_model_dir
     sink = [r for r in rows if r["node"] == "L2N0"]
     assert sink and all("apples" in r["question"] or "books" in r["question"] or "coins" in r["question"]
                         or "stamps" in r["question"] for r in sink)
-    last = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
-    assert last["step"] == 2 and not any(k.startswith("rollout/flag_reward_fn") and v for k, v in last.items())
+    metrics = {m["step"]: m for m in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())}
+    for step in (1, 2):
+        stamps = [r for r in sink if r["step"] == step and "stamps" in r["question"]]
+        assert all(r["reward"] == 0.0 for r in stamps)
+        assert metrics[step].get("rollout/flag_reward_fn_error", 0) == len(stamps), step
+    assert any("stamps" in r["question"] for r in sink), "no question about stamps was drawn: nothing was planted"
 
 
 @pytest.mark.parametrize("transport,entry,mode", [("inproc", "examples.programs.solver_verifier:solve", "sync"),

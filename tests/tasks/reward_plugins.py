@@ -16,3 +16,13 @@ def not_a_number(question: str, sink_text: str, gold: str) -> float:
 
 
 NOT_CALLABLE = 3
+
+
+def raises_on_stamps(question: str, sink_text: str, gold: str) -> float:
+    """The example's reward, except that it raises on questions about stamps: a planted
+    fault whose count tests/test_examples.py finds in metrics.jsonl."""
+    from examples.own.rewards import close_enough
+
+    if "stamps" in question:
+        raise RuntimeError("planted: the checker is down for stamps")
+    return close_enough(question, sink_text, gold)
