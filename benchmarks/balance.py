@@ -91,23 +91,11 @@ def phases_apart(steps: int, workers: int) -> dict[str, Any]:
 
 
 def _one_step_apart(trainer: Any, step: int) -> dict[str, float]:
-    from neuromas_dist.trajectories.summary import StepTally
-
-    rollout = trainer.rollouts.next(trainer.pool, step)
-    arrived = list(rollout.batches())
-    rollout_s = time.perf_counter() - rollout.started
-    tally = StepTally()
-    t0 = time.perf_counter()
-    for arrival in arrived:  # the learner starts only now: nothing overlaps
-        trainer.learner.accumulate(arrival.pieces)
-        tally.add(arrival.summary)
-    learned = trainer.learner.gather(trainer.learner.finish_step_async())
-    learn_s = time.perf_counter() - t0
-    sync = trainer.broadcast()
-    trainer.step = step
-    return {"rollout_s": rollout_s, "learn_s": learn_s, "sync_s": sync["timing_s/sync"],
-            "response_tokens": tally.metrics()["rollout/response_tokens"],
-            "learner_tokens": learned["learner/tokens"], "adapter_bytes": sync["adapters/bytes"]}
+    m = trainer.train_step(apart=True).metrics
+    assert trainer.step == step
+    return {"rollout_s": m["timing_s/rollout"], "learn_s": m["timing_s/learn_tail"], "sync_s": m["timing_s/sync"],
+            "response_tokens": m["rollout/response_tokens"], "learner_tokens": m["learner/tokens"],
+            "adapter_bytes": m["adapters/bytes"]}
 
 
 # ----------------------------------------------------------------- 3. what a sync moves
@@ -221,17 +209,28 @@ class EnginePerNode:
 
 def make_layout_worker(layout: str) -> Any:
     from neuromas_dist.config import load_config
-    from neuromas_dist.rollout.engine import build_engine
     from neuromas_dist.rollout.worker import RolloutWorker
 
-    class PerNodeWorker(RolloutWorker):
-        def _build_engine(self) -> Any:
-            return EnginePerNode({node: build_engine(self.cfg, self.model_dir, seed=self.cfg.trainer.seed)
-                                  for node in self.topology.names})
-
     slots = [] if layout == "one_engine_all_adapters" else ["rollout.max_loras=1"]
-    cfg = load_config(None, slots)
-    return (PerNodeWorker if layout == "one_engine_per_node" else RolloutWorker)(cfg)
+    return RolloutWorker(load_config(None, slots))
+
+
+async def start_layout(worker: Any, layout: str) -> None:
+    """Start the worker's engine(s): one per node for ``one_engine_per_node``, built here by
+    swapping the engine builder the worker calls while it starts (the package has one layout)."""
+    from unittest import mock
+
+    from neuromas_dist.rollout import worker as worker_module
+    from neuromas_dist.rollout.engine import build_engine
+
+    def per_node(cfg: Any, model_dir: str, seed: int) -> EnginePerNode:
+        return EnginePerNode({node: build_engine(cfg, model_dir, seed=seed) for node in worker.topology.names})
+
+    if layout != "one_engine_per_node":
+        await worker.start()
+        return
+    with mock.patch.object(worker_module, "build_engine", per_node):
+        await worker.start()
 
 
 def _engine_processes() -> set[int]:
@@ -264,7 +263,7 @@ async def layouts(repeats: int) -> dict[str, Any]:
     for layout in LAYOUTS:
         before = _engine_processes()
         workers[layout] = make_layout_worker(layout)
-        await workers[layout].start()
+        await start_layout(workers[layout], layout)
         pids[layout] = _engine_processes() - before
     cfg = workers["one_engine_all_adapters"].cfg
     examples = make_synthetic("arith", "eval", cfg.trainer.questions_per_step, 0)

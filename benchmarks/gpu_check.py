@@ -250,8 +250,8 @@ async def _rollout(model_dir: Path, questions: int, overrides: list[str]) -> dic
     adapters = random_b_adapter_set(zero_adapter_set(model_dir, worker.topology.names, cfg.lora), version=1, scale=0.05)
     await worker.load_adapters(adapters)
     examples, samples = make_synthetic("arith", "eval", questions, 0), cfg.sampling.n_samples
-    await timed_rollout(worker, cfg.rollout.scheduling, 1, examples[:2], samples)  # warm-up
-    graph_s, rows = await timed_rollout(worker, cfg.rollout.scheduling, 1, examples, samples)
+    await timed_rollout(worker, "per_sample", 1, examples[:2], samples)  # warm-up
+    graph_s, rows = await timed_rollout(worker, "per_sample", 1, examples, samples)
     raw_s = await timed_raw(worker, rows)
     await worker.shutdown()
     tokens = sum(len(r["response_ids"]) for r in rows)

@@ -52,19 +52,45 @@ def make_worker(args: argparse.Namespace) -> Any:
 
 async def timed_rollout(worker: Any, scheduling: str, step: int, examples: list, samples: int
                         ) -> tuple[float, list[dict]]:
+    """One rollout of ``examples`` by the worker, per sample (the package's scheduler) or with
+    a barrier per layer (``layer_barrier``, built here for the comparison)."""
     import pyarrow as pa
 
-    worker.cfg = _with_scheduling(worker.cfg, scheduling)
+    executor = worker._executor  # the benchmark swaps the scheduler on this instance only
+    if scheduling == "layer":
+        executor.stream = layer_barrier(executor)
     await worker.engine.reset_prefix_cache()  # runs replay the same prompts: no warm cache for any
-    t0 = time.perf_counter()
-    items = [b async for b in worker.rollout(step, examples, samples)]  # one learner rank: piece, summary, ...
-    return time.perf_counter() - t0, pa.Table.from_batches(items[0::2]).to_pylist()
+    try:
+        t0 = time.perf_counter()
+        items = [b async for b in worker.rollout(step, examples, samples)]  # one learner rank: piece, summary, ...
+        return time.perf_counter() - t0, pa.Table.from_batches(items[0::2]).to_pylist()
+    finally:
+        executor.__dict__.pop("stream", None)
 
 
-def _with_scheduling(cfg: Any, scheduling: str) -> Any:
-    import dataclasses
+def layer_barrier(executor: Any) -> Any:
+    """The graph executor's ``stream`` with a barrier per layer: layer l of every sample, then
+    layer l + 1 (how a framework that batches by role would run the graph)."""
+    topology = executor.topology
 
-    return dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, scheduling=scheduling))
+    async def stream(specs: list, acquire: Any, release: Any, policy: Any) -> Any:
+        pins = [acquire() for _ in specs]
+        calls: list[dict[str, Any]] = [{} for _ in specs]
+        try:
+            for layer in range(topology.num_layers):
+                jobs = [(i, n.name) for i in range(len(specs)) for n in topology.layer_nodes(layer)]
+                done = await asyncio.gather(*(
+                    executor.call_node(specs[i], node, {src: calls[i][src].text for src in topology.node(node).inputs},
+                                       pins[i], policy) for i, node in jobs))
+                for (i, node), call in zip(jobs, done):
+                    calls[i][node] = call
+        finally:
+            for pin in pins:
+                release(pin)
+        for spec, pin, by_node in zip(specs, pins, calls):
+            yield executor._result(spec, pin, list(by_node.values()))
+
+    return stream
 
 
 async def timed_raw(worker: Any, rows: list[dict]) -> float:

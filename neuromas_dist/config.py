@@ -115,8 +115,6 @@ class SamplingConfig(_Checked):
 @dataclass(frozen=True)
 class RolloutConfig(_Checked):
     num_workers: int = _f(1, "vLLM rollout worker actors", lo=1)
-    scheduling: str = _f("per_sample", "per_sample: a node starts when its own inputs are done; layer: barrier per "
-                         "layer", choices=("per_sample", "layer"))
     max_num_seqs: int = _f(256, "vLLM max concurrent sequences per worker", lo=1)
     max_loras: int = _f(0, "adapters vLLM batches together (LoRA slots); 0 = every node of the largest graph. "
                         "Fewer slots save memory but run the nodes' requests a slot's worth at a time", lo=0)
@@ -380,15 +378,12 @@ def _check_growth(cfg: Config) -> None:
         raise ConfigError("trainer.growth needs full connectivity: topology.edges must be empty")
     t = cfg.trainer
     if t.growth_mode != "gated" or t.growth_fade_steps == 0 or not (t.growth or t.grow_from):
-        return  # no growth gate (trainer._gate builds none either)
+        return  # no growth gate (growth.growth_gate builds none either)
     # the last small-graph step of each growth: 0 for grow_from, at_step - 1 within the run
     late = [s for s in ([0] if t.grow_from else []) + [s - 1 for s in steps] if s + t.growth_fade_steps > t.steps]
     if late:
         raise ConfigError(f"trainer.growth_fade_steps={t.growth_fade_steps}: the fade after step {late[0]} ends "
                           f"after trainer.steps={t.steps}, so the final evaluation would run a partly gated graph")
-    if cfg.rollout.scheduling != "per_sample":
-        raise ConfigError(f"trainer.growth_mode=gated needs rollout.scheduling=per_sample "
-                          f"(got {cfg.rollout.scheduling})")
 
 
 def _check_objective(cfg: Config) -> None:

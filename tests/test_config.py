@@ -166,7 +166,7 @@ def test_cli_refuses_a_run_dir_that_holds_a_run(tmp_path):
 def test_cli_help_lists_every_key():
     proc = _launch("--help")
     assert proc.returncode == 0
-    for key in ("trainer.steps=", "learner.baseline=", "rollout.scheduling=", "topology.widths="):
+    for key in ("trainer.steps=", "learner.baseline=", "rollout.max_loras=", "topology.widths="):
         assert key in proc.stdout
 
 

@@ -297,8 +297,10 @@ def _cancel(gen: Any) -> None:
         pass
 
 
-def short_error(exc: Exception) -> str:
+def short_error(exc: BaseException, limit: int = 200) -> str:
+    """``Type: last line`` of the exception that was raised: a RayTaskError's own text is the
+    remote traceback, its ``.cause`` the exception itself."""
     root = getattr(exc, "cause", None) or exc
     text = str(root).strip().splitlines()
-    return f"{type(root).__name__}: {text[-1][:200] if text else ''}"
+    return f"{type(root).__name__}: {text[-1][:limit] if text else ''}"
 

@@ -31,7 +31,7 @@ from neuromas_dist.driver.cluster import init_ray
 from neuromas_dist.driver.growth import check_grow_from, scheduled_widths
 from neuromas_dist.driver.metrics import MetricsLogger
 from neuromas_dist.driver.plots import plot_run
-from neuromas_dist.driver.rollouts import WorkersExhausted
+from neuromas_dist.driver.rollouts import WorkersExhausted, short_error
 from neuromas_dist.driver.summary import (
     done_line,
     eval_line,
@@ -174,7 +174,6 @@ class TrainingLoop:
 
     def __init__(self, cfg: Config, trainer: Trainer, log: MetricsLogger, stop: StopFlag):
         self.cfg, self.trainer, self.log, self.stop = cfg, trainer, log, stop
-        self.logged_step = 0  # the last step in metrics.jsonl; a checkpoint must not stand for a later one
 
     def run(self, ckpt: Path | None) -> int:
         trainer = self.trainer
@@ -196,7 +195,7 @@ class TrainingLoop:
     def _setup(self, ckpt: Path | None) -> None:
         trainer, t = self.trainer, self.cfg.trainer
         if ckpt is not None:
-            self.logged_step = checkpoint_step(ckpt)  # before resume(): a failure inside it must not checkpoint
+            trainer.progress.logged = checkpoint_step(ckpt)  # before resume(): a failure inside it must not checkpoint
             trainer.resume(ckpt)
             say(f"resumed from {ckpt} at step {trainer.step}")
             return
@@ -243,7 +242,7 @@ class TrainingLoop:
         if outcome.failure is None and (outcome.step == t.steps or (t.eval_every and outcome.step % t.eval_every == 0)):
             row.update(trainer.evaluate())  # the last step always evaluates: the "after" number
         self.log.log(outcome.step, row)
-        self.logged_step = outcome.step
+        trainer.progress.logged = outcome.step
         if outcome.failure is not None:
             raise outcome.failure  # _failed checkpoints this logged step
         if t.checkpoint_every and outcome.step % t.checkpoint_every == 0:
@@ -256,7 +255,7 @@ class TrainingLoop:
             raise LearnerLost(f"{exc} (faults.max_learner_restarts={budget} used up)") from exc
         ckpt = self.trainer.recover_learner(str(exc))
         self.log.rewind(self.trainer.step)
-        self.logged_step = self.trainer.step
+        self.trainer.progress.logged = self.trainer.step
         say(f"{exc}; learner rebuilt from {ckpt} ({self.trainer.learner_restarts}/{budget}); "
             f"replaying from step {self.trainer.step + 1}")
 
@@ -271,7 +270,8 @@ class TrainingLoop:
             **eval_summary(final, "after"), **gain_summary(report), "eval_questions": final["eval/questions"],
             "steps": trainer.step, "topology": list(trainer.widths), "checkpoint": str(path),
             "adapters": {k: str(v) for k, v in adapters.items()},
-            **fault_summary(trainer.fault_counts(), trainer.checkpoint_costs),
+            **fault_summary({"worker_restarts": trainer.pool.restarts, "learner_restarts": trainer.learner_restarts},
+                            trainer.checkpoint_costs),
         })
         if self.cfg.logging.plots:
             plot_run(trainer.run_dir)
@@ -280,18 +280,10 @@ class TrainingLoop:
     def _failed(self, exc: Exception) -> int:
         """An actor died: checkpoint what the learner still holds, one line, exit 1."""
         trainer = self.trainer
-        # A RayTaskError's own text is the remote traceback; its .cause is the exception raised.
-        root = getattr(exc, "cause", None) or exc
-        text = str(root).strip()
-        cause = f"{type(root).__name__}: {text.splitlines()[-1][:300] if text else ''}"
+        cause = short_error(exc, limit=300)
         where = "no checkpoint (the learner is gone too); the last periodic one stands"
-        if trainer.applied_step > self.logged_step:
-            # The learner already applied a step whose row was never logged: a checkpoint now
-            # would stand for a step the run has no record of. Resume redoes it instead.
-            where = f"no checkpoint (step {trainer.applied_step}'s update is not logged); the last periodic one stands"
-        elif trainer.step != self.logged_step:
-            # A resume that failed before the learner was restored: its weights are not step N's.
-            where = f"no checkpoint (the learner was not restored to step {self.logged_step}); the last one stands"
+        if why_not := trainer.progress.why_no_checkpoint():
+            where = f"no checkpoint ({why_not}); the last periodic one stands"
         else:
             try:
                 where = f"checkpoint {trainer.checkpoint()}"

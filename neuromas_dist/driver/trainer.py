@@ -28,6 +28,7 @@ from neuromas_dist.config import Config
 from neuromas_dist.driver import checkpoints, growth
 from neuromas_dist.driver.evaluation import HeldOut
 from neuromas_dist.driver.placement import Placement
+from neuromas_dist.driver.progress import Progress
 from neuromas_dist.driver.rollout_queue import RolloutQueue
 from neuromas_dist.driver.rollouts import WorkerPool, WorkersExhausted, code_isolation
 from neuromas_dist.graph.growth import GrowthGate
@@ -60,8 +61,7 @@ class Trainer:
         self.held_out = HeldOut(cfg, run_dir, data)
         self.widths = tuple(cfg.topology.widths)
         self.gate: GrowthGate | None = None  # set while a gated grown graph fades in
-        self.step = 0  # the last step trained to the end
-        self.applied_step = 0  # the last step whose update the learner may hold (past ``step`` mid-step)
+        self.progress = Progress()  # trained, applied and logged step, shared with the loop that logs
         self.placement = Placement(cfg)
         self.pool: WorkerPool | None = None
         self.code_isolation: dict[str, float] = {}
@@ -72,12 +72,13 @@ class Trainer:
         self._last_step_done: float | None = None  # perf_counter when the previous step's update was broadcast
 
     @property
+    def step(self) -> int:  # the last step trained to the end
+        return self.progress.trained
+
+    @property
     def topology(self) -> RunShape:
         """The graph now trained, or the program's agents."""
         return run_shape(self.cfg, self.widths)
-
-    def fault_counts(self) -> dict[str, int]:
-        return {"worker_restarts": self.pool.restarts if self.pool else 0, "learner_restarts": self.learner_restarts}
 
     # ------------------------------------------------------------ actors
 
@@ -142,7 +143,7 @@ class Trainer:
             # The workers hold a newer version than the checkpoint's: its weights get a fresh
             # number, so one version never names two sets of weights (workers only move forward).
             self.learner.set_version(self.pool.version + 1)
-        self.step = self.applied_step = int(extra["step"])
+        self.progress.restored(int(extra["step"]))
         self.rollouts.restore(extra["sampler"])
         self.forget_after(self.step)
         self.broadcast()
@@ -197,11 +198,12 @@ class Trainer:
 
     # ------------------------------------------------------------ a step
 
-    def train_step(self) -> StepOutcome:
+    def train_step(self, apart: bool = False) -> StepOutcome:
         """Run step ``self.step + 1`` to completion. Raises LearnerLost when a learner rank
-        dies (see :meth:`recover_learner`); rollout workers' deaths are handled inside StepRollout."""
+        dies (see :meth:`recover_learner`); rollout workers' deaths are handled inside StepRollout.
+        ``apart``: the learner starts once the rollout has ended (``benchmarks.balance`` times each phase alone)."""
         try:
-            return self._train_step(self.step + 1)
+            return self._train_step(self.step + 1, apart)
         except RayActorError as exc:
             raise LearnerLost(f"a learner rank died at step {self.step + 1}: {type(exc).__name__}") from exc
         except Exception as exc:
@@ -210,18 +212,20 @@ class Trainer:
                                   f"({type(exc).__name__})") from exc
             raise
 
-    def _train_step(self, step: int) -> StepOutcome:
+    def _train_step(self, step: int, apart: bool) -> StepOutcome:
         rollout = self.rollouts.next(self.pool, step)
+        arrivals = list(rollout.batches()) if apart else rollout.batches()
+        t_rollout_end = time.perf_counter()
         tally = StepTally()
-        for arrival in rollout.batches():
+        for arrival in arrivals:
             self.learner.accumulate(arrival.pieces)  # ranks start forward/backward on it now
             tally.add(arrival.summary)
-        t_rollout = time.perf_counter() - rollout.started
-        t_learn0 = time.perf_counter()
+        t_learn0 = t_rollout_end if apart else time.perf_counter()  # apart: all of learning is the tail
+        t_rollout = (t_rollout_end if apart else t_learn0) - rollout.started
         finish = self.learner.finish_step_async()
         # From here the learner may be past the last logged step, a failed gather included
         # (ranks that took their rows apply the update even when another refused a batch).
-        self.applied_step = step
+        self.progress.applied = step
         self.rollouts.launch_ahead(self.pool, step)  # overlaps the update
         learner_metrics = self.learner.gather(finish)
         t_learn = time.perf_counter() - t_learn0
@@ -230,7 +234,7 @@ class Trainer:
             sync = self.broadcast()
         except WorkersExhausted as exc:
             failure = exc  # the step is trained: the run logs and checkpoints it, then stops
-        self.step = step
+        self.progress.trained = step
         self.rollouts.step_done()
         now = time.perf_counter()
         # An async step's rollout started during the step before, so timing_s/step overlaps

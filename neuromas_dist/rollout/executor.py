@@ -210,38 +210,8 @@ class GraphExecutor:
         calls = sorted(calls, key=lambda c: order[c.node])
         return SampleResult(spec, pin.version, tuple(calls), calls[-1].text)
 
-    async def run_layered(self, specs: Sequence[SampleSpec], pins: Sequence[Pin],
-                          policy: SamplingPolicy) -> list[SampleResult]:
-        """Layer-barrier scheduling: layer l of all samples, then layer l+1."""
-        if self.gate is not None:
-            raise ValueError("a growth gate needs rollout.scheduling=per_sample")
-        calls: list[dict[str, NodeCall]] = [{} for _ in specs]
-        for layer in range(self.topology.num_layers):
-            jobs = [(i, n.name) for i in range(len(specs)) for n in self.topology.layer_nodes(layer)]
-            results = await asyncio.gather(*(
-                self.call_node(specs[i], node, _upstream(self.topology, node, calls[i]), pins[i], policy)
-                for i, node in jobs))
-            for (i, node), call in zip(jobs, results):
-                calls[i][node] = call
-        return [self._result(spec, pin, list(c.values())) for spec, pin, c in zip(specs, pins, calls)]
-
     async def stream(self, specs: Sequence[SampleSpec], acquire: Callable[[], Pin],
-                     release: Callable[[Pin], Any], policy: SamplingPolicy, scheduling: str = "per_sample"
-                     ) -> AsyncIterator[SampleResult]:
+                     release: Callable[[Pin], Any], policy: SamplingPolicy) -> AsyncIterator[SampleResult]:
         """Yield samples as they finish; every sample pins one adapter version throughout."""
-        if scheduling == "layer":
-            pins = [acquire() for _ in specs]
-            try:
-                results = await self.run_layered(specs, pins, policy)
-            finally:
-                for pin in pins:
-                    release(pin)
-            for result in results:
-                yield result
-            return
         async for result in stream_samples(self.run_sample, specs, acquire, release, policy):
             yield result
-
-
-def _upstream(topology: Topology, node: str, calls: Mapping[str, NodeCall]) -> dict[str, str]:
-    return {src: calls[src].text for src in topology.node(node).inputs}

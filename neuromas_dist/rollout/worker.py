@@ -88,7 +88,7 @@ class RolloutWorker:
                 t0 = time.perf_counter()
                 self.tokenizer = AutoTokenizer.from_pretrained(
                     self.model_dir, trust_remote_code=self.cfg.model.trust_remote_code)
-                self._engine = self.adapters.engine = self._build_engine()
+                self._engine = self.adapters.engine = build_engine(self.cfg, self.model_dir, seed=self.cfg.trainer.seed)
                 self._executor = self._make_executor()
                 self.gauges["rollout/engine_start_s"] = time.perf_counter() - t0
             if self.adapters.version is None:
@@ -98,10 +98,6 @@ class RolloutWorker:
                                         trust_remote_code=self.cfg.model.trust_remote_code)
                 await self.load_adapters(zero._replace(version=PLACEHOLDER_VERSION))
         return dict(self.gauges)
-
-    def _build_engine(self) -> Any:
-        # A seam for benchmarks.balance, which serves the graph from the peers' engine layouts.
-        return build_engine(self.cfg, self.model_dir, seed=self.cfg.trainer.seed)
 
     @property
     def engine(self) -> Any:
@@ -186,7 +182,7 @@ class RolloutWorker:
         n = n_samples or self.cfg.sampling.n_samples
         ks = indices if indices is not None else [range(n)] * len(examples)
         specs = [SampleSpec(step, ex, k) for ex, kk in zip(examples, ks) for k in kk]
-        async for batch, records in self._run(specs, self._policy(greedy=False), self.cfg.rollout.scheduling):
+        async for batch, records in self._run(specs, self._policy(greedy=False)):
             pieces = split_by_owner(batch, shards)
             for piece in pieces:
                 yield piece
@@ -234,16 +230,13 @@ class RolloutWorker:
         return self._executor.prompt_tokens(question)
 
     async def _collect(self, specs: list[SampleSpec], greedy: bool, acquire: Callable[[], Pin]) -> pa.Table | None:
-        batches = [batch async for batch, _ in self._run(specs, self._policy(greedy=greedy),
-                                                          self.cfg.rollout.scheduling, acquire)]
+        batches = [batch async for batch, _ in self._run(specs, self._policy(greedy=greedy), acquire)]
         return pa.Table.from_batches(batches) if batches else None
 
-    async def _run(self, specs: list[SampleSpec], policy: SamplingPolicy, scheduling: str,
-                   acquire: Callable[[], Pin] | None = None
+    async def _run(self, specs: list[SampleSpec], policy: SamplingPolicy, acquire: Callable[[], Pin] | None = None
                    ) -> AsyncIterator[tuple[pa.RecordBatch, dict[str, SampleRecord]]]:
         """Each group of finished samples as (their rows, each sample's record)."""
-        results = self._executor.stream(specs, acquire or self.adapters.acquire, self.adapters.release, policy,
-                                        scheduling)
+        results = self._executor.stream(specs, acquire or self.adapters.acquire, self.adapters.release, policy)
         async for group in _grouped(results, self.cfg.rollout.batch_samples, self.cfg.rollout.batch_seconds):
             scored = await asyncio.gather(*(
                 score_sample(self.task, result, self._executor.positions, self.worker_id) for result in group))

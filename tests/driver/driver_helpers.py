@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 from small_run import SMALL_RUN as SMALL  # noqa: F401 - re-exported for the driver tests
 
+from neuromas_dist.run_dir import read_metrics
+
 
 def metrics(run_dir: Path) -> list[dict]:
     """The rows of a run's metrics.jsonl ([] before the first one is written)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_metrics(Path(run_dir) / "metrics.jsonl")
 
 
 def wandb_records(path: Path) -> list[bytes]:

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from driver_helpers import SMALL, check_trackers, metrics
+from pinned import check_pinned
 
 from neuromas_dist.adapters.peft_io import read_adapter_set
 from neuromas_dist.config import load_config
@@ -57,6 +58,16 @@ def test_sync_run_leaves_the_complete_run_directory(sync_run):
     assert summary["eval_questions"] == 8 and summary["steps"] == 2
     assert {"eval_sampled_accuracy_before", "eval_sampled_accuracy_after"} <= set(summary)
     assert 0.0 <= summary["eval_accuracy_before"] <= 1.0 and 0.0 <= summary["eval_accuracy_after"] <= 1.0
+
+
+def test_sync_run_gives_its_pinned_numbers(sync_run, tiny_model_dir):
+    """The seeded 2-step run to the last digit: the rollout's reward and tokens per step, the
+    greedy and sampled held-out accuracy before and after (tests/pinned.py: how to re-pin)."""
+    keys = ("rollout/reward_mean", "rollout/response_tokens", "eval/accuracy", "eval/sampled_accuracy")
+    values = {f"step{r['step']}:{k}": r[k] for r in metrics(sync_run) for k in keys if k in r}
+    assert {"step0:eval/accuracy", "step1:rollout/reward_mean", "step2:rollout/reward_mean", "step2:eval/accuracy",
+            "step2:eval/sampled_accuracy"} <= set(values)
+    check_pinned("e2e_sync_run", values, tiny_model_dir)
 
 
 def test_sync_run_trajectories_follow_the_schema(sync_run):

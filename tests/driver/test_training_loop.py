@@ -9,12 +9,17 @@ from pathlib import Path
 import pytest
 
 from neuromas_dist.config import load_config
+from neuromas_dist.driver.progress import Progress
 from neuromas_dist.driver.run import EXIT_FAILED, TrainingLoop
 
 
 class RecordingTrainer:
-    def __init__(self, step: int, applied_step: int):
-        self.step, self.applied_step, self.run_dir, self.saved = step, applied_step, Path("/runs/x"), []
+    def __init__(self, progress: Progress):
+        self.progress, self.run_dir, self.saved = progress, Path("/runs/x"), []
+
+    @property
+    def step(self) -> int:
+        return self.progress.trained
 
     def checkpoint(self) -> Path:
         self.saved.append(self.step)
@@ -28,9 +33,8 @@ class RecordingTrainer:
     (0, 0, 5, [], "not restored to step 5"),  # a resume of step 5 that failed before the learner was
 ])
 def test_a_failure_checkpoints_only_a_learner_at_the_last_logged_step(step, applied, logged, saved, why, capsys):
-    trainer = RecordingTrainer(step, applied)
+    trainer = RecordingTrainer(Progress(trained=step, applied=applied, logged=logged))
     loop = TrainingLoop(load_config(None, []), trainer, log=None, stop=None)
-    loop.logged_step = logged
     assert loop._failed(RuntimeError("worker 0 died\nsecond line")) == EXIT_FAILED
     assert trainer.saved == saved
     lines = capsys.readouterr().out.strip().splitlines()

@@ -102,8 +102,7 @@ class ProgramExecutor:
                   f"(counted in {FAULT}error)", flush=True)
 
     async def stream(self, specs: Sequence[SampleSpec], acquire: Callable[[], Pin],
-                     release: Callable[[Pin], Any], policy: SamplingPolicy, scheduling: str = "per_sample"
-                     ) -> AsyncIterator[SampleResult]:
-        """Yield samples as they finish (a program has no layers: ``scheduling`` is per sample)."""
+                     release: Callable[[Pin], Any], policy: SamplingPolicy) -> AsyncIterator[SampleResult]:
+        """Yield samples as they finish."""
         async for result in stream_samples(self.run_sample, specs, acquire, release, policy):
             yield result
