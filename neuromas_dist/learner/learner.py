@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import ray
-import torch
 from ray.exceptions import RayActorError, RayTaskError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -122,10 +121,6 @@ class LearnerGroup:
         """All node adapters at the current version (from rank 0; ranks are identical)."""
         return ray.get(self.ranks[0].export.remote())
 
-    def load_adapters(self, adapters: AdapterSet | Mapping[str, Mapping[str, torch.Tensor]]) -> list[str]:
-        """Growth/warm start: copy the given nodes' tensors into every rank; others unchanged."""
-        return ray.get([rank.load_adapters.remote(adapters) for rank in self.ranks])[0]
-
     def score(self, batch: Any) -> list[list[float]]:
         """Learner logprobs of every row's response tokens (rank 0)."""
         return ray.get(self.ranks[0].score.remote(batch))
@@ -155,4 +150,4 @@ class LearnerGroup:
 def check_nodes(saved: Sequence[str], current: Sequence[str]) -> None:
     if list(saved) != list(current):
         raise ValueError(f"checkpoint holds nodes {list(saved)} but the learner has {list(current)}; "
-                         f"use load_adapters() with a growth mapping to start a different topology")
+                         f"a different topology starts from a run's adapters (trainer.grow_from)")

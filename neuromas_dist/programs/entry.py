@@ -19,15 +19,27 @@ class Program:
     is_async: bool  # a coroutine function (else, under transport http, it runs in a thread)
 
 
+def import_function(key: str, spec: str, error: type[ValueError]) -> Callable[..., Any]:
+    """``package.module:function``, named by config key ``key``, as the function; ``error`` (one
+    line naming the key) when it is not one. The program entry and a reward function load so."""
+    module, _, attr = spec.partition(":")
+    if not (module and attr):
+        raise error(f"{key}={spec}: not a function; write package.module:function")
+    try:
+        fn = getattr(importlib.import_module(module), attr, None)
+    except Exception as exc:  # noqa: BLE001 - any import failure is the same one-line error
+        raise error(f"{key}={spec}: cannot import {module} ({type(exc).__name__}: {exc})") from None
+    if fn is None:
+        raise error(f"{key}={spec}: {module} has no function {attr!r}")
+    if not callable(fn):
+        raise error(f"{key}={spec}: {module}.{attr} is not a function")
+    return fn
+
+
 def load_program(entry: str, transport: str = "inproc") -> Program:
     """Import ``entry`` and check it can be called as ``solve(question, client_or_base_url)``."""
-    module, _, attr = entry.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module), attr, None) if module and attr else None
-    except Exception as exc:  # noqa: BLE001 - any import failure is the same one-line error
-        raise ProgramError(f"program.entry={entry}: cannot import {module} ({type(exc).__name__}: {exc})") from None
-    if not callable(fn):
-        raise ProgramError(f"program.entry={entry}: {module} has no function {attr!r}")
+    fn = import_function("program.entry", entry, ProgramError)
+    attr = entry.partition(":")[2]
     try:
         inspect.signature(fn).bind("question", None)
     except TypeError:

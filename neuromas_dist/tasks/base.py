@@ -9,12 +9,12 @@ generation must not stop a rollout batch.
 from __future__ import annotations
 
 import functools
-import importlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from neuromas_dist.programs.entry import import_function
 from neuromas_dist.tasks.answers import ANSWER_TYPES, answers_match, extract_answer
 from neuromas_dist.tasks.sandbox import (
     CodeJob,
@@ -142,14 +142,7 @@ class CodeTask(Task):
 @functools.lru_cache(maxsize=None)
 def resolve_reward_fn(spec: str) -> Callable[[str, str, str], float]:
     """``package.module:function`` -> the function; DataError (one line) when it is not one."""
-    module, _, attr = spec.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module), attr) if module and attr else None
-    except Exception as exc:  # noqa: BLE001 - any import failure is the same config error
-        raise DataError(f"data.reward_fn={spec}: cannot import it ({type(exc).__name__}: {exc})") from None
-    if not callable(fn):
-        raise DataError(f"data.reward_fn={spec}: not a function; write package.module:function")
-    return fn
+    return import_function("data.reward_fn", spec, DataError)
 
 
 _WARNED: set[tuple[str, str]] = set()

@@ -57,7 +57,7 @@ def test_a_failing_reward_fn_scores_zero_is_counted_and_warned_once(tmp_path, ca
 
 
 @pytest.mark.parametrize("spec,message", [("reward_plugins:NOT_CALLABLE", "not a function"),
-                                          ("no_such_module:f", "cannot import it (ModuleNotFoundError"),
+                                          ("no_such_module:f", "cannot import no_such_module (ModuleNotFoundError"),
                                           ("reward_plugins", "not a function; write package.module:function")])
 def test_a_bad_reward_fn_is_one_line_before_anything_starts(tmp_path, spec, message):
     with pytest.raises(DataError, match=rf"data.reward_fn={re.escape(spec)}: .*{re.escape(message)}"):
