@@ -67,7 +67,6 @@ def ray_local():
     ray.shutdown()
 
 
-
 @pytest.fixture(scope="session")
 def trained_run(ray_local, tiny_model_dir, tmp_path_factory):
     """A finished 2-step run of the default graph on the real stack (about a minute),

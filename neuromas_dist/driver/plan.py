@@ -140,4 +140,3 @@ def print_plan(cfg: Config) -> int:
         return 2
     print(text, flush=True)
     return 0
-

@@ -303,4 +303,3 @@ def short_error(exc: BaseException, limit: int = 200) -> str:
     root = getattr(exc, "cause", None) or exc
     text = str(root).strip().splitlines()
     return f"{type(root).__name__}: {text[-1][:limit] if text else ''}"
-

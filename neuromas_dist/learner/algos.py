@@ -33,6 +33,7 @@ import torch
 
 # ----------------------------------------------------------------- baselines
 
+
 def ema_update(state: Mapping[str, float], node_means: Mapping[str, float], decay: float) -> dict[str, float]:
     """New EMA state after one step's per-node mean rewards; a node seen first starts at its mean."""
     new = dict(state)
@@ -255,4 +256,3 @@ def logprob_gap(lp_learner: torch.Tensor, lp_rollout: torch.Tensor, mask: torch.
         return 0.0, 0.0, 0
     k3 = torch.exp(d) - 1.0 - d
     return float(d.abs().sum()), float(k3.sum()), int(d.numel())
-

@@ -128,6 +128,7 @@ def build_inputs(rows: Sequence[HasTokens], packed: bool, pad: int = 0) -> Input
             ids[i, :len(s)] = torch.tensor(s)
             attn[i, :len(s)] = 1
         position_ids = None
+
     def long(xs: list[int]) -> torch.Tensor:
         return torch.tensor(xs, dtype=torch.long)
 

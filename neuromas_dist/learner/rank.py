@@ -234,4 +234,3 @@ class LearnerRank:
         self.ema = {k: float(v) for k, v in learner["ema"].items()}
         self.history.remember(self.version, forget_older=True)
         self._reset_step()
-

@@ -57,6 +57,7 @@ def cap(examples: list[Example], n: int) -> list[Example]:
     """The first n examples (0 = all): a prefix keeps ids and order stable across runs."""
     return examples[:n] if n > 0 else examples
 
+
 # What the sink node is told; each matches what its extractor looks for.
 ANSWER_FORMATS = {
     "number": 'End your reply with "The answer is N." where N is a number.',

@@ -150,4 +150,3 @@ def _node_metrics(node: str, s: Mapping[str, float]) -> dict[str, float]:
 
 def _ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
-

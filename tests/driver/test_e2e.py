@@ -21,7 +21,6 @@ from neuromas_dist.trajectories.schema import TRAJECTORY_SCHEMA
 pytestmark = [pytest.mark.ray, pytest.mark.vllm]
 
 
-
 def lora_b_norm(adapters, node: str) -> float:
     return sum(float(t.norm()) for k, t in adapters.tensors[node].items() if "lora_B" in k)
 
