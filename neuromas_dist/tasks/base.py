@@ -146,6 +146,18 @@ def resolve_reward_fn(spec: str) -> Callable[[str, str, str], float]:
     return import_function("data.reward_fn", spec, DataError)
 
 
+def load_hf_dataset(where: str, config: str | None, *args: Any, **kwargs: Any) -> Any:
+    """``datasets.load_dataset(*args, **kwargs)``; its many error types are one DataError line
+    naming ``where`` (the data set, or the local directory standing in for it)."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - datasets raises many unrelated types; all mean "cannot load"
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise DataError(f"cannot load {where} (config {config!r}): {type(exc).__name__}: {first}") from None
+
+
 _WARNED: set[tuple[str, str]] = set()
 
 

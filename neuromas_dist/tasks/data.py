@@ -19,7 +19,16 @@ import pyarrow.parquet as pq
 
 from neuromas_dist.config import DataConfig
 from neuromas_dist.tasks.answers import normalize_gold
-from neuromas_dist.tasks.base import DataError, Example, TaskData, cap, letter_lines, make_task, resolve_reward_fn
+from neuromas_dist.tasks.base import (
+    DataError,
+    Example,
+    TaskData,
+    cap,
+    letter_lines,
+    load_hf_dataset,
+    make_task,
+    resolve_reward_fn,
+)
 from neuromas_dist.tasks.benchmarks import BENCHMARKS, load_benchmark
 from neuromas_dist.tasks.synthetic import KINDS, make_synthetic, split_size, synthetic_task
 
@@ -166,14 +175,8 @@ def load_hf_examples(name: str, config: str, split: str, *, question_field: str,
                      id_prefix: str | None = None, prompt_template: str = "") -> list[Example]:
     """Examples from `datasets.load_dataset(name, config, split=split)`; name="json"
     with data_files reads local files through the same path."""
-    import datasets
-
     source = f"{name}[{split}]"
-    try:
-        dataset = datasets.load_dataset(name, config or None, split=split, data_files=data_files)
-    except Exception as exc:  # noqa: BLE001 - datasets raises many unrelated types; all mean "cannot load"
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        raise DataError(f"cannot load {source} (config {config!r}): {type(exc).__name__}: {first_line}") from None
+    dataset = load_hf_dataset(source, config, name, config or None, split=split, data_files=data_files)
     for field in (answer_field,) if prompt_template else (question_field, answer_field):
         if field not in dataset.column_names:
             raise DataError(f"{source}: no field {field!r}; fields: {', '.join(dataset.column_names)}")

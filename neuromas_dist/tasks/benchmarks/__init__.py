@@ -17,7 +17,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
-from neuromas_dist.tasks.base import DataError, Example, Task, TaskData, cap, letter_lines
+from neuromas_dist.tasks.base import DataError, Example, Task, TaskData, cap, letter_lines, load_hf_dataset
 
 
 class Source(NamedTuple):
@@ -51,23 +51,15 @@ def lettered(question: str, choices: list[str]) -> str:
 
 def load_rows(cfg: Any, source: Source, split: str) -> list[dict]:
     """``split``'s rows through ``datasets``: the hub set, or ``<split>.jsonl`` in data.local_dir."""
-    import datasets
-
     name, config = cfg.hf_name or source.hf_name, (cfg.hf_config or source.hf_config).format(subject=cfg.subject)
     where = f"{cfg.local_dir or name}[{split}]"
-    try:
-        if cfg.local_dir:
-            base = split.split("[", 1)[0]
-            path = Path(cfg.local_dir) / f"{base}.jsonl"
-            if not path.is_file():
-                raise DataError(f"{where}: no file {path} (data.local_dir holds <split>.jsonl files)")
-            return list(datasets.load_dataset("json", data_files={base: str(path)}, split=split))
-        return list(datasets.load_dataset(name, config or None, split=split))
-    except DataError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - datasets raises many unrelated types; all mean "cannot load"
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise DataError(f"cannot load {where} (config {config!r}): {type(exc).__name__}: {first}") from None
+    if not cfg.local_dir:
+        return list(load_hf_dataset(where, config, name, config or None, split=split))
+    base = split.split("[", 1)[0]
+    path = Path(cfg.local_dir) / f"{base}.jsonl"
+    if not path.is_file():
+        raise DataError(f"{where}: no file {path} (data.local_dir holds <split>.jsonl files)")
+    return list(load_hf_dataset(where, config, "json", data_files={base: str(path)}, split=split))
 
 
 def _examples(bench: Benchmark, rows: list[dict], where: str, prefix: str) -> list[Example]:
