@@ -31,6 +31,7 @@ from neuromas_dist.driver.placement import Placement
 from neuromas_dist.driver.rollout_queue import RolloutQueue
 from neuromas_dist.driver.rollouts import WorkerPool, WorkersExhausted, code_isolation
 from neuromas_dist.graph.growth import GrowthGate
+from neuromas_dist.graph.topology import Topology
 from neuromas_dist.learner.learner import LearnerGroup
 from neuromas_dist.rollout.actors import start_workers
 from neuromas_dist.tasks.data import TaskData
@@ -99,6 +100,7 @@ class Trainer:
 
     def broadcast(self) -> dict[str, float]:
         """Export the learner's adapters once, hand the same object to every worker."""
+        assert self.learner is not None and self.pool is not None, "start() first"
         t0 = time.perf_counter()
         adapters = self.learner.adapters()
         self.pool.load_adapters(adapters)
@@ -130,6 +132,7 @@ class Trainer:
         ckpt = checkpoints.latest_checkpoint(self.run_dir)
         if ckpt is None:
             raise LearnerLost(f"{why}; no checkpoint to rebuild the learner from (trainer.checkpoint_every)")
+        assert self.learner is not None and self.pool is not None, "start() first"
         self.learner_restarts += 1
         self.rollouts.drop()
         self.learner.shutdown()
@@ -140,6 +143,7 @@ class Trainer:
         return ckpt
 
     def _restore(self, ckpt: Path, version: int) -> None:
+        assert self.learner is not None and self.pool is not None, "start() first"
         extra = self.learner.load_checkpoint(ckpt)
         if self.pool.version is not None and self.pool.version >= version:
             # The workers hold a newer version than the checkpoint's: its weights get a fresh
@@ -161,6 +165,7 @@ class Trainer:
         t0 = time.perf_counter()
         path = checkpoints.checkpoint_dir(self.run_dir, self.step)
         extra = checkpoints.graph_extra(self.widths, self.gate, self.step, self.rollouts.cursor_after)
+        assert self.learner is not None, "start() first"
         try:
             self.learner.save_checkpoint(path, extra=extra)
         except RayActorError as exc:
@@ -169,15 +174,18 @@ class Trainer:
         return path
 
     def save_adapters(self, name: str = "adapters") -> dict[str, Path]:
+        assert self.learner is not None, "start() first"
         return write_adapter_set(self.run_dir / name, self.learner.adapters())
 
     # ------------------------------------------------------------ growth
 
     def grow_from_run(self, small_run: Path) -> AdapterSet:
         """Initial adapters of this (larger) topology from a smaller run's final adapters."""
-        grown, small_topo, how = growth.adapters_from_run(small_run, self.topology)
+        large = self.topology
+        assert isinstance(large, Topology), "a program does not grow (config rejects it)"
+        grown, small_topo, how = growth.adapters_from_run(small_run, large)
         self.say(f"growth from {small_run}: {how}")
-        self.gate = growth.growth_gate(self.cfg, small_topo, self.topology, 0, self.say)  # step 0 runs the small graph
+        self.gate = growth.growth_gate(self.cfg, small_topo, large, 0, self.say)  # step 0 runs the small graph
         return grown
 
     def grow(self, widths: tuple[int, ...]) -> None:
@@ -186,15 +194,19 @@ class Trainer:
         The learner is rebuilt for the new node set (its optimizer state restarts: the
         new graph is a new optimisation problem); the rollout engines stay up.
         """
+        assert self.learner is not None and self.pool is not None, "start() first"
         small_topo, current = self.topology, self.learner.adapters()
         self.widths = tuple(widths)
-        mapped, how = growth.map_adapters(current, small_topo, self.topology)
+        large = self.topology
+        assert isinstance(small_topo, Topology) and isinstance(large, Topology), \
+            "a program does not grow (config rejects it)"
+        mapped, how = growth.map_adapters(current, small_topo, large)
         self.say(f"growth: {how}")
         self.learner.shutdown()
         # A fresh version: the workers only install versions newer than the one they hold.
         self.learner = self._learner_group(mapped._replace(version=current.version + 1))
         # grow() runs before step at_step, so self.step = at_step - 1 is the small graph's last
-        self.gate = growth.growth_gate(self.cfg, small_topo, self.topology, self.step, self.say)
+        self.gate = growth.growth_gate(self.cfg, small_topo, large, self.step, self.say)
         self.pool.set_topology(self.widths, [], self.gate)
         self.broadcast()
 
@@ -214,6 +226,7 @@ class Trainer:
             raise
 
     def _train_step(self, step: int) -> StepOutcome:
+        assert self.learner is not None and self.pool is not None, "start() first"
         rollout = self.rollouts.next(self.pool, step)
         tally = StepTally()
         for arrival in rollout.batches():
@@ -248,10 +261,12 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         """Held-out accuracy at the current step (``HeldOut.evaluate``)."""
+        assert self.pool is not None, "start() first"
         return self.held_out.evaluate(self.pool, self.topology, self.step)
 
     def report(self) -> dict[str, Any]:
         """The final report at the current step (``HeldOut.report``)."""
+        assert self.learner is not None and self.pool is not None, "start() first"
         return self.held_out.report(self.pool, self.learner.adapters(), self.topology, self.step)
 
 
