@@ -153,7 +153,7 @@ def pass_shape(cfg: Config, packed: bool) -> tuple[int, int, int]:
 def rollout_memory(cfg: Config, a: Arch) -> dict[str, float]:
 
     nb = DTYPE_BYTES[resolve_dtype(cfg.model.dtype, on_gpu(cfg))]
-    out = {"weights": a.params * nb, "lora_slots": lora_slots(cfg) * a.lora_per_slot * nb}
+    out: dict[str, float] = {"weights": a.params * nb, "lora_slots": lora_slots(cfg) * a.lora_per_slot * nb}
     if cfg.resources.rollout_gpus > 0:
         # vLLM's share is of the whole device: a colocated worker's fractional GPU does not shrink it
         gpus = 1.0 if cfg.resources.colocate else cfg.resources.rollout_gpus
