@@ -90,6 +90,7 @@ class RolloutWorker:
                 self._engine = self.adapters.engine = self._build_engine()
                 self._executor = self._make_executor()
                 self.gauges["rollout/engine_start_s"] = time.perf_counter() - t0
+            assert self._executor is not None  # made with the engine
             if self.adapters.version is None:
                 # Zero-contribution adapters so a started worker can serve at once. Version -1:
                 # the learner's own initial adapters are version 0 and must still install over these.
@@ -140,6 +141,7 @@ class RolloutWorker:
         the samples pinning it finish. Returns timing and size of the load."""
         if self._engine is None:
             await self.start()  # loads v0 first, then this version replaces it below
+        assert self._executor is not None  # made with the engine
         missing = sorted(set(self._executor.names) - set(adapters.tensors))
         if missing:
             raise ValueError(f"adapter set v{adapters.version} lacks nodes {', '.join(missing)}")
@@ -213,6 +215,7 @@ class RolloutWorker:
         """One pass of the graph under the current adapters (a served request; unscored).
         Cancelling it cancels its engine requests."""
         await self.start()
+        assert self._executor is not None  # made with the engine
         pin = self.adapters.acquire()
         try:
             return await self._executor.run_sample(spec, pin, policy, sink_tokens)
@@ -221,6 +224,7 @@ class RolloutWorker:
 
     def prompt_tokens(self, question: str) -> int | None:
         """Tokens of the first prompt ``question`` makes; None when it leaves no room for one new token."""
+        assert self._executor is not None, "start() first"
         return self._executor.prompt_tokens(question)
 
     async def _collect(self, specs: list[SampleSpec], greedy: bool) -> tuple[pa.Table | None, dict[str, SampleRecord]]:
@@ -234,13 +238,14 @@ class RolloutWorker:
                    ) -> AsyncIterator[tuple[pa.RecordBatch, dict[str, SampleRecord]]]:
         """Each group of finished samples as (their rows, each sample's record)."""
         t0, tokens = time.perf_counter(), 0
+        assert self._executor is not None, "start() first"
         results = self._executor.stream(specs, self.adapters.acquire, self.adapters.release, policy, scheduling)
         async for group in _grouped(results, self.cfg.rollout.batch_samples, self.cfg.rollout.batch_seconds):
             scored = await asyncio.gather(*(
                 score_sample(self.task, result, self._executor.positions, self.worker_id) for result in group))
             rows = [row for sample_rows_, _ in scored for row in sample_rows_]
             tokens += sum(len(r.response_ids) for r in rows)
-            records = {sample_id(r.spec.example.id, r.spec.sample_index): rec for r, (_, rec) in zip(group, scored)}
+            records: dict[str, SampleRecord] = {sample_id(r.spec.example.id, r.spec.sample_index): rec for r, (_, rec) in zip(group, scored)}
             yield to_record_batch(rows), records
         elapsed = time.perf_counter() - t0
         self.gauges.update({"rollout/seconds": elapsed, "rollout/response_tokens": tokens,
