@@ -29,7 +29,9 @@ import pyarrow.compute as pc
 import ray
 from ray.exceptions import GetTimeoutError, RayError
 
+from neuromas_dist.adapters.peft_io import AdapterSet
 from neuromas_dist.config import Config
+from neuromas_dist.graph.growth import GrowthGate
 from neuromas_dist.rollout.actors import split_examples
 from neuromas_dist.rollout.rows import sample_id
 from neuromas_dist.rollout.worker import CODE_ISOLATION
@@ -56,17 +58,17 @@ class WorkerPool:
         self.restarts = 0
         # Which process each worker is: a restart must not kill a worker Ray already restarted.
         self.incarnations = [p["incarnation"] for p in ray.get([a.process_ids.remote() for a in actors])]
-        self._topology: tuple[Any, ...] | None = None
+        self._topology: tuple[tuple[int, ...], list[str], GrowthGate | None] | None = None
         self._adapters: Any = None  # ObjectRef of the AdapterSet every worker holds now
         self.version: int | None = None  # its version: workers only ever move forward from it
 
-    def set_topology(self, widths: Sequence[int], edges: Sequence[str], gate: Any) -> None:
+    def set_topology(self, widths: Sequence[int], edges: Sequence[str], gate: GrowthGate | None) -> None:
         if self.cfg.program.entry:
             return  # a program's agents are fixed by its config, which every worker holds
-        self._topology = (tuple(widths), list(edges), gate)
-        self._on_every_worker("setting the topology", lambda w: w.set_topology.remote(*self._topology))
+        self._topology = topology = (tuple(widths), list(edges), gate)
+        self._on_every_worker("setting the topology", lambda w: w.set_topology.remote(*topology))
 
-    def load_adapters(self, adapters: Any) -> None:
+    def load_adapters(self, adapters: AdapterSet) -> None:
         self._adapters = ray.put(adapters)
         self.version = adapters.version
         self._on_every_worker(f"loading adapters v{adapters.version}", lambda w: w.load_adapters.remote(self._adapters))
@@ -223,7 +225,7 @@ class StepRollout:
             return None
         pieces, stream.held = stream.held, []
         repeats = {k for k in summary.sample_ids if k in self.received}
-        arrival = Arrival([p if n else None for p, n in zip(pieces, summary.piece_rows)], summary)
+        arrival: Arrival | None = Arrival([p if n else None for p, n in zip(pieces, summary.piece_rows)], summary)
         if repeats:
             try:
                 arrival = self._without(pieces, summary, repeats)

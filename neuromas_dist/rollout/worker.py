@@ -19,6 +19,7 @@ from transformers import AutoTokenizer
 
 from neuromas_dist.adapters.peft_io import AdapterSet
 from neuromas_dist.config import Config
+from neuromas_dist.graph.growth import GrowthGate
 from neuromas_dist.graph.prompts import PromptStyle
 from neuromas_dist.graph.topology import Topology
 from neuromas_dist.models.tiny import ensure_tiny_model
@@ -70,7 +71,7 @@ class RolloutWorker:
         self._engine: Any = None
         self._executor: GraphExecutor | ProgramExecutor | None = None
         self._start_lock: asyncio.Lock | None = None
-        self.gate: Any = None  # graph.growth.GrowthGate while a grown graph fades in
+        self.gate: GrowthGate | None = None  # while a grown graph fades in
         self.incarnation = uuid.uuid4().hex  # new after every (Ray) restart of this worker
 
     # ------------------------------------------------------------ lifecycle
@@ -150,7 +151,8 @@ class RolloutWorker:
                             "rollout/adapter_bytes": adapters.nbytes()})
         return {k: self.gauges[k] for k in ("rollout/adapter_version", "rollout/adapter_load_s")}
 
-    async def set_topology(self, widths: Sequence[int], edges: Sequence[str] = (), gate: Any = None) -> list[str]:
+    async def set_topology(self, widths: Sequence[int], edges: Sequence[str] = (),
+                           gate: GrowthGate | None = None) -> list[str]:
         """Switch to a grown topology (with its growth gate, if gated); load adapters
         covering its nodes before the next rollout."""
         if self.program:
@@ -297,7 +299,8 @@ async def _grouped(results: AsyncIterator[SampleResult], every: int, seconds: fl
         producer.cancel()
 
 
-def graph_executor(cfg: Config, calls: EngineCalls, topology: Topology, task: Any, gate: Any) -> GraphExecutor:
+def graph_executor(cfg: Config, calls: EngineCalls, topology: Topology, task: Any,
+                   gate: GrowthGate | None) -> GraphExecutor:
     return GraphExecutor(calls, topology, answer_format=task.answer_format,
                          upstream_token_budget=cfg.topology.upstream_token_budget, gate=gate,
                          style=PromptStyle(cfg.topology.upstream_cut, cfg.prompts.system, cfg.prompts.enable_thinking),
