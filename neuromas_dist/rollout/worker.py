@@ -247,7 +247,8 @@ class RolloutWorker:
                 score_sample(self.task, result, self._executor.positions, self.worker_id) for result in group))
             rows = [row for sample_rows_, _ in scored for row in sample_rows_]
             tokens += sum(len(r.response_ids) for r in rows)
-            records: dict[str, SampleRecord] = {sample_id(r.spec.example.id, r.spec.sample_index): rec for r, (_, rec) in zip(group, scored)}
+            records: dict[str, SampleRecord] = {sample_id(r.spec.example.id, r.spec.sample_index): rec
+                                                for r, (_, rec) in zip(group, scored)}
             yield to_record_batch(rows), records
         elapsed = time.perf_counter() - t0
         self.gauges.update({"rollout/seconds": elapsed, "rollout/response_tokens": tokens,
