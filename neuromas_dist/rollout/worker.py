@@ -91,12 +91,11 @@ class RolloutWorker:
                 self._engine = self.adapters.engine = self._build_engine()
                 self._executor = self._make_executor()
                 self.gauges["rollout/engine_start_s"] = time.perf_counter() - t0
-            assert self._executor is not None  # made with the engine
             if self.adapters.version is None:
                 # Zero-contribution adapters so a started worker can serve at once. Version -1:
                 # the learner's own initial adapters are version 0 and must still install over these.
-                zero = zero_adapter_set(self.model_dir, self._executor.names, self.cfg.lora, seed=self.cfg.trainer.seed,
-                                        trust_remote_code=self.cfg.model.trust_remote_code)
+                zero = zero_adapter_set(self.model_dir, _made(self._executor).names, self.cfg.lora,
+                                        seed=self.cfg.trainer.seed, trust_remote_code=self.cfg.model.trust_remote_code)
                 await self.load_adapters(zero._replace(version=PLACEHOLDER_VERSION))
         return dict(self.gauges)
 
@@ -142,8 +141,7 @@ class RolloutWorker:
         the samples pinning it finish. Returns timing and size of the load."""
         if self._engine is None:
             await self.start()  # loads v0 first, then this version replaces it below
-        assert self._executor is not None  # made with the engine
-        missing = sorted(set(self._executor.names) - set(adapters.tensors))
+        missing = sorted(set(_made(self._executor).names) - set(adapters.tensors))
         if missing:
             raise ValueError(f"adapter set v{adapters.version} lacks nodes {', '.join(missing)}")
         seconds = await self.adapters.install(adapters)
@@ -217,17 +215,15 @@ class RolloutWorker:
         """One pass of the graph under the current adapters (a served request; unscored).
         Cancelling it cancels its engine requests."""
         await self.start()
-        assert self._executor is not None  # made with the engine
         pin = self.adapters.acquire()
         try:
-            return await self._executor.run_sample(spec, pin, policy, sink_tokens)
+            return await _made(self._executor).run_sample(spec, pin, policy, sink_tokens)
         finally:
             self.adapters.release(pin)
 
     def prompt_tokens(self, question: str) -> int | None:
         """Tokens of the first prompt ``question`` makes; None when it leaves no room for one new token."""
-        assert self._executor is not None, "start() first"
-        return self._executor.prompt_tokens(question)
+        return _made(self._executor).prompt_tokens(question)
 
     async def _collect(self, specs: list[SampleSpec], greedy: bool) -> tuple[pa.Table | None, dict[str, SampleRecord]]:
         batches, records = [], {}
@@ -240,11 +236,10 @@ class RolloutWorker:
                    ) -> AsyncIterator[tuple[pa.RecordBatch, dict[str, SampleRecord]]]:
         """Each group of finished samples as (their rows, each sample's record)."""
         t0, tokens = time.perf_counter(), 0
-        assert self._executor is not None, "start() first"
-        results = self._executor.stream(specs, self.adapters.acquire, self.adapters.release, policy, scheduling)
+        results = _made(self._executor).stream(specs, self.adapters.acquire, self.adapters.release, policy, scheduling)
         async for group in _grouped(results, self.cfg.rollout.batch_samples, self.cfg.rollout.batch_seconds):
             scored = await asyncio.gather(*(
-                score_sample(self.task, result, self._executor.positions, self.worker_id) for result in group))
+                score_sample(self.task, result, _made(self._executor).positions, self.worker_id) for result in group))
             rows = [row for sample_rows_, _ in scored for row in sample_rows_]
             tokens += sum(len(r.response_ids) for r in rows)
             records: dict[str, SampleRecord] = {sample_id(r.spec.example.id, r.spec.sample_index): rec
@@ -298,6 +293,13 @@ async def _grouped(results: AsyncIterator[SampleResult], every: int, seconds: fl
             yield group
     finally:
         producer.cancel()
+
+
+def _made(executor: GraphExecutor | ProgramExecutor | None) -> GraphExecutor | ProgramExecutor:
+    """The worker's executor, which :meth:`RolloutWorker.start` makes with the engine."""
+    if executor is None:
+        raise RuntimeError("the rollout worker is not started (RolloutWorker.start)")
+    return executor
 
 
 def graph_executor(cfg: Config, calls: EngineCalls, topology: Topology, task: Any,
