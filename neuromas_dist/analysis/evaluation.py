@@ -20,6 +20,7 @@ import ray
 
 from neuromas_dist.adapters.peft_io import AdapterSet
 from neuromas_dist.rollout.actors import broadcast_adapters, split_examples
+from neuromas_dist.tasks.base import Example
 
 
 class EvalPass(NamedTuple):
@@ -39,7 +40,7 @@ def ablated(adapters: AdapterSet, node: str, version: int) -> AdapterSet:
     return AdapterSet(version, tensors, adapters.peft_config)
 
 
-def evaluate_pass(workers: Sequence[Any], examples: Sequence[Any], step: int, samples: int) -> EvalPass:
+def evaluate_pass(workers: Sequence[Any], examples: Sequence[Example], step: int, samples: int) -> EvalPass:
     """Greedy (and ``samples`` sampled) passes over ``examples``, shared across workers."""
     shares = [(w, s) for w, s in zip(workers, split_examples(examples, len(workers))) if s]
     results = ray.get([w.evaluate.remote(share, step, samples) for w, share in shares])
@@ -48,7 +49,7 @@ def evaluate_pass(workers: Sequence[Any], examples: Sequence[Any], step: int, sa
     return EvalPass(greedy, pa.concat_tables(sampled) if sampled else None)
 
 
-def ablation_passes(workers: Sequence[Any], examples: Sequence[Any], adapters: AdapterSet, step: int
+def ablation_passes(workers: Sequence[Any], examples: Sequence[Example], adapters: AdapterSet, step: int
                     ) -> dict[str, pa.Table]:
     """Greedy pass with each node ablated in turn; the workers end holding the last
     ablated set (callers that go on training must broadcast their adapters again)."""

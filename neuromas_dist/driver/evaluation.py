@@ -33,6 +33,7 @@ from neuromas_dist.driver.rollouts import WorkerPool
 from neuromas_dist.graph.topology import Topology
 from neuromas_dist.rollout.actors import broadcast_adapters, start_workers
 from neuromas_dist.rollout.worker import resolve_model_dir
+from neuromas_dist.tasks.base import Example
 from neuromas_dist.tasks.data import TaskData, load_task_data
 
 
@@ -78,7 +79,7 @@ class HeldOut:
                 path.unlink()
 
 
-def evaluate_on(workers: Sequence[Any], adapters: AdapterSet, examples: Sequence[Any], run_dir: Path,
+def evaluate_on(workers: Sequence[Any], adapters: AdapterSet, examples: Sequence[Example], run_dir: Path,
                 topology: RunShape, step: int, samples: int, ablate: bool, full: EvalPass | None = None,
                 answer_type: str = "number", eval_dir: Path | None = None) -> dict[str, Any]:
     """Full pass (unless given), ablations, report. The workers must hold ``adapters``."""

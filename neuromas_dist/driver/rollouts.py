@@ -35,6 +35,7 @@ from neuromas_dist.graph.growth import GrowthGate
 from neuromas_dist.rollout.actors import split_examples
 from neuromas_dist.rollout.rows import sample_id
 from neuromas_dist.rollout.worker import CODE_ISOLATION
+from neuromas_dist.tasks.base import Example
 from neuromas_dist.tasks.data import answer_type_of
 from neuromas_dist.trajectories.schema import concat
 from neuromas_dist.trajectories.summary import BatchSummary, summarize
@@ -59,7 +60,7 @@ class WorkerPool:
         # Which process each worker is: a restart must not kill a worker Ray already restarted.
         self.incarnations = [p["incarnation"] for p in ray.get([a.process_ids.remote() for a in actors])]
         self._topology: tuple[tuple[int, ...], list[str], GrowthGate | None] | None = None
-        self._adapters: Any = None  # ObjectRef of the AdapterSet every worker holds now
+        self._adapters: ray.ObjectRef[AdapterSet] | None = None  # what every worker holds now
         self.version: int | None = None  # its version: workers only ever move forward from it
 
     def set_topology(self, widths: Sequence[int], edges: Sequence[str], gate: GrowthGate | None) -> None:
@@ -157,7 +158,7 @@ class Arrival:
 
 
 class _Stream:
-    def __init__(self, worker: int, gen: Any, work: list[tuple[Any, list[int]]], deadline_s: float,
+    def __init__(self, worker: int, gen: Any, work: list[tuple[Example, list[int]]], deadline_s: float,
                  incarnation: str):
         self.worker, self.gen, self.work, self.incarnation = worker, gen, work, incarnation
         self.deadline = time.monotonic() + deadline_s if deadline_s > 0 else float("inf")
@@ -167,7 +168,7 @@ class _Stream:
 class StepRollout:
     """One step's rollout in flight over the pool's workers (see module doc)."""
 
-    def __init__(self, pool: WorkerPool, step: int, examples: Sequence[Any], n_samples: int,
+    def __init__(self, pool: WorkerPool, step: int, examples: Sequence[Example], n_samples: int,
                  cursor: dict[str, Any]):
         self.pool, self.step, self.n, self.cursor = pool, step, n_samples, cursor
         self.shards = pool.cfg.learner.num_ranks
@@ -180,7 +181,7 @@ class StepRollout:
             if share:
                 self._launch(i, [(ex, list(range(n_samples))) for ex in share])
 
-    def _launch(self, i: int, work: list[tuple[Any, list[int]]]) -> None:
+    def _launch(self, i: int, work: list[tuple[Example, list[int]]]) -> None:
         incarnation = self.pool.incarnations[i]
         gen = self.pool.actors[i].rollout.options(num_returns="streaming").remote(
             self.step, [ex for ex, _ in work], self.n, [ks for _, ks in work], incarnation=incarnation,
@@ -250,7 +251,7 @@ class StepRollout:
             return None
         return Arrival([ray.put(p) if p.num_rows else None for p in kept], summary)
 
-    def _lost(self, work: list[tuple[Any, list[int]]]) -> list[tuple[Any, list[int]]]:
+    def _lost(self, work: list[tuple[Example, list[int]]]) -> list[tuple[Example, list[int]]]:
         out = []
         for ex, ks in work:
             left = [k for k in ks if sample_id(ex.id, k) not in self.received]

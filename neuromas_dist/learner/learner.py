@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import ray
 import torch
 from ray.exceptions import RayActorError, RayTaskError
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from neuromas_dist.adapters.peft_io import AdapterSet
@@ -36,7 +36,7 @@ class LearnerGroup:
     """``cfg.learner.num_ranks`` DeepSpeed ranks as Ray actors; results come from rank 0."""
 
     def __init__(self, cfg: Config, model_dir: str | os.PathLike, nodes: Sequence[str],
-                 init_adapters: AdapterSet | None = None, placement_group: Any = None,
+                 init_adapters: AdapterSet | None = None, placement_group: PlacementGroup | None = None,
                  traj_dir: str | os.PathLike | None = None):
         self.cfg, self.nodes = cfg, list(nodes)
         self.world_size = int(cfg.learner.num_ranks)
@@ -60,7 +60,7 @@ class LearnerGroup:
         addr, port = ray.get(self.ranks[0].address.remote())
         ray.get([rank.setup.remote(addr, port) for rank in self.ranks])
 
-    def _make_placement_group(self) -> Any:
+    def _make_placement_group(self) -> PlacementGroup:
         res = self.cfg.resources
         bundle = {"CPU": res.learner_cpus}
         if res.learner_gpus > 0:

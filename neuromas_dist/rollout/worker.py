@@ -32,7 +32,7 @@ from neuromas_dist.rollout.executor import GraphExecutor, SampleResult, SampleSp
 from neuromas_dist.rollout.program.http import LoopbackEndpoint
 from neuromas_dist.rollout.program.runtime import ProgramExecutor
 from neuromas_dist.rollout.rows import sample_id, score_sample
-from neuromas_dist.tasks import make_task, synthetic_task
+from neuromas_dist.tasks import Example, Task, make_task, synthetic_task
 from neuromas_dist.trajectories.schema import to_record_batch
 from neuromas_dist.trajectories.shards import split_by_owner
 from neuromas_dist.trajectories.summary import BatchSummary, SampleRecord, summarize
@@ -58,7 +58,7 @@ class RolloutWorker:
     """One vLLM engine executing the agent graph (or ``program.entry``) with per-agent LoRA adapters."""
 
     def __init__(self, cfg: Config, worker_id: int = 0, *, model_dir: str | None = None,
-                 task: Any = None) -> None:
+                 task: Task | None = None) -> None:
         self.cfg = cfg
         self.worker_id = worker_id
         self.model_dir = str(model_dir) if model_dir else resolve_model_dir(cfg)
@@ -168,7 +168,7 @@ class RolloutWorker:
         return SamplingPolicy(0.0 if greedy else s.temperature, 1.0 if greedy else s.top_p,
                               s.max_new_tokens, self.cfg.trainer.seed)
 
-    async def rollout(self, step: int, examples: Sequence[Any], n_samples: int | None = None,
+    async def rollout(self, step: int, examples: Sequence[Example], n_samples: int | None = None,
                       indices: Sequence[Sequence[int]] | None = None, incarnation: str | None = None,
                       shards: int = 1) -> AsyncIterator[pa.RecordBatch | BatchSummary]:
         """Sample every example ``n_samples`` times (or, with ``indices``, only the listed
@@ -193,7 +193,7 @@ class RolloutWorker:
                 yield piece
             yield summarize(batch, pieces, self.task.answer_type, records)
 
-    async def evaluate(self, examples: Sequence[Any], step: int = -1, samples: int = 0) -> dict[str, Any]:
+    async def evaluate(self, examples: Sequence[Example], step: int = -1, samples: int = 0) -> dict[str, Any]:
         """Greedy pass over ``examples`` and, with ``samples`` > 0, that many sampled passes
         at the training temperature: ``{"metrics": {...}, "greedy": Table, "sampled": Table | None}``.
 
@@ -302,7 +302,7 @@ def _made(executor: GraphExecutor | ProgramExecutor | None) -> GraphExecutor | P
     return executor
 
 
-def graph_executor(cfg: Config, calls: EngineCalls, topology: Topology, task: Any,
+def graph_executor(cfg: Config, calls: EngineCalls, topology: Topology, task: Task,
                    gate: GrowthGate | None) -> GraphExecutor:
     return GraphExecutor(calls, topology, answer_format=task.answer_format,
                          upstream_token_budget=cfg.topology.upstream_token_budget, gate=gate,
@@ -316,7 +316,7 @@ def mean_reward(records: Mapping[str, SampleRecord]) -> tuple[float, int]:
     return (sum(rewards) / len(rewards) if rewards else 0.0), len(rewards)
 
 
-def default_task(cfg: Config) -> Any:
+def default_task(cfg: Config) -> Task:
     """The config's task without loading its data (the driver owns the examples)."""
     if cfg.data.task.startswith("synthetic/"):
         return synthetic_task(cfg.data.task.removeprefix("synthetic/"))
