@@ -26,6 +26,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy neuromas_dist
 	$(PY) -m pytest -q -rs tests
 
 bench: $(STAMP)

@@ -15,7 +15,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Sequence
 
 import yaml
 
@@ -40,6 +40,9 @@ def _f(default: Any, doc: str, *, lo: float | None = None, hi: float | None = No
 class _Checked:
     """Every field's range and choices are checked when a section is made, so a config
     built in code (``dataclasses.replace``, a notebook) fails as one read from YAML does."""
+
+    if TYPE_CHECKING:  # every subclass is a dataclass
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
     def __post_init__(self) -> None:
         name = type(self).__name__
@@ -341,7 +344,7 @@ def agent_sampling(cfg: Config, agent: str) -> tuple[float, float, int, tuple[st
     run's ``sampling`` under the agent's ``program.sampling`` entry. The rollout samples and
     the learner scores with the same values."""
     s = cfg.sampling
-    out = (s.temperature, s.top_p, s.max_new_tokens, ())
+    out: tuple[float, float, int, tuple[str, ...]] = (s.temperature, s.top_p, s.max_new_tokens, ())
     for a in (*s.per_node, *cfg.program.sampling):
         if a.agent == agent:
             out = (a.temperature or s.temperature, a.top_p or s.top_p, a.max_new_tokens or s.max_new_tokens, a.stop)
@@ -594,7 +597,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
 
 
 def _coerce(tp: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, key + ".")
     origin = typing.get_origin(tp)
     if origin is tuple:
@@ -653,7 +656,7 @@ def describe(cls: type = Config, prefix: str = "") -> list[str]:
     lines: list[str] = []
     for f in dataclasses.fields(cls):
         tp = typing.get_type_hints(cls)[f.name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             lines.append(f"[{prefix}{f.name}]  {f.metadata.get('doc', '')}")
             lines.extend(describe(tp, f"{prefix}{f.name}."))
             continue

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -38,7 +38,7 @@ def meta_model(model_config) -> torch.nn.Module:
         return AutoModelForCausalLM.from_config(model_config)
 
 
-def lora_linears(model: torch.nn.Module, target_modules: Sequence[str]) -> list[tuple[str, torch.nn.Linear]]:
+def lora_linears(model: torch.nn.Module, target_modules: Iterable[str]) -> list[tuple[str, torch.nn.Linear]]:
     """(name, module) of every Linear a LoRA with ``target_modules`` adapts."""
     targets = set(target_modules)
     return [(name, m) for name, m in model.named_modules()

@@ -41,7 +41,9 @@ class AdapterSet(NamedTuple):
 def peft_lora_config(lora_cfg: LoraConfig, base_model: str | None = None) -> Any:
     """The one ``peft.LoraConfig`` of config section ``lora_cfg``: the learner's adapters,
     the rollout's zero adapters and every exported adapter_config.json come from it."""
-    return peft.LoraConfig(r=lora_cfg.rank, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
+    # PEFT annotates lora_alpha as int but scales by any number (alpha / r); ours is a float
+    return peft.LoraConfig(r=lora_cfg.rank, lora_alpha=lora_cfg.alpha,  # type: ignore[arg-type]
+                           lora_dropout=lora_cfg.dropout,
                            target_modules=list(lora_cfg.target_modules), task_type="CAUSAL_LM",
                            base_model_name_or_path=base_model)
 
@@ -98,7 +100,8 @@ def read_adapter_set(root: str | os.PathLike, version: int) -> AdapterSet:
     nodes = sorted(p.name for p in root.iterdir() if (p / CONFIG_NAME).is_file())
     if not nodes:
         raise FileNotFoundError(f"{root}: no PEFT adapter directories found")
-    tensors, config = {}, {}
+    tensors: dict[str, dict[str, torch.Tensor]] = {}
+    config: dict[str, Any] = {}
     for node in nodes:
         tensors[node], config = read_peft_dir(root / node)
     return AdapterSet(version, tensors, config)

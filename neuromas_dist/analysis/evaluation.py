@@ -43,8 +43,8 @@ def sink_samples(table: pa.Table, sink: str, question_ids: Sequence[str], column
 
 
 def _first_of_each(ids: Sequence[str]) -> list[bool]:
-    seen: set[str] = set()
-    return [not (i in seen or seen.add(i)) for i in ids]
+    first: dict[str, int] = {}  # each id's first index
+    return [first.setdefault(i, j) == j for j, i in enumerate(ids)]
 
 
 def sink_scores(table: pa.Table, sink: str, question_ids: Sequence[str]) -> np.ndarray:

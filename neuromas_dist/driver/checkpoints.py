@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from neuromas_dist.graph.growth import GrowthGate
 from neuromas_dist.learner.checkpoint import read_learner_state
@@ -18,6 +18,10 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+@overload
+def checkpoint_step(ckpt: Path) -> int: ...
+@overload
+def checkpoint_step(ckpt: None) -> None: ...
 def checkpoint_step(ckpt: Path | None) -> int | None:
     return int(ckpt.name.split("_")[-1]) if ckpt is not None else None
 

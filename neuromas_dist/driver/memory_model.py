@@ -40,10 +40,9 @@ slack between allocated and reserved, and transient buffers of a single kernel.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-from transformers import AutoConfig, Qwen3Config
+from transformers import AutoConfig, PretrainedConfig, Qwen3Config
 
 from neuromas_dist.adapters.counting import arch_config, lora_linears, meta_model, vllm_rank_bucket
 from neuromas_dist.config import Config, resolve_dtype
@@ -80,7 +79,7 @@ class Arch:
     lora_modules: int  # LoRA targets per layer
 
 
-def model_arch(cfg: Config) -> Any:
+def model_arch(cfg: Config) -> PretrainedConfig:
     """The transformers config of ``cfg``'s model, without weights or download."""
     m = cfg.model
     if m.arch_config:
@@ -153,7 +152,7 @@ def pass_shape(cfg: Config, packed: bool) -> tuple[int, int, int]:
 def rollout_memory(cfg: Config, a: Arch) -> dict[str, float]:
 
     nb = DTYPE_BYTES[resolve_dtype(cfg.model.dtype, on_gpu(cfg))]
-    out = {"weights": a.params * nb, "lora_slots": lora_slots(cfg) * a.lora_per_slot * nb}
+    out: dict[str, float] = {"weights": a.params * nb, "lora_slots": lora_slots(cfg) * a.lora_per_slot * nb}
     if cfg.resources.rollout_gpus > 0:
         # vLLM's share is of the whole device: a colocated worker's fractional GPU does not shrink it
         gpus = 1.0 if cfg.resources.colocate else cfg.resources.rollout_gpus

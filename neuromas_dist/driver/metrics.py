@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, TextIO
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 from neuromas_dist.run_dir import read_metrics
 
@@ -23,7 +26,8 @@ class MetricsLogger:
         self.path = Path(run_dir) / "metrics.jsonl"
         self.trackers = list(trackers)
         self._tb_dir = Path(run_dir) / "tensorboard" if tensorboard else None
-        self._file = self._tb = None
+        self._file: TextIO  # opened by _open
+        self._tb: SummaryWriter | None = None
         self._open(resume_step)
 
     def _open(self, after: int | None) -> None:

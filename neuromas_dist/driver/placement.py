@@ -7,8 +7,6 @@ learner rank i's bundle so both share its GPU (fractional ``num_gpus`` per actor
 
 from __future__ import annotations
 
-from typing import Any
-
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -51,7 +49,7 @@ class Placement:
             raise RuntimeError(f"Ray could not place {bundles(cfg)} within 300 s: "
                                f"the cluster lacks the CPUs/GPUs that resources.* ask for")
 
-    def rollout_strategies(self) -> list[Any]:
+    def rollout_strategies(self) -> list[PlacementGroupSchedulingStrategy]:
         return [PlacementGroupSchedulingStrategy(placement_group=self.group,
                                                  placement_group_bundle_index=rollout_bundle_index(self.cfg, i))
                 for i in range(self.cfg.rollout.num_workers)]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, Sequence
 
 from neuromas_dist.config import Config
 from neuromas_dist.driver.growth import crosses_growth
 from neuromas_dist.driver.rollouts import StepRollout, WorkerPool
 from neuromas_dist.driver.sampler import QuestionSampler
+from neuromas_dist.tasks.base import Example
 
 
 class RolloutQueue:
@@ -16,7 +17,7 @@ class RolloutQueue:
     starts; async mode keeps ``max_staleness`` later steps sampling while the learner
     updates, never past the run's end nor across a growth step (they need the grown graph)."""
 
-    def __init__(self, cfg: Config, train: Any):
+    def __init__(self, cfg: Config, train: Sequence[Example]):
         self.cfg = cfg
         self.sampler = QuestionSampler(train, cfg.trainer.seed)
         self.in_flight: deque[StepRollout] = deque()

@@ -31,9 +31,11 @@ from ray.exceptions import GetTimeoutError, RayError
 
 from neuromas_dist.adapters.peft_io import AdapterSet
 from neuromas_dist.config import Config
+from neuromas_dist.graph.growth import GrowthGate
 from neuromas_dist.rollout.actors import split_examples
 from neuromas_dist.rollout.rows import sample_id
 from neuromas_dist.rollout.worker import CODE_ISOLATION
+from neuromas_dist.tasks.base import Example
 from neuromas_dist.tasks.data import answer_type_of
 from neuromas_dist.trajectories.schema import concat
 from neuromas_dist.trajectories.summary import BatchSummary, summarize
@@ -57,15 +59,15 @@ class WorkerPool:
         self.restarts = 0
         # Which process each worker is: a restart must not kill a worker Ray already restarted.
         self.incarnations = [p["incarnation"] for p in ray.get([a.process_ids.remote() for a in actors])]
-        self._topology: tuple[Any, ...] | None = None
-        self._adapters: Any = None  # ObjectRef of the AdapterSet every worker holds now
+        self._topology: tuple[tuple[int, ...], list[str], GrowthGate | None] | None = None
+        self._adapters: ray.ObjectRef[AdapterSet] | None = None  # what every worker holds now
         self.version: int | None = None  # its version: workers only ever move forward from it
 
-    def set_topology(self, widths: Sequence[int], edges: Sequence[str], gate: Any) -> None:
+    def set_topology(self, widths: Sequence[int], edges: Sequence[str], gate: GrowthGate | None) -> None:
         if self.cfg.program.entry:
             return  # a program's agents are fixed by its config, which every worker holds
-        self._topology = (tuple(widths), list(edges), gate)
-        self._on_every_worker("setting the topology", lambda w: w.set_topology.remote(*self._topology))
+        self._topology = topology = (tuple(widths), list(edges), gate)
+        self._on_every_worker("setting the topology", lambda w: w.set_topology.remote(*topology))
 
     def load_adapters(self, adapters: AdapterSet) -> dict[str, float]:
         """Every worker holds ``adapters`` (put in the object store once; a restarted worker gets
@@ -170,7 +172,7 @@ class Arrival:
 
 
 class _Stream:
-    def __init__(self, worker: int, gen: Any, work: list[tuple[Any, list[int]]], deadline_s: float,
+    def __init__(self, worker: int, gen: Any, work: list[tuple[Example, list[int]]], deadline_s: float,
                  incarnation: str):
         self.worker, self.gen, self.work, self.incarnation = worker, gen, work, incarnation
         self.deadline = time.monotonic() + deadline_s if deadline_s > 0 else float("inf")
@@ -180,7 +182,7 @@ class _Stream:
 class StepRollout:
     """One step's rollout in flight over the pool's workers (see module doc)."""
 
-    def __init__(self, pool: WorkerPool, step: int, examples: Sequence[Any], n_samples: int,
+    def __init__(self, pool: WorkerPool, step: int, examples: Sequence[Example], n_samples: int,
                  cursor: dict[str, Any]):
         self.pool, self.step, self.n, self.cursor = pool, step, n_samples, cursor
         self.shards = pool.cfg.learner.num_ranks
@@ -193,7 +195,7 @@ class StepRollout:
             if share:
                 self._launch(i, [(ex, list(range(n_samples))) for ex in share])
 
-    def _launch(self, i: int, work: list[tuple[Any, list[int]]]) -> None:
+    def _launch(self, i: int, work: list[tuple[Example, list[int]]]) -> None:
         incarnation = self.pool.incarnations[i]
         gen = self.pool.actors[i].rollout.options(num_returns="streaming").remote(
             self.step, [ex for ex, _ in work], self.n, [ks for _, ks in work], incarnation=incarnation,
@@ -238,7 +240,7 @@ class StepRollout:
             return None
         pieces, stream.held = stream.held, []
         repeats = {k for k in summary.sample_ids if k in self.received}
-        arrival = Arrival([p if n else None for p, n in zip(pieces, summary.piece_rows)], summary)
+        arrival: Arrival | None = Arrival([p if n else None for p, n in zip(pieces, summary.piece_rows)], summary)
         if repeats:
             try:
                 arrival = self._without(pieces, summary, repeats)
@@ -263,7 +265,7 @@ class StepRollout:
             return None
         return Arrival([ray.put(p) if p.num_rows else None for p in kept], summary)
 
-    def _lost(self, work: list[tuple[Any, list[int]]]) -> list[tuple[Any, list[int]]]:
+    def _lost(self, work: list[tuple[Example, list[int]]]) -> list[tuple[Example, list[int]]]:
         out = []
         for ex, ks in work:
             left = [k for k in ks if sample_id(ex.id, k) not in self.received]

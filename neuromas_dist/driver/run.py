@@ -270,8 +270,8 @@ class TrainingLoop:
             **eval_summary(final, "after"), **gain_summary(report), "eval_questions": final["eval/questions"],
             "steps": trainer.step, "topology": list(trainer.widths), "checkpoint": str(path),
             "adapters": {k: str(v) for k, v in adapters.items()},
-            **fault_summary({"worker_restarts": trainer.pool.restarts, "learner_restarts": trainer.learner_restarts},
-                            trainer.checkpoint_costs),
+            **fault_summary({"worker_restarts": trainer.pool.restarts if trainer.pool else 0,
+                             "learner_restarts": trainer.learner_restarts}, trainer.checkpoint_costs),
         })
         if self.cfg.logging.plots:
             plot_run(trainer.run_dir)

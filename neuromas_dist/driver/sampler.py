@@ -7,12 +7,12 @@ the questions the uninterrupted run would have drawn next.
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence, TypeVar
+from typing import Any, Generic, Sequence, TypeVar
 
 T = TypeVar("T")
 
 
-class QuestionSampler:
+class QuestionSampler(Generic[T]):
     """Every epoch is a seeded permutation of the questions, drawn in order. A batch that
     crosses into the next epoch must not hold a question twice (the two copies would share
     request seeds, ``sample_id`` and leave-one-out group): a repeat is swapped with the next

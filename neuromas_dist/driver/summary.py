@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 
 def write_summary(run_dir: Path, update: Mapping[str, Any]) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def gain_summary(report: Mapping[str, Any]) -> dict[str, Any]:
             "eval_accuracy_ci_before": [report["before"]["greedy"]["ci_lo"], report["before"]["greedy"]["ci_hi"]]}
 
 
-def fault_summary(faults: Mapping[str, int], checkpoint_costs: list[Mapping[str, float]]) -> dict[str, Any]:
+def fault_summary(faults: Mapping[str, int], checkpoint_costs: Sequence[Mapping[str, float]]) -> dict[str, Any]:
     """Restarts over the run, and what a checkpoint costs (the final one included)."""
     costs = checkpoint_costs
     return {**faults, "checkpoints": len(costs),

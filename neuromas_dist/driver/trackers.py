@@ -16,7 +16,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Literal, Mapping, Protocol, cast
 
 from neuromas_dist.config import Config
 
@@ -54,8 +54,9 @@ class WandbTracker:
         import wandb
 
         lg = cfg.logging
+        mode = cast(Literal["online", "offline"], lg.wandb_mode)  # the config allows only these
         self.run = wandb.init(project=lg.wandb_project, name=run_name(cfg, run_dir), tags=list(lg.tags),
-                              config=dataclasses.asdict(cfg), dir=str(run_dir), mode=lg.wandb_mode,
+                              config=dataclasses.asdict(cfg), dir=str(run_dir), mode=mode,
                               id=_ids(run_dir).get("wandb"), resume="allow", reinit="finish_previous")
         _save_id(run_dir, "wandb", self.run.id)
 
@@ -102,7 +103,8 @@ class MlflowTracker:
 
 def from_config(cfg: Config, run_dir: Path) -> list[Tracker]:
     """The trackers ``cfg.logging`` turns on; a missing library is one clear error."""
-    lg, out = cfg.logging, []
+    lg = cfg.logging
+    out: list[Tracker] = []
     for on, module, make, extra in ((lg.wandb_project, "wandb", WandbTracker, "wandb"),
                                     (lg.mlflow_tracking_uri, "mlflow", MlflowTracker, "mlflow-skinny")):
         if not on:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import ray
 from ray.exceptions import ObjectLostError, RayActorError
@@ -32,6 +32,7 @@ from neuromas_dist.driver.progress import Progress
 from neuromas_dist.driver.rollout_queue import RolloutQueue
 from neuromas_dist.driver.rollouts import WorkerPool, WorkersExhausted, code_isolation
 from neuromas_dist.graph.growth import GrowthGate
+from neuromas_dist.graph.topology import Topology
 from neuromas_dist.learner.learner import LearnerGroup
 from neuromas_dist.rollout.actors import start_workers
 from neuromas_dist.tasks.data import TaskData
@@ -52,6 +53,23 @@ class StepOutcome:
     step: int
     metrics: dict[str, Any]
     failure: Exception | None = None
+
+
+_A = TypeVar("_A")
+
+
+def _started(actor: _A | None) -> _A:
+    """The trainer's learner or worker pool, which :meth:`Trainer.start` makes."""
+    if actor is None:
+        raise RuntimeError("the trainer's actors are not started (Trainer.start)")
+    return actor
+
+
+def _graph(shape: RunShape) -> Topology:
+    """The shape of a run that grows: a graph (the config refuses growth for a program)."""
+    if not isinstance(shape, Topology):
+        raise TypeError(f"a program has no layers to grow: {shape}")
+    return shape
 
 
 class Trainer:
@@ -101,8 +119,8 @@ class Trainer:
     def broadcast(self) -> dict[str, float]:
         """Export the learner's adapters once, hand the same object to every worker."""
         t0 = time.perf_counter()
-        adapters = self.learner.adapters()
-        loaded = self.pool.load_adapters(adapters)
+        adapters = _started(self.learner).adapters()
+        loaded = _started(self.pool).load_adapters(adapters)
         return {"timing_s/sync": time.perf_counter() - t0, "adapters/version": adapters.version,
                 "adapters/bytes": adapters.nbytes(), **loaded}
 
@@ -130,19 +148,19 @@ class Trainer:
             raise LearnerLost(f"{why}; no checkpoint to rebuild the learner from (trainer.checkpoint_every)")
         self.learner_restarts += 1
         self.rollouts.drop()
-        self.learner.shutdown()
+        _started(self.learner).shutdown()
         self.widths, self.gate, version = checkpoints.saved_graph(ckpt)
         self.learner = self._learner_group()
-        self.pool.set_topology(self.widths, list(self.cfg.topology.edges), self.gate)
+        _started(self.pool).set_topology(self.widths, list(self.cfg.topology.edges), self.gate)
         self._restore(ckpt, version)
         return ckpt
 
     def _restore(self, ckpt: Path, version: int) -> None:
-        extra = self.learner.load_checkpoint(ckpt)
-        if self.pool.version is not None and self.pool.version >= version:
+        extra = _started(self.learner).load_checkpoint(ckpt)
+        if (held := _started(self.pool).version) is not None and held >= version:
             # The workers hold a newer version than the checkpoint's: its weights get a fresh
             # number, so one version never names two sets of weights (workers only move forward).
-            self.learner.set_version(self.pool.version + 1)
+            _started(self.learner).set_version(held + 1)
         self.progress.restored(int(extra["step"]))
         self.rollouts.restore(extra["sampler"])
         self.forget_after(self.step)
@@ -160,22 +178,22 @@ class Trainer:
         path = checkpoints.checkpoint_dir(self.run_dir, self.step)
         extra = checkpoints.graph_extra(self.widths, self.gate, self.step, self.rollouts.cursor_after)
         try:
-            self.learner.save_checkpoint(path, extra=extra)
+            _started(self.learner).save_checkpoint(path, extra=extra)
         except RayActorError as exc:
             raise LearnerLost(f"a learner rank died while checkpointing step {self.step}") from exc
         self.checkpoint_costs.append({"seconds": time.perf_counter() - t0, "bytes": checkpoints.size_bytes(path)})
         return path
 
     def save_adapters(self, name: str = "adapters") -> dict[str, Path]:
-        return write_adapter_set(self.run_dir / name, self.learner.adapters())
+        return write_adapter_set(self.run_dir / name, _started(self.learner).adapters())
 
     # ------------------------------------------------------------ growth
 
     def grow_from_run(self, small_run: Path) -> AdapterSet:
         """Initial adapters of this (larger) topology from a smaller run's final adapters."""
-        grown, small_topo, how = growth.adapters_from_run(small_run, self.topology)
+        grown, small_topo, how = growth.adapters_from_run(small_run, _graph(self.topology))
         self.say(f"growth from {small_run}: {how}")
-        self.gate = growth.growth_gate(self.cfg, small_topo, self.topology, 0, self.say)  # step 0 runs the small graph
+        self.gate = growth.growth_gate(self.cfg, small_topo, _graph(self.topology), 0, self.say)  # step 0: small graph
         return grown
 
     def grow(self, widths: tuple[int, ...]) -> None:
@@ -184,16 +202,16 @@ class Trainer:
         The learner is rebuilt for the new node set (its optimizer state restarts: the
         new graph is a new optimisation problem); the rollout engines stay up.
         """
-        small_topo, current = self.topology, self.learner.adapters()
+        small_topo, current = _graph(self.topology), _started(self.learner).adapters()
         self.widths = tuple(widths)
-        mapped, how = growth.map_adapters(current, small_topo, self.topology)
+        mapped, how = growth.map_adapters(current, small_topo, _graph(self.topology))
         self.say(f"growth: {how}")
-        self.learner.shutdown()
+        _started(self.learner).shutdown()
         # A fresh version: the workers only install versions newer than the one they hold.
         self.learner = self._learner_group(mapped._replace(version=current.version + 1))
         # grow() runs before step at_step, so self.step = at_step - 1 is the small graph's last
-        self.gate = growth.growth_gate(self.cfg, small_topo, self.topology, self.step, self.say)
-        self.pool.set_topology(self.widths, [], self.gate)
+        self.gate = growth.growth_gate(self.cfg, small_topo, _graph(self.topology), self.step, self.say)
+        _started(self.pool).set_topology(self.widths, [], self.gate)
         self.broadcast()
 
     # ------------------------------------------------------------ a step
@@ -213,21 +231,21 @@ class Trainer:
             raise
 
     def _train_step(self, step: int, apart: bool) -> StepOutcome:
-        rollout = self.rollouts.next(self.pool, step)
+        rollout = self.rollouts.next(pool := _started(self.pool), step)
         arrivals = list(rollout.batches()) if apart else rollout.batches()
         t_rollout_end = time.perf_counter()
         tally = StepTally()
         for arrival in arrivals:
-            self.learner.accumulate(arrival.pieces)  # ranks start forward/backward on it now
+            _started(self.learner).accumulate(arrival.pieces)  # ranks start forward/backward on it now
             tally.add(arrival.summary)
         t_learn0 = t_rollout_end if apart else time.perf_counter()  # apart: all of learning is the tail
         t_rollout = (t_rollout_end if apart else t_learn0) - rollout.started
-        finish = self.learner.finish_step_async()
+        finish = _started(self.learner).finish_step_async()
         # From here the learner may be past the last logged step, a failed gather included
         # (ranks that took their rows apply the update even when another refused a batch).
         self.progress.applied = step
-        self.rollouts.launch_ahead(self.pool, step)  # overlaps the update
-        learner_metrics = self.learner.gather(finish)
+        self.rollouts.launch_ahead(pool, step)  # overlaps the update
+        learner_metrics = _started(self.learner).gather(finish)
         t_learn = time.perf_counter() - t_learn0
         failure, sync = None, {}
         try:
@@ -243,17 +261,17 @@ class Trainer:
         self._last_step_done = now
         return StepOutcome(step, {
             **tally.metrics(), **learner_metrics, **sync, **rollout.faults, **self.code_isolation,
-            "faults/worker_restarts_total": self.pool.restarts, "faults/learner_restarts_total": self.learner_restarts,
+            "faults/worker_restarts_total": pool.restarts, "faults/learner_restarts_total": self.learner_restarts,
             "timing_s/rollout": t_rollout, "timing_s/learn_tail": t_learn,
             "timing_s/step": now - rollout.started, "timing_s/step_interval": interval}, failure)
 
     def evaluate(self) -> dict[str, float]:
         """Held-out accuracy at the current step (``HeldOut.evaluate``)."""
-        return self.held_out.evaluate(self.pool, self.topology, self.step)
+        return self.held_out.evaluate(_started(self.pool), self.topology, self.step)
 
     def report(self) -> dict[str, Any]:
         """The final report at the current step (``HeldOut.report``)."""
-        return self.held_out.report(self.pool, self.topology, self.step)
+        return self.held_out.report(_started(self.pool), self.topology, self.step)
 
 
 def start_actors(cfg: Config, learner: Callable[[], LearnerGroup], workers: Callable[[], list[Any]]

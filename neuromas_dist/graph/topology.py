@@ -93,8 +93,8 @@ class Topology:
         widths = _check_widths(widths)
         names = [node_name(layer, i) for layer, width in enumerate(widths) for i in range(width)]
         edge_list = _full_edges(widths) if edges is None else _check_edges(edges, set(names))
-        inputs = {name: [] for name in names}
-        outputs = {name: [] for name in names}
+        inputs: dict[str, list[str]] = {name: [] for name in names}
+        outputs: dict[str, list[str]] = {name: [] for name in names}
         for src, dst in edge_list:
             outputs[src].append(dst)
             inputs[dst].append(src)

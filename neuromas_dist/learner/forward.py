@@ -21,9 +21,11 @@ import contextlib
 import dataclasses
 import importlib.util
 from dataclasses import dataclass
-from typing import Callable, Mapping, NamedTuple, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence, cast
 
 import torch
+from peft import PeftModel
+from transformers import PreTrainedModel
 
 from neuromas_dist.config import Config, agent_sampling
 from neuromas_dist.learner import algos, model
@@ -59,8 +61,8 @@ class ForwardSpec:
     entropy: bool = False  # compute the entropy at all (the loss holds it, or learner.log_entropy)
 
     @staticmethod
-    def of(cfg: Config, module: torch.nn.Module, packed: bool) -> "ForwardSpec":
-        base = module.get_base_model()
+    def of(cfg: Config, module: PeftModel, packed: bool) -> "ForwardSpec":
+        base = cast(PreTrainedModel, module.get_base_model())  # PEFT types it as a Module
         text = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
         logits = cfg.learner.logits
         if logits == "chunked" and any(p.requires_grad for p in base.get_output_embeddings().parameters()):
@@ -162,7 +164,7 @@ class Scored(NamedTuple):
     entropy: torch.Tensor  # of the sampling distribution; with graph only if spec.entropy_grad
 
 
-def response_logprobs(module: torch.nn.Module, rows: Sequence, spec: ForwardSpec,
+def response_logprobs(module: PeftModel, rows: Sequence, spec: ForwardSpec,
                       device: torch.device, route: bool = True) -> Scored:
     """Learner log-probabilities (fp32) of the rows' response tokens, their mask and the
     entropy at each; the rows come grouped by node, the first node's adapter active.
@@ -172,7 +174,7 @@ def response_logprobs(module: torch.nn.Module, rows: Sequence, spec: ForwardSpec
     nodes = [r.node for r in rows]
     routed = (model.rows_to_adapters(module, nodes, x.spans, x.split_dim) if route and len(set(nodes)) > 1
               else contextlib.nullcontext())
-    base = module.get_base_model()
+    base = cast(PreTrainedModel, module.get_base_model())  # PEFT types it as a Module
     fn = head_scores(base.get_output_embeddings(), spec)
     inputs = dict(input_ids=x.ids, attention_mask=x.attn, position_ids=x.position_ids, use_cache=False)
     with routed:
@@ -191,7 +193,7 @@ class NodePasses:
     """A rank's passes over its PEFT module: rows under their own nodes' adapters, or under
     the base model, each node's rows with its own sampling transforms (``specs``)."""
 
-    def __init__(self, module: torch.nn.Module, specs: Mapping[str, ForwardSpec],
+    def __init__(self, module: PeftModel, specs: Mapping[str, ForwardSpec],
                  params: Sequence[torch.nn.Parameter], device: torch.device):
         self.module, self.specs, self.params, self.device = module, specs, list(params), device
 

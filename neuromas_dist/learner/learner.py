@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from neuromas_dist.adapters.peft_io import AdapterSet
@@ -35,7 +35,7 @@ class LearnerGroup:
     """``cfg.learner.num_ranks`` DeepSpeed ranks as Ray actors; results come from rank 0."""
 
     def __init__(self, cfg: Config, model_dir: str | os.PathLike, nodes: Sequence[str],
-                 init_adapters: AdapterSet | None = None, placement_group: Any = None,
+                 init_adapters: AdapterSet | None = None, placement_group: PlacementGroup | None = None,
                  traj_dir: str | os.PathLike | None = None):
         self.cfg, self.nodes = cfg, list(nodes)
         self.world_size = int(cfg.learner.num_ranks)
@@ -44,7 +44,9 @@ class LearnerGroup:
         res = cfg.resources
         env = {"DS_ACCELERATOR": "cuda" if res.learner_gpus > 0 else "cpu"}  # model.on_cuda() reads it
         actor_cls = ray.remote(LearnerRank)
-        self.ranks = []
+        # Ray actor handles: Any, as ray's ActorHandle types every method call as Never
+        # (mypy then skips the rest of the function as unreachable)
+        self.ranks: list[Any] = []
         for r in range(self.world_size):
             strategy = PlacementGroupSchedulingStrategy(
                 placement_group=self._pg, placement_group_bundle_index=r)
@@ -57,7 +59,7 @@ class LearnerGroup:
         addr, port = ray.get(self.ranks[0].address.remote())
         ray.get([rank.setup.remote(addr, port) for rank in self.ranks])
 
-    def _make_placement_group(self) -> Any:
+    def _make_placement_group(self) -> PlacementGroup:
         res = self.cfg.resources
         bundle = {"CPU": res.learner_cpus}
         if res.learner_gpus > 0:

@@ -63,13 +63,14 @@ def clear_stale_build_lock(extension: str) -> bool:
 
 
 def build_peft_model(model_dir: str, nodes: Sequence[str], cfg: Config, dtype: torch.dtype,
-                     attn_implementation: str | None = None) -> torch.nn.Module:
+                     attn_implementation: str | None = None) -> peft.PeftModel:
     """Base model (frozen) wrapped by PEFT with one adapter per node, all trainable."""
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=cfg.model.trust_remote_code,
                                                 **extra)
     pc = peft_lora_config(cfg.lora)
     model = peft.get_peft_model(base, pc, adapter_name=nodes[0])
+    assert isinstance(model, peft.PeftModel)  # not mixed=True's PeftMixedModel
     for node in nodes[1:]:
         model.add_adapter(node, pc)
     return model
@@ -124,7 +125,7 @@ class Built:
 
     engine: Any
     optimizer: Any
-    module: torch.nn.Module
+    module: peft.PeftModel
     params: dict[str, list[torch.nn.Parameter]]
     all_params: list[torch.nn.Parameter]
     device: torch.device

@@ -94,7 +94,7 @@ class Inputs:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device)
 
-        return Inputs(move(self.ids), move(self.attn), move(self.position_ids),
+        return Inputs(self.ids.to(device), move(self.attn), move(self.position_ids),
                       (self.at[0].to(device), self.at[1].to(device)), self.tok.to(device), self.row.to(device),
                       self.col.to(device), self.shape, self.spans, self.split_dim)
 
@@ -109,6 +109,8 @@ def build_inputs(rows: Sequence[HasTokens], packed: bool, pad: int = 0) -> Input
     if packed:
         for i in range(1, len(rows)):
             starts[i] = starts[i - 1] + lengths[i - 1]
+    at_s: list[int]
+    col: list[int]
     at_b, at_s, tok, row, col = [], [], [], [], []
     for i, r in enumerate(rows):
         n, first = len(r.response), starts[i] + len(r.prompt) - 1

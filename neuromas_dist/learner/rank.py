@@ -52,7 +52,7 @@ class LearnerRank:
         # The rank writes the rows it trains: they are here already, nobody gathers them.
         self._writer = TrajectoryWriter(traj_dir, rank) if traj_dir else None
         self._init_adapters = init_adapters
-        self.engine = None
+        self.engine: Any = None  # the DeepSpeed engine (untyped), made by setup
         self.version = 0 if init_adapters is None else int(init_adapters.version)
         self.skipped_steps = 0
         self.ema: dict[str, float] = {}
@@ -143,7 +143,7 @@ class LearnerRank:
                 self._writer.close() if done else self._writer.discard()
             self._reset_step()
 
-    def _ppo_updates(self, totals: stats.Totals, consts: Mapping[str, float]) -> tuple[float, bool]:
+    def _ppo_updates(self, totals: dict[str, dict[str, float]], consts: Mapping[str, float]) -> tuple[float, bool]:
         """``epochs x mini_batches`` optimiser steps over the kept rows, the same count on
         every rank; each is normalised by its own mini-batch's global denominator. Returns
         (the mean gradient norm, whether all were applied): an update whose gradient is
@@ -170,7 +170,8 @@ class LearnerRank:
         self.engine.backward(surrogate)
         grads = [p.grad for p in self._all_params if p.grad is not None]
         # ZeRO moves gradients into partitions: then DeepSpeed reports the norm after its step
-        norm = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads))) if grads else None
+        squares = sum((g.float() ** 2).sum() for g in grads)  # 0 without grads
+        norm = float(torch.sqrt(squares)) if isinstance(squares, torch.Tensor) else None
         self.engine.step()
         if norm is None:
             norm = self.engine.get_global_grad_norm()

@@ -71,6 +71,15 @@ def padded(values: Sequence[Sequence[float] | torch.Tensor], like: torch.Tensor)
     return out
 
 
+def stored(values: Sequence[torch.Tensor | None], what: str) -> list[torch.Tensor]:
+    """Per-row tensors the step's first pass stored (``Row.old``, ``Row.ref``); a row
+    without one is a bug, named here rather than as a ``len(None)`` inside :func:`padded`."""
+    out = [v for v in values if v is not None]
+    if len(out) != len(values):
+        raise RuntimeError(f"{len(values) - len(out)} of {len(values)} rows have no {what} logprobs")
+    return out
+
+
 def by_node(rows: Sequence[Row]) -> list[tuple[str, list[Row]]]:
     """(node, its rows) in order of first appearance."""
     groups: dict[str, list[Row]] = defaultdict(list)

@@ -27,7 +27,7 @@ import torch
 from neuromas_dist.config import LearnerConfig
 from neuromas_dist.learner import algos, baselines, packing
 from neuromas_dist.learner.forward import Scored
-from neuromas_dist.learner.rows import Row, by_node, padded, recorded_logprobs
+from neuromas_dist.learner.rows import Row, by_node, padded, recorded_logprobs, stored
 from neuromas_dist.learner.sums import PassTensors, StaleChecks, StepSums, VersionHistory
 
 Logprobs = Callable[[Sequence[Row]], Scored]
@@ -160,7 +160,7 @@ class StepGradients:
         nodes = [n for n in self.nodes if n in needs]
         if lp.requires_grad:
             known = algos.reinforce_terms(lp, adv, t.w, coef) + self._regularisers(scored, coef, ref)
-            self.sums.add_grads(nodes, known, retain=unit.any().item())
+            self.sums.add_grads(nodes, known, retain=bool(unit.any().item()))
             if unit.any():
                 self.sums.add_grads([n for n in nodes if needs[n]], algos.reinforce_terms(lp, unit, t.w, coef),
                                     unit=True)
@@ -191,8 +191,8 @@ class StepGradients:
         lc, dev = self.lc, self.device
         rows = sorted(rows, key=lambda r: self.nodes.index(r.node))
         scored = self.logprobs(rows)
-        old = padded([r.old for r in rows], scored.lp)
-        ref = padded([r.ref for r in rows], scored.lp) if lc.kl_coef > 0 else None
+        old = padded(stored([r.old for r in rows], "old"), scored.lp)
+        ref = padded(stored([r.ref for r in rows], "ref"), scored.lp) if lc.kl_coef > 0 else None
         beh = recorded_logprobs(rows, old)
         stale = torch.tensor([r.version != self.version for r in rows], device=dev)
         # the engines' mismatch and staleness: from the starting policy, the same in every update

@@ -28,7 +28,7 @@ class PassTensors(NamedTuple):
     kl: torch.Tensor | None  # the estimate of KL to the base model, when the loss holds it
 
     def select(self, i: torch.Tensor) -> "PassTensors":
-        return PassTensors(*(None if x is None else x[i] for x in self))
+        return PassTensors._make(None if x is None else x[i] for x in self)
 
 
 class StepSums:
@@ -51,6 +51,7 @@ class StepSums:
         if unit and self.g_one is None:
             self.g_one = [torch.zeros_like(g) for g in self.g_known]
         into = self.g_one if unit else self.g_known
+        assert into is not None  # g_one made above
         slots = [self._offset[n] + j for n in nodes for j in range(len(self.params[n]))]
         params = [p for n in nodes for p in self.params[n]]
         for slot, g in zip(slots, torch.autograd.grad(loss, params, retain_graph=retain, allow_unused=True)):

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from typing import TypedDict
 
 import torch
 from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
@@ -43,8 +44,23 @@ TRAIN_QUESTIONS = 4000  # per task kind
 EVAL_QUESTIONS = 200  # per task kind
 BUILD_THREADS = 2
 
+
+class ModelShape(TypedDict):
+    """Qwen3Config's keyword arguments that shape the tiny model."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    rms_norm_eps: float
+
+
 # head_dim 64: vLLM's CPU attention rejects smaller heads (16 fails, 64 works).
-MODEL_SHAPE = dict(
+MODEL_SHAPE = ModelShape(
     hidden_size=128,
     intermediate_size=384,
     num_hidden_layers=2,

@@ -6,12 +6,16 @@ land while a rollout is running) with its own CPUs/GPUs from ``cfg.resources``.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeVar
 
 import ray
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from neuromas_dist.config import Config
 from neuromas_dist.rollout.worker import RolloutWorker
+from neuromas_dist.tasks.base import Task
+
+T = TypeVar("T")
 
 
 def actor_options(cfg: Config) -> dict[str, Any]:
@@ -27,8 +31,8 @@ def actor_options(cfg: Config) -> dict[str, Any]:
     return opts
 
 
-def start_workers(cfg: Config, *, model_dir: str | None = None, task: Any = None,
-                  scheduling_strategies: Sequence[Any] | None = None) -> list[Any]:
+def start_workers(cfg: Config, *, model_dir: str | None = None, task: Task | None = None,
+                  scheduling_strategies: Sequence[PlacementGroupSchedulingStrategy] | None = None) -> list[Any]:
     """Start ``cfg.rollout.num_workers`` actors (engines start lazily on first use or
     on ``worker.start.remote()``). ``scheduling_strategies``: one per worker, e.g.
     placement-group bundles chosen by the driver."""
@@ -42,7 +46,7 @@ def start_workers(cfg: Config, *, model_dir: str | None = None, task: Any = None
     return actors
 
 
-def split_examples(examples: Sequence[Any], parts: int) -> list[list[Any]]:
+def split_examples(examples: Sequence[T], parts: int) -> list[list[T]]:
     """Contiguous near-equal shares, so all samples of a question stay on one worker."""
     size, extra = divmod(len(examples), parts)
     out, start = [], 0

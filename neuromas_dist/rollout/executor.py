@@ -177,6 +177,7 @@ class GraphExecutor:
         gate = self.gate
         if gate is None or gate.opens(spec.step, str(spec.example.id), spec.sample_index):
             return None
+        assert self._small is not None  # built with the gate
         return Route(self._small, gate.carried)
 
     async def run_sample(self, spec: SampleSpec, pin: Pin, policy: SamplingPolicy,

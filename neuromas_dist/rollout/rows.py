@@ -15,6 +15,7 @@ from typing import Any, Mapping, NamedTuple
 
 from neuromas_dist.rollout.executor import FINISH_ABORT, SampleResult
 from neuromas_dist.rollout.program.episode import faulted
+from neuromas_dist.tasks.base import Example, Task
 from neuromas_dist.trajectories.schema import TrajectoryRow
 from neuromas_dist.trajectories.summary import sample_record
 
@@ -25,7 +26,7 @@ class Scored(NamedTuple):
     flags: Counter
 
 
-def score_text(task: Any, text: str, example: Any) -> Scored:
+def score_text(task: Task, text: str, example: Example) -> Scored:
     """``task.score`` guarded: a checker error or a non-finite reward scores 0 (a wrong
     answer) and is flagged, not raised."""
     try:
@@ -34,7 +35,7 @@ def score_text(task: Any, text: str, example: Any) -> Scored:
         return _guarded(text, None)
 
 
-async def score_text_async(task: Any, text: str, example: Any) -> Scored:
+async def score_text_async(task: Task, text: str, example: Example) -> Scored:
     """:func:`score_text` through ``task.score_async``: a code task's tests run in the sandbox
     while the event loop (and the engine it feeds) goes on."""
     try:
@@ -62,7 +63,7 @@ def _guarded(text: str, score: Any) -> Scored:
     return Scored(reward, None if parsed is None else str(parsed), flags)
 
 
-async def score_sample(task: Any, result: SampleResult, positions: Mapping[str, tuple[int, int]], worker_id: int
+async def score_sample(task: Task, result: SampleResult, positions: Mapping[str, tuple[int, int]], worker_id: int
                        ) -> tuple[list[TrajectoryRow], dict[str, float]]:
     """A finished sample's rows and its record for the step's metrics (reward, verdict, every
     flag raised). A program's fault scores the sample 0 without asking the task."""

@@ -19,6 +19,7 @@ from transformers import AutoTokenizer
 
 from neuromas_dist.adapters.peft_io import AdapterSet
 from neuromas_dist.config import Config
+from neuromas_dist.graph.growth import GrowthGate
 from neuromas_dist.graph.prompts import PromptStyle
 from neuromas_dist.graph.topology import Topology
 from neuromas_dist.models.tiny import ensure_tiny_model
@@ -32,7 +33,7 @@ from neuromas_dist.rollout.lora_registry import Pin
 from neuromas_dist.rollout.program.http import LoopbackEndpoint
 from neuromas_dist.rollout.program.runtime import ProgramExecutor
 from neuromas_dist.rollout.rows import sample_id, score_sample
-from neuromas_dist.tasks import make_task, synthetic_task
+from neuromas_dist.tasks import Example, Task, make_task, synthetic_task
 from neuromas_dist.trajectories.schema import to_record_batch
 from neuromas_dist.trajectories.shards import split_by_owner
 from neuromas_dist.trajectories.summary import BatchSummary, SampleRecord, summarize
@@ -58,7 +59,7 @@ class RolloutWorker:
     """One vLLM engine executing the agent graph (or ``program.entry``) with per-agent LoRA adapters."""
 
     def __init__(self, cfg: Config, worker_id: int = 0, *, model_dir: str | None = None,
-                 task: Any = None) -> None:
+                 task: Task | None = None) -> None:
         self.cfg = cfg
         self.worker_id = worker_id
         self.model_dir = str(model_dir) if model_dir else resolve_model_dir(cfg)
@@ -71,7 +72,7 @@ class RolloutWorker:
         self._engine: Any = None
         self._executor: GraphExecutor | ProgramExecutor | None = None
         self._start_lock: asyncio.Lock | None = None
-        self.gate: Any = None  # graph.growth.GrowthGate while a grown graph fades in
+        self.gate: GrowthGate | None = None  # while a grown graph fades in
         self.incarnation = uuid.uuid4().hex  # new after every (Ray) restart of this worker
 
     # ------------------------------------------------------------ lifecycle
@@ -94,8 +95,8 @@ class RolloutWorker:
             if self.adapters.version is None:
                 # Zero-contribution adapters so a started worker can serve at once. Version -1:
                 # the learner's own initial adapters are version 0 and must still install over these.
-                zero = zero_adapter_set(self.model_dir, self._executor.names, self.cfg.lora, seed=self.cfg.trainer.seed,
-                                        trust_remote_code=self.cfg.model.trust_remote_code)
+                zero = zero_adapter_set(self.model_dir, _made(self._executor).names, self.cfg.lora,
+                                        seed=self.cfg.trainer.seed, trust_remote_code=self.cfg.model.trust_remote_code)
                 await self.load_adapters(zero._replace(version=PLACEHOLDER_VERSION))
         return dict(self.gauges)
 
@@ -137,7 +138,7 @@ class RolloutWorker:
         the samples pinning it finish. Returns timing and size of the load."""
         if self._engine is None:
             await self.start()  # loads v0 first, then this version replaces it below
-        missing = sorted(set(self._executor.names) - set(adapters.tensors))
+        missing = sorted(set(_made(self._executor).names) - set(adapters.tensors))
         if missing:
             raise ValueError(f"adapter set v{adapters.version} lacks nodes {', '.join(missing)}")
         seconds = await self.adapters.install(adapters)
@@ -145,7 +146,8 @@ class RolloutWorker:
         return {"rollout/adapter_version": adapters.version, "rollout/adapter_load_s": seconds,
                 **self.adapters.stats()}
 
-    async def set_topology(self, widths: Sequence[int], edges: Sequence[str] = (), gate: Any = None) -> list[str]:
+    async def set_topology(self, widths: Sequence[int], edges: Sequence[str] = (),
+                           gate: GrowthGate | None = None) -> list[str]:
         """Switch to a grown topology (with its growth gate, if gated); load adapters
         covering its nodes before the next rollout."""
         if self.program:
@@ -163,7 +165,7 @@ class RolloutWorker:
         return SamplingPolicy(0.0 if greedy else s.temperature, 1.0 if greedy else s.top_p,
                               s.max_new_tokens, self.cfg.trainer.seed)
 
-    async def rollout(self, step: int, examples: Sequence[Any], n_samples: int | None = None,
+    async def rollout(self, step: int, examples: Sequence[Example], n_samples: int | None = None,
                       indices: Sequence[Sequence[int]] | None = None, incarnation: str | None = None,
                       shards: int = 1) -> AsyncIterator[pa.RecordBatch | BatchSummary]:
         """Sample every example ``n_samples`` times (or, with ``indices``, only the listed
@@ -188,8 +190,8 @@ class RolloutWorker:
                 yield piece
             yield summarize(batch, pieces, self.task.answer_type, records)
 
-    async def evaluate(self, examples: Sequence[Any], step: int = -1, samples: int = 0, ablate: str | None = None
-                       ) -> dict[str, pa.Table | None]:
+    async def evaluate(self, examples: Sequence[Example], step: int = -1, samples: int = 0,
+                       ablate: str | None = None) -> dict[str, pa.Table | None]:
         """Greedy pass over ``examples`` and, with ``samples`` > 0, that many sampled passes
         at the training temperature: ``{"greedy": Table, "sampled": Table | None}``.
         ``ablate``: that node's LoRA B is zeroed (it runs as the base model) in this pass only.
@@ -200,8 +202,8 @@ class RolloutWorker:
         await self.start()
         if ablate is None:
             return await self._passes(examples, step, samples, self.adapters.acquire)
-        if ablate not in self._executor.names:
-            raise ValueError(f"cannot ablate {ablate}: not a node of {', '.join(self._executor.names)}")
+        if ablate not in (names := _made(self._executor).names):
+            raise ValueError(f"cannot ablate {ablate}: not a node of {', '.join(names)}")
         async with self.adapters.ablating(ablate) as acquire:
             return await self._passes(examples, step, samples, acquire)
 
@@ -221,13 +223,13 @@ class RolloutWorker:
         await self.start()
         pin = self.adapters.acquire()
         try:
-            return await self._executor.run_sample(spec, pin, policy, sink_tokens)
+            return await _made(self._executor).run_sample(spec, pin, policy, sink_tokens)
         finally:
             self.adapters.release(pin)
 
     def prompt_tokens(self, question: str) -> int | None:
         """Tokens of the first prompt ``question`` makes; None when it leaves no room for one new token."""
-        return self._executor.prompt_tokens(question)
+        return _made(self._executor).prompt_tokens(question)
 
     async def _collect(self, specs: list[SampleSpec], greedy: bool, acquire: Callable[[], Pin]) -> pa.Table | None:
         batches = [batch async for batch, _ in self._run(specs, self._policy(greedy=greedy), acquire)]
@@ -236,12 +238,13 @@ class RolloutWorker:
     async def _run(self, specs: list[SampleSpec], policy: SamplingPolicy, acquire: Callable[[], Pin] | None = None
                    ) -> AsyncIterator[tuple[pa.RecordBatch, dict[str, SampleRecord]]]:
         """Each group of finished samples as (their rows, each sample's record)."""
-        results = self._executor.stream(specs, acquire or self.adapters.acquire, self.adapters.release, policy)
+        results = _made(self._executor).stream(specs, acquire or self.adapters.acquire, self.adapters.release, policy)
         async for group in _grouped(results, self.cfg.rollout.batch_samples, self.cfg.rollout.batch_seconds):
             scored = await asyncio.gather(*(
-                score_sample(self.task, result, self._executor.positions, self.worker_id) for result in group))
+                score_sample(self.task, result, _made(self._executor).positions, self.worker_id) for result in group))
             rows = [row for sample_rows_, _ in scored for row in sample_rows_]
-            records = {sample_id(r.spec.example.id, r.spec.sample_index): rec for r, (_, rec) in zip(group, scored)}
+            records: dict[str, SampleRecord] = {sample_id(r.spec.example.id, r.spec.sample_index): rec
+                                                for r, (_, rec) in zip(group, scored)}
             yield to_record_batch(rows), records
 
 
@@ -284,14 +287,22 @@ async def _grouped(results: AsyncIterator[SampleResult], every: int, seconds: fl
         producer.cancel()
 
 
-def graph_executor(cfg: Config, calls: EngineCalls, topology: Topology, task: Any, gate: Any) -> GraphExecutor:
+def _made(executor: GraphExecutor | ProgramExecutor | None) -> GraphExecutor | ProgramExecutor:
+    """The worker's executor, which :meth:`RolloutWorker.start` makes with the engine."""
+    if executor is None:
+        raise RuntimeError("the rollout worker is not started (RolloutWorker.start)")
+    return executor
+
+
+def graph_executor(cfg: Config, calls: EngineCalls, topology: Topology, task: Task,
+                   gate: GrowthGate | None) -> GraphExecutor:
     return GraphExecutor(calls, topology, answer_format=task.answer_format,
                          upstream_token_budget=cfg.topology.upstream_token_budget, gate=gate,
                          style=PromptStyle(cfg.topology.upstream_cut, cfg.prompts.system, cfg.prompts.enable_thinking),
                          node_policy=(lambda node, run: node_policy(cfg, node, run)) if cfg.sampling.per_node else None)
 
 
-def default_task(cfg: Config) -> Any:
+def default_task(cfg: Config) -> Task:
     """The config's task without loading its data (the driver owns the examples)."""
     if cfg.data.task.startswith("synthetic/"):
         return synthetic_task(cfg.data.task.removeprefix("synthetic/"))

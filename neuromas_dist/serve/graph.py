@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from pathlib import Path
-from typing import Any, AsyncIterator, NamedTuple, Sequence
+from typing import Any, AsyncGenerator, NamedTuple, Sequence
 
 from neuromas_dist.graph.topology import Topology
 from neuromas_dist.rollout.executor import SampleResult, SampleSpec, SamplingPolicy
@@ -86,7 +86,7 @@ class ServedGraph:
                                            for k in range(n))))
 
     async def stream(self, question: str, n: int = 1, params: Params = Params()
-                     ) -> AsyncIterator[tuple[int, str, SampleResult | None]]:
+                     ) -> AsyncGenerator[tuple[int, str, SampleResult | None], None]:
         """(choice, text delta of its sink, None) as the sinks generate, then (choice, the
         rest, the whole pass) once each pass is done. Closing the iterator cancels every
         pass and so every engine request."""
@@ -131,6 +131,8 @@ class IncrementalText:
     """Text of a growing list of token ids, handed out as deltas. Decoding the whole list
     each time (as the executor decodes a node's final ids) keeps the joined deltas equal to
     the final text; a trailing U+FFFD (a UTF-8 character split across tokens) waits."""
+
+    ids: list[int]
 
     def __init__(self, tokenizer: Any):
         self.tokenizer, self.ids, self.sent = tokenizer, [], 0

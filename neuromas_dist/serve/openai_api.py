@@ -18,7 +18,7 @@ import socket
 import time
 import uuid
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any, AsyncGenerator, AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -140,7 +140,7 @@ def completion(results: list[Any], model_name: str) -> dict[str, Any]:
 
 
 async def sse_chunks(graph: ServedGraph, req: ChatRequest, question: str, model_name: str
-                     ) -> AsyncIterator[str]:
+                     ) -> AsyncGenerator[str, None]:
     """chat.completion.chunk events: the role, the sink's text deltas per choice, each
     choice's finish with its nodes (``neuromas``), the usage, then [DONE]."""
     base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time()),
@@ -226,7 +226,7 @@ def build_app(graph: ServedGraph, model_name: str, api_key: str | None = None, m
     return app
 
 
-async def counted(chunks: AsyncIterator[str], state: dict[str, int]) -> AsyncIterator[str]:
+async def counted(chunks: AsyncGenerator[str, None], state: dict[str, int]) -> AsyncIterator[str]:
     """``chunks`` counted as one request in flight until it ends or the client goes away
     (Starlette then cancels the response task; closing ``chunks`` cancels the graph's passes)."""
     state["in_flight"] += 1

@@ -29,8 +29,6 @@ def deployment(run_dir: Path, overrides: Sequence[str], model_name: str, api_key
     """The bound Serve application: ``replicas`` copies of the graph's app."""
     graph_args = (str(run_dir), list(overrides))
 
-    @serve.deployment(name="graph", num_replicas=replicas, ray_actor_options={"num_gpus": gpus, "num_cpus": 1},
-                      max_ongoing_requests=256)
     class Graph:
         def __init__(self) -> None:
             self.graph = ServedGraph(*graph_args)
@@ -55,7 +53,9 @@ def deployment(run_dir: Path, overrides: Sequence[str], model_name: str, api_key
             if self._started and self.graph.worker is None:
                 raise RuntimeError("the replica's engine is gone")
 
-    return Graph.bind()
+    # applied by call, not as a class decorator: mypy keeps a decorated class's own type
+    return serve.deployment(name="graph", num_replicas=replicas, ray_actor_options={"num_gpus": gpus, "num_cpus": 1},
+                            max_ongoing_requests=256)(Graph).bind()
 
 
 async def _asgi(app: Any, request: Any) -> Any:

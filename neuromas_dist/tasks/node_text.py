@@ -74,7 +74,8 @@ def summarize_node(rows: Sequence[Mapping[str, Any]], k: int = 5, answer_type: s
     return out
 
 
-def carry_fractions(rows: Iterable[Mapping[str, str]], answer_type: str = "number") -> dict[str, dict[str, float]]:
+def carry_fractions(rows: Iterable[Mapping[str, str]],
+                    answer_type: str = "number") -> dict[str, dict[str, float | None]]:
     """Per kind ("x", "y", "answer"): fraction of rows whose text carries it correctly and
     fraction that states it at all. Rows need ``text``, ``question``, ``gold_answer``."""
     n, carried, stated = carry_counts(rows, answer_type)

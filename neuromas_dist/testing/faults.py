@@ -81,7 +81,8 @@ def wait_for(predicate: Callable[[], bool], timeout: float, proc: subprocess.Pop
     """Poll ``predicate`` until true; fail at ``timeout`` or when ``proc`` exits first."""
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert proc.poll() is None, f"exited early with {proc.returncode}: {proc.stdout.read()[-3000:]}"
+        assert proc.poll() is None, (f"exited early with {proc.returncode}: "
+                                     f"{proc.stdout.read()[-3000:] if proc.stdout else ''}")
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.3)
 

@@ -37,7 +37,10 @@ def step_files(root: str | os.PathLike, step: int | None = None) -> list[Path]:
 
 
 def step_of(path: str | os.PathLike) -> int:
-    return int(_STEP_FILE.fullmatch(Path(path).name).group(1))
+    m = _STEP_FILE.fullmatch(Path(path).name)
+    if m is None:
+        raise ValueError(f"{path}: not a step file (step_NNNNNN_rR.parquet)")
+    return int(m.group(1))
 
 
 def remove_after(root: str | os.PathLike, step: int) -> None:

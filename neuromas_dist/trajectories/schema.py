@@ -10,7 +10,7 @@ gives two solver rows, ``call_index`` 0 and 1. Rollout workers emit these rows a
 
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -85,8 +85,9 @@ def make_row(node: str, question_id: str = "q0", sample_index: int = 0, *, respo
     response token) and ``response_truncated`` (from ``finish_reason``); the rest defaults to
     an on-policy, unrewarded first call. For tests and benchmarks, which build rows without a rollout."""
     layer, index = parse_node_name(node) if is_node_name(node) else (0, 0)
-    base = dict(step=0, call_index=0, prompt_ids=[1], finish_reason="stop", prompt_truncated=False, adapter_version=0,
-                answer_text="", parsed_answer=None, reward=0.0, worker_id=0, latency_s=0.0)
+    base: dict[str, Any] = dict(step=0, call_index=0, prompt_ids=[1], finish_reason="stop", prompt_truncated=False,
+                                adapter_version=0, answer_text="", parsed_answer=None, reward=0.0, worker_id=0,
+                                latency_s=0.0)
     base.update(fields)
     base.setdefault("response_truncated", base["finish_reason"] == "length")
     return TrajectoryRow(sample_id=f"{question_id}#{sample_index}", question_id=question_id, sample_index=sample_index,

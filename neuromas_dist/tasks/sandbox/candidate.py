@@ -32,9 +32,9 @@ def plain(value):
             return kind(value)
     if isinstance(value, dict):
         return {plain(k): plain(v) for k, v in value.items()}
-    for kind in (list, tuple, frozenset, set):
-        if isinstance(value, kind):
-            return kind(plain(v) for v in value)
+    for container in (list, tuple, frozenset, set):
+        if isinstance(value, container):
+            return container(plain(v) for v in value)
     return value
 
 

@@ -22,6 +22,7 @@ worker's event loop keeps serving its vLLM engine while code runs; at most ``SLO
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import secrets
@@ -32,7 +33,7 @@ import sys
 import tempfile
 import threading
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import psutil
 
@@ -134,6 +135,7 @@ def _run(job: CodeJob, limits: SandboxLimits, isolation: Isolation, nonce: str) 
 def _spawn(script: os.PathLike, job: dict, fds: tuple[int, int], cwd: str, stdout: int) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-I", "-S", str(script)], cwd=cwd, stdin=subprocess.PIPE, stdout=stdout,
                             stderr=subprocess.DEVNULL, start_new_session=True, pass_fds=fds, env=CHILD_ENV)
+    assert proc.stdin is not None  # stdin=PIPE
     try:
         proc.stdin.write(json.dumps(job).encode())  # the script reads all of it before anything else
         proc.stdin.close()
@@ -145,10 +147,11 @@ def _spawn(script: os.PathLike, job: dict, fds: tuple[int, int], cwd: str, stdou
 def _talk(proc: subprocess.Popen, wall_s: float) -> tuple[bytes, bool]:
     """At most MAX_VERDICT_BYTES of the judge's stdout; (reply, timed out at ``wall_s``)."""
     reply = bytearray()
+    stdout = cast(io.BufferedReader, proc.stdout)  # stdout=PIPE, binary and buffered: Popen's reader
 
     def read() -> None:
         while len(reply) < MAX_VERDICT_BYTES:
-            chunk = proc.stdout.read1(MAX_VERDICT_BYTES - len(reply))
+            chunk = stdout.read1(MAX_VERDICT_BYTES - len(reply))
             if not chunk:
                 return
             reply.extend(chunk)

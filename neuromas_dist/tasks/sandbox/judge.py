@@ -51,7 +51,8 @@ class Candidate:
 
     def __init__(self, calls_fd: int, results_fd: int, deadline: float):
         self.calls_fd, self.results_fd = calls_fd, results_fd
-        self.deadline, self.calls, self.lost = deadline, 0, None
+        self.deadline, self.calls = deadline, 0
+        self.lost: CandidateLost | None = None
 
     def __call__(self, *args, **kwargs):
         if self.lost is not None:
@@ -88,8 +89,9 @@ def _answer(reply, candidate: Candidate):
 def judge(job: dict) -> tuple[str, str]:
     """(status, detail) of ``check(candidate)``."""
     deadline = time.monotonic() + float(job["timeout_s"])
-    candidate = Candidate(*job["fds"], deadline)
-    namespace = {"__name__": "__judge__", job["entry_point"]: candidate}
+    calls_fd, results_fd = job["fds"]
+    candidate = Candidate(calls_fd, results_fd, deadline)
+    namespace: dict = {"__name__": "__judge__", job["entry_point"]: candidate}
     signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, float(job["timeout_s"]) + 0.5)  # tests looping on their own
     try:
