@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help=f"the NeuroMAS-3 config every arm derives from (default {DEFAULT_CONFIG.name})")
     p.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1 of every trained arm (default 3)")
     p.add_argument("--large-steps", type=int, help="D: NeuroMAS-7 steps (default twice trainer.steps)")
-    p.add_argument("--quick", action="store_true", help="every arm for a few steps at tiny sizes")
+    p.add_argument("--quick", action="store_true",
+                   help="every arm for a few steps at tiny sizes, each run in this process on one embedded Ray")
     p.add_argument("--runs", help="where the runs go (default runs/neuromas_table[_quick])")
     p.add_argument("--out", help="where the table goes (default benchmarks/results, or the runs dir with --quick)")
     p.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides for every arm")
@@ -103,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for seed in spec.seeds:  # seed by seed: an interrupted table has whole seeds done
             for arm in arms:
-                run_arm(config, arm, root, seed, extra, say)
+                run_arm(config, arm, root, seed, extra, say, in_process=args.quick)
     except RunFailed as exc:
         print(f"table error: {exc}", file=sys.stderr)
         return 1
