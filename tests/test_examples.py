@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from pinned import check_pinned
 from small_run import SMALL_RUN
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +45,9 @@ def test_own_data_reward_and_graph_train_for_two_steps(ray_local, tiny_model_dir
         assert all(r["reward"] == 0.0 for r in stamps)
         assert metrics[step].get("rollout/flag_reward_fn_error", 0) == len(stamps), step
     assert any("stamps" in r["question"] for r in sink), "no question about stamps was drawn: nothing was planted"
+    check_pinned("examples_own_run", {f"step{s}:{k}": metrics[s][k] for s in (1, 2) for k in
+                                      ("rollout/reward_mean", "rollout/response_tokens", "rollout/flag_reward_fn_error")
+                                      if k in metrics[s]}, tiny_model_dir)
 
 
 @pytest.mark.parametrize("transport,entry,mode", [("inproc", "examples.programs.solver_verifier:solve", "sync"),
