@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from benchmarks.rollout_throughput import layer_barrier
 from neuromas_dist.graph.topology import Topology
 from neuromas_dist.rollout.calls import EngineCalls
 from neuromas_dist.rollout.executor import GraphExecutor, SampleSpec, SamplingPolicy, request_seed
@@ -71,11 +72,13 @@ def _specs(n):
     return [SampleSpec(1, Example(f"s{i}", f"s{i}", "0"), 0) for i in range(n)]
 
 
-def _run(ex, reg, specs, scheduling, max_new=64):
+def _run(ex, reg, specs, scheduling="per_sample", max_new=64):
+    """``scheduling="layer"``: the barrier per layer the throughput benchmark builds to compare with."""
     policy = SamplingPolicy(1.0, 1.0, max_new, 0)
+    stream = layer_barrier(ex) if scheduling == "layer" else ex.stream
 
     async def go():
-        return [r async for r in ex.stream(specs, reg.acquire, reg.release, policy, scheduling)]
+        return [r async for r in stream(specs, reg.acquire, reg.release, policy)]
 
     return asyncio.run(go())
 
@@ -146,7 +149,7 @@ def test_a_node_samples_with_its_own_sampling_per_node_settings():
 
     async def greedy():
         policy = SamplingPolicy(0.0, 1.0, cfg.sampling.max_new_tokens, 0)
-        return [r async for r in ex.stream(_specs(1), reg.acquire, reg.release, policy, "per_sample")]
+        return [r async for r in ex.stream(_specs(1), reg.acquire, reg.release, policy)]
 
     asyncio.run(greedy())
     assert engine.params[("s0", "L1N0")].temperature == 0.0
@@ -268,12 +271,6 @@ def test_open_gate_runs_the_large_graph():
         assert "layer 3 of 3" in engine.prompts[(result.spec.example.id, "L2N0")]
 
 
-def test_gate_needs_per_sample_scheduling():
-    _, _, _, ex, reg = _gated(fade_steps=5)
-    with pytest.raises(ValueError, match="per_sample"):
-        _run(ex, reg, [SampleSpec(0, Example("s0", "s0", "0"), 0)], "layer")
-
-
 def test_half_open_gate_routes_each_sample_by_its_draw():
     large, _, engine, ex, reg = _gated(fade_steps=2)
     specs = [SampleSpec(1, Example(f"s{i}", f"s{i}", "0"), k) for i in range(8) for k in range(2)]  # share 1/2
@@ -300,6 +297,6 @@ def test_seed_step_seeds_the_request_instead_of_the_step():
     reg = LoraRegistry(lambda name, i, path: SimpleNamespace(lora_name=name, lora_int_id=i))
     reg.install(0, {"L0N0": "/"})
     ex_q = Example("q", "q", "0")
-    _run(ex, reg, [SampleSpec(7, ex_q, 2, -1), SampleSpec(-1, ex_q, 2), SampleSpec(7, ex_q, 2)], "layer")
+    _run(ex, reg, [SampleSpec(7, ex_q, 2, -1), SampleSpec(-1, ex_q, 2), SampleSpec(7, ex_q, 2)])
     assert engine_seeds[0] == engine_seeds[1] == request_seed(0, -1, "q", 2, "L0N0")
     assert engine_seeds[2] == request_seed(0, 7, "q", 2, "L0N0") != engine_seeds[0]
