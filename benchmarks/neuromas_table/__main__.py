@@ -31,7 +31,7 @@ from neuromas_dist.config import Config, ConfigError, load_config
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO / "configs" / "neuromas_table_tiny.yaml"
 # --quick: every arm end to end on the real stack, at sizes that take minutes on 2 cores.
-QUICK = ("trainer.steps=2", "trainer.questions_per_step=2", "sampling.n_samples=2", "data.n_eval=20",
+QUICK = ("trainer.steps=2", "trainer.questions_per_step=2", "sampling.n_samples=2", "data.n_eval=10",
          "trainer.checkpoint_every=0", "logging.plots=false", "trainer.growth_fade_steps=1")
 
 
