@@ -95,8 +95,19 @@ async def _collect(worker, executor, specs, pol, endpoint=None):
 
 def essence(rows):
     """What must match between two runs of a sample: each call, token for token."""
-    return [(r.node, r.call_index, list(r.prompt_ids), list(r.response_ids), list(r.logprobs), r.text,
-             r.finish_reason, r.answer_text, r.reward) for r in rows]
+    return [(r.node, r.call_index, list(r.prompt_ids), list(r.response_ids), r.text, r.finish_reason,
+             r.answer_text, r.reward) for r in rows]
+
+
+def assert_same_rows(a, b):
+    """The same calls token for token, and logprobs equal to float noise: vLLM's CPU kernels
+    are not batch-invariant, and when a request shares its last decode steps with other
+    company (the engine stepping before or after another request arrives) its logprobs move
+    by ~1e-6 while every drawn token stays the same."""
+    assert [essence(rows) for _, rows, _ in a] == [essence(rows) for _, rows, _ in b]
+    for (_, rows_a, _), (_, rows_b, _) in zip(a, b):
+        for x, y in zip(rows_a, rows_b):
+            assert list(x.logprobs) == pytest.approx(list(y.logprobs), rel=0, abs=1e-5), (x.node, x.call_index)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +140,7 @@ def test_a_rerun_of_a_step_makes_the_same_rows_and_another_step_does_not(loop, w
     a = run_program(loop, worker, "examples.programs.solver_verifier:solve", questions[:3], step=5)
     b = run_program(loop, worker, "examples.programs.solver_verifier:solve", questions[:3], step=5)
     c = run_program(loop, worker, "examples.programs.solver_verifier:solve", questions[:3], step=6)
-    assert [essence(rows) for _, rows, _ in a] == [essence(rows) for _, rows, _ in b]
+    assert_same_rows(a, b)
     assert [essence(rows) for _, rows, _ in a] != [essence(rows) for _, rows, _ in c]
 
 
@@ -170,7 +181,7 @@ def test_the_neuromas_graph_as_a_program_makes_the_built_in_executors_rows(loop,
                                                          step=step)]
     assert sum(len(rows) for _, rows, _ in built_in) == 3 * len(specs)
     assert not any(r.prompt_truncated for _, rows, _ in built_in for r in rows)  # the program cuts nothing either
-    assert [essence(rows) for _, rows, _ in program] == [essence(rows) for _, rows, _ in built_in]
+    assert_same_rows(program, built_in)
 
 
 def test_a_tool_runs_between_an_agents_calls(loop, worker):
@@ -200,7 +211,7 @@ def test_the_loopback_endpoint_makes_the_in_process_clients_rows(loop, worker, q
     b = run_program(loop, worker, http, questions[:4], step=9, transport="http")
     assert [rec for _, _, rec in b] == [rec for _, _, rec in a]
     assert sum(len(rows) for _, rows, _ in a) >= 8
-    assert [essence(rows) for _, rows, _ in a] == [essence(rows) for _, rows, _ in b]
+    assert_same_rows(a, b)
 
 
 @pytest.mark.parametrize("case,flag,calls,program", [
