@@ -500,6 +500,10 @@ def _rank_process(rank_id: int, port: int, model_dir: str, vocab: int, out: str)
     import os
 
     os.environ["DS_ACCELERATOR"] = "cpu"
+    # One thread per rank, as torchrun and Ray (num_cpus=1) give a rank: two ranks with a
+    # thread per core each, spinning in DeepSpeed's shared-memory all-reduce, took 92-157 s
+    # on a 2-core VM against 36 s so.
+    torch.set_num_threads(1)
     from neuromas_dist.learner.rank import LearnerRank
 
     results = {}
