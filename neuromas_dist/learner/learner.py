@@ -28,7 +28,6 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from neuromas_dist.adapters.peft_io import AdapterSet
 from neuromas_dist.config import Config
 from neuromas_dist.learner import checkpoint as ckpt
-from neuromas_dist.learner.rank import LearnerRank
 
 
 class LearnerGroup:
@@ -43,6 +42,10 @@ class LearnerGroup:
         self._pg = placement_group if placement_group is not None else self._make_placement_group()
         res = cfg.resources
         env = {"DS_ACCELERATOR": "cuda" if res.learner_gpus > 0 else "cpu"}  # model.on_cuda() reads it
+        # Imported here, not at the top: the rank's module pulls in PEFT, transformers' model
+        # classes and DeepSpeed (~5 s), which the driver process never runs.
+        from neuromas_dist.learner.rank import LearnerRank
+
         actor_cls = ray.remote(LearnerRank)
         # Ray actor handles: Any, as ray's ActorHandle types every method call as Never
         # (mypy then skips the rest of the function as unreachable)

@@ -25,16 +25,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
-from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
 from neuromas_dist.graph import prompts
 from neuromas_dist.graph.topology import Topology
 from neuromas_dist.models import probes, sft, warmup
 from neuromas_dist.models.tokenizer import IM_END, PAD_TOKEN, train_tokenizer
 from neuromas_dist.tasks.synthetic import answer_sentence, make_synthetic, synthetic_corpus, synthetic_task
+
+if TYPE_CHECKING:  # transformers is imported where a model is built: a driver only looks the build up
+    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
 # Bump when the build changes in a way the recipe dict below does not capture.
 RECIPE_VERSION = 1
@@ -75,6 +77,8 @@ DEFAULT_SFT = sft.SFTConfig()
 
 
 def model_config(tokenizer) -> Qwen3Config:
+    from transformers import Qwen3Config
+
     return Qwen3Config(
         vocab_size=len(tokenizer),
         pad_token_id=tokenizer.convert_tokens_to_ids(PAD_TOKEN),
@@ -189,6 +193,8 @@ def _prompt_corpus(qas: Sequence[sft.QA], cfg: sft.SFTConfig) -> list[str]:
 
 
 def _phase_init(tokenizer, seed: int) -> Qwen3ForCausalLM:
+    from transformers import Qwen3ForCausalLM
+
     _log("model: random-init Qwen3 " + ", ".join(f"{k}={v}" for k, v in MODEL_SHAPE.items()))
     torch.manual_seed(seed)
     model = Qwen3ForCausalLM(model_config(tokenizer)).float()
@@ -197,6 +203,8 @@ def _phase_init(tokenizer, seed: int) -> Qwen3ForCausalLM:
 
 
 def _generation_config(tokenizer) -> GenerationConfig:
+    from transformers import GenerationConfig
+
     # vLLM reads eos from here: generation must stop at the end of the assistant turn.
     return GenerationConfig(
         eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),

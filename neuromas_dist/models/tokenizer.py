@@ -10,9 +10,12 @@ prompt is a few dozen tokens (training cost on two cores is per token).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+
+if TYPE_CHECKING:  # imported where a tokenizer is made: the driver imports this module for its names
+    from transformers import PreTrainedTokenizerFast
 
 PAD_TOKEN = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -53,6 +56,8 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int = 768) -> PreTrainedT
 
 
 def wrap_tokenizer(tok: Tokenizer) -> PreTrainedTokenizerFast:
+    from transformers import PreTrainedTokenizerFast
+
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token=PAD_TOKEN,

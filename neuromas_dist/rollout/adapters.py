@@ -13,9 +13,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Sequence
 
-import peft
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
 
 from neuromas_dist.adapters.peft_io import AdapterSet, peft_config_dict, peft_lora_config
 from neuromas_dist.config import LoraConfig
@@ -24,6 +22,11 @@ from neuromas_dist.config import LoraConfig
 def lora_shapes(model_dir: str | Path, lora_cfg: LoraConfig, *, trust_remote_code: bool = False
                 ) -> tuple[dict[str, tuple[int, ...]], dict[str, Any]]:
     """PEFT state-dict key -> shape of one node adapter, and its adapter_config."""
+    # Imported here: PEFT and transformers' model classes cost ~5 s, which a driver that
+    # neither grows nor checks adapters should not wait for before Ray starts.
+    import peft
+    from transformers import AutoConfig, AutoModelForCausalLM
+
     peft_cfg = peft_config_dict(lora_cfg, str(model_dir))
     config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
     with torch.device("meta"):

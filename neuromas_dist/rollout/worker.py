@@ -15,7 +15,6 @@ import uuid
 from typing import Any, AsyncIterator, Callable, Sequence
 
 import pyarrow as pa
-from transformers import AutoTokenizer
 
 from neuromas_dist.adapters.peft_io import AdapterSet
 from neuromas_dist.config import Config
@@ -87,6 +86,10 @@ class RolloutWorker:
                 if isolation := self.task.check_environment():
                     self.gauges[CODE_ISOLATION] = float(isolation.level == "full")
                 t0 = time.perf_counter()
+                # Imported here, in the worker's process: at the top it would cost the driver,
+                # which imports this module only to name the actor class, ~4 s of transformers.
+                from transformers import AutoTokenizer
+
                 self.tokenizer = AutoTokenizer.from_pretrained(
                     self.model_dir, trust_remote_code=self.cfg.model.trust_remote_code)
                 self._engine = self.adapters.engine = build_engine(self.cfg, self.model_dir, seed=self.cfg.trainer.seed)
