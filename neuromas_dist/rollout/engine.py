@@ -87,7 +87,8 @@ def engine_kwargs(cfg: Config, model_dir: str, *, seed: int = 0) -> dict[str, An
     kwargs["max_num_batched_tokens"] = max(cfg.model.max_model_len, CPU_BATCHED_TOKENS)
     # The model runs inside the engine core process, not in a worker process of its own:
     # one process fewer to spawn and import vLLM into (~12 s each on 2 cores) and to wait
-    # for at shutdown; tokens and logprobs are the same bit for bit (build_engine).
+    # for at shutdown. A launch's rows were the same bit for bit; the engine steps sooner, so a
+    # request may share late decode steps with other company (logprobs move ~1e-6, tokens not).
     kwargs["distributed_executor_backend"] = "uni"
     return kwargs
 
