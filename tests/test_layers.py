@@ -128,23 +128,25 @@ def test_imports_are_at_module_top_except_the_deferred_engines():
     assert not inner, f"{len(inner)} imports inside functions:\n" + "\n".join(inner)
 
 
+def loaded_by(modules: list[str], libraries: tuple[str, ...]) -> list[str]:
+    """Which of ``libraries`` a fresh interpreter holds after importing ``modules``."""
+    code = f"import sys, {', '.join(modules)}; print(','.join(m for m in {libraries!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return [m for m in out.stdout.strip().split(",") if m]
+
+
 @pytest.mark.parametrize("module", sorted(ENTRY_POINTS))
 def test_commands_answer_bad_input_before_loading_the_stack(module):
     """Importing a command line loads neither torch nor Ray (what its deferred imports are for)."""
-    name = module.removesuffix(".py").replace("/", ".")
-    code = f"import sys, {name}; print(sorted(m for m in ('torch', 'ray', 'vllm') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert loaded_by([module.removesuffix(".py").replace("/", ".")], ("torch", "ray", "vllm")) == []
 
 
 def test_the_driver_loads_no_model_library():
     """The launcher's driver only names the actor classes: importing it (what every launch
     waits for before Ray starts) loads neither vLLM, DeepSpeed, transformers nor PEFT, which
     took it from ~10 to ~4.5 s here; the workers and ranks import them in their own processes."""
-    code = ("import sys, neuromas_dist.driver.run, neuromas_dist.driver.trainer; "
-            "print(sorted(m for m in ('vllm', 'deepspeed', 'transformers', 'peft') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert loaded_by(["neuromas_dist.driver.run", "neuromas_dist.driver.trainer"],
+                     ("vllm", "deepspeed", "transformers", "peft")) == []
 
 
 @pytest.mark.parametrize("check, planted", [
