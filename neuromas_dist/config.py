@@ -126,6 +126,8 @@ class RolloutConfig(_Checked):
     enforce_eager: bool = _f(True, "disable CUDA graphs / compilation (faster start, needed on CPU)")
     batch_samples: int = _f(8, "a worker streams a record batch once this many samples have finished", lo=1)
     batch_seconds: float = _f(0.5, "... or once this many seconds passed since its last batch", lo=0.0)
+    keep_warm: bool = _f(False, "keep the workers and their engines when the run ends, for the next run in this "
+                         "process whose engines would be built the same way (a table's arms, a sweep)")
 
 
 @dataclass(frozen=True)
@@ -461,6 +463,9 @@ def _check_resources(cfg: Config) -> None:
     if r.colocate and r.rollout_node_resource != r.learner_node_resource:
         raise ConfigError("resources.colocate=true shares one bundle: rollout_node_resource and learner_node_resource "
                           "must be equal")
+    if r.colocate and cfg.rollout.keep_warm:
+        raise ConfigError("rollout.keep_warm=true cannot go with resources.colocate=true: a colocated worker lives in "
+                          "its learner rank's bundle, which ends with the run")
     if (r.rollout_gpus > 0) != (r.learner_gpus > 0):
         raise ConfigError("resources: rollout_gpus and learner_gpus must both be 0 (CPU) or both > 0 (GPU)")
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from benchmarks.neuromas_table.arms import TableSpec, build_arms, matched_rank
+from benchmarks.neuromas_table.arms import TableSpec, build_arms, matched_rank, nodes
 from benchmarks.neuromas_table.plots import plot_table
 from benchmarks.neuromas_table.report import render_markdown
 from benchmarks.neuromas_table.results import collect, curves
@@ -62,6 +62,8 @@ def plan(args: argparse.Namespace) -> tuple[str, Config, TableSpec, list[str], P
     small = cfg.trainer.steps
     large = args.large_steps or (small + 1 if args.quick else 2 * small)
     spec = TableSpec(small, large, tuple(range(args.seeds)), tuple(cfg.topology.widths)).validate()
+    if args.quick:  # the runs share this process: one set of engines, sized for the largest graph, serves them
+        extra += ["rollout.keep_warm=true", f"rollout.max_loras={nodes(spec.large_widths)}"]
     root = Path(args.runs or ("runs/neuromas_table_quick" if args.quick else "runs/neuromas_table"))
     out = Path(args.out) if args.out else (root if args.quick else REPO / "benchmarks" / "results")
     return config, cfg, spec, extra, root, out

@@ -26,7 +26,8 @@ from neuromas_dist.config import Config
 from neuromas_dist.driver.cluster import init_ray
 from neuromas_dist.driver.rollouts import WorkerPool
 from neuromas_dist.graph.topology import Topology
-from neuromas_dist.rollout.actors import split_examples, start_workers
+from neuromas_dist.rollout.actors import split_examples
+from neuromas_dist.rollout.warm_pool import take_workers
 from neuromas_dist.rollout.worker import resolve_model_dir
 from neuromas_dist.run_dir import read_metrics
 from neuromas_dist.run_dir.finished import FinishedRun
@@ -108,8 +109,8 @@ def evaluate_run_dir(run: FinishedRun, data: TaskData, samples: int, ablate: boo
     """Evaluate a finished run's adapters on one fresh rollout worker; the report goes to
     ``eval_dir`` (RUN_DIR/eval by default)."""
     init_ray(run.cfg)
-    pool = WorkerPool(run.cfg, start_workers(run.cfg, model_dir=resolve_model_dir(run.cfg), task=data.task),
-                      lambda line: print(f"[evaluate] {line}", flush=True))
+    pool = WorkerPool(run.cfg, take_workers(run.cfg, resolve_model_dir(run.cfg), data.task),
+                      lambda line: print(f"[evaluate] {line}", flush=True), task=data.task)
     try:
         if isinstance(run.topology, Topology):
             pool.set_topology(run.topology.widths, run.topology.to_dict()["edges"], None)

@@ -12,8 +12,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from neuromas_dist.config import Config
-
-NODE_RESOURCE_SHARE = 0.001  # of a node's custom resource per bundle: any number of bundles fit one node
+from neuromas_dist.rollout.actors import NODE_RESOURCE_SHARE
 
 
 def bundles(cfg: Config) -> list[dict[str, float]]:
@@ -28,8 +27,10 @@ def bundles(cfg: Config) -> list[dict[str, float]]:
     if r.colocate:
         return [bundle(r.learner_cpus + r.rollout_cpus, r.learner_gpus + r.rollout_gpus, r.learner_node_resource)
                 for _ in range(cfg.learner.num_ranks)]
+    # Workers kept warm outlive the run, so they cannot sit in its group (removed at the end).
+    rollout = 0 if cfg.rollout.keep_warm else cfg.rollout.num_workers
     return ([bundle(r.learner_cpus, r.learner_gpus, r.learner_node_resource)] * cfg.learner.num_ranks
-            + [bundle(r.rollout_cpus, r.rollout_gpus, r.rollout_node_resource)] * cfg.rollout.num_workers)
+            + [bundle(r.rollout_cpus, r.rollout_gpus, r.rollout_node_resource)] * rollout)
 
 
 def rollout_bundle_index(cfg: Config, worker: int) -> int:
@@ -50,6 +51,8 @@ class Placement:
                                f"the cluster lacks the CPUs/GPUs that resources.* ask for")
 
     def rollout_strategies(self) -> list[PlacementGroupSchedulingStrategy]:
+        if self.cfg.rollout.keep_warm:
+            return []  # placed by their own resources (actors.actor_options)
         return [PlacementGroupSchedulingStrategy(placement_group=self.group,
                                                  placement_group_bundle_index=rollout_bundle_index(self.cfg, i))
                 for i in range(self.cfg.rollout.num_workers)]

@@ -32,10 +32,11 @@ from ray.exceptions import GetTimeoutError, RayError
 from neuromas_dist.adapters.peft_io import AdapterSet
 from neuromas_dist.config import Config
 from neuromas_dist.graph.growth import GrowthGate
+from neuromas_dist.rollout import warm_pool
 from neuromas_dist.rollout.actors import split_examples
 from neuromas_dist.rollout.rows import sample_id
 from neuromas_dist.rollout.worker import CODE_ISOLATION
-from neuromas_dist.tasks.base import Example
+from neuromas_dist.tasks.base import Example, Task
 from neuromas_dist.tasks.data import answer_type_of
 from neuromas_dist.trajectories.schema import concat
 from neuromas_dist.trajectories.summary import BatchSummary, summarize
@@ -54,8 +55,9 @@ class WorkersExhausted(RuntimeError):
 
 
 class WorkerPool:
-    def __init__(self, cfg: Config, actors: list[Any], say: Callable[[str], None]):
+    def __init__(self, cfg: Config, actors: list[Any], say: Callable[[str], None], task: Task | None = None):
         self.cfg, self.actors, self.say = cfg, actors, say
+        self.task = task  # re-sent to a worker Ray restarts when it may have been built for another run
         self.restarts = 0
         # Which process each worker is: a restart must not kill a worker Ray already restarted.
         self.incarnations = [p["incarnation"] for p in ray.get([a.process_ids.remote() for a in actors])]
@@ -80,6 +82,9 @@ class WorkerPool:
                 if loads and all(key in g for g in loads)}
 
     def shutdown(self) -> None:
+        """Close the workers, or park them for this process's next run (``rollout.keep_warm``)."""
+        if warm_pool.give_back(self.actors, reusable=self.restarts == 0):
+            return
         for w in self.actors:
             try:
                 ray.get(w.shutdown.remote(), timeout=30)
@@ -127,6 +132,8 @@ class WorkerPool:
             time.sleep(0.5)
         self.incarnations[i] = now
         try:
+            if self.cfg.rollout.keep_warm and self.task is not None:  # Ray rebuilt it from its first run's config
+                ray.get(actor.reuse.remote(self.cfg, self.task), timeout=f.restart_timeout_s)
             if self._topology is not None:
                 ray.get(actor.set_topology.remote(*self._topology), timeout=f.restart_timeout_s)
             if self._adapters is not None:

@@ -34,7 +34,7 @@ from neuromas_dist.driver.rollouts import WorkerPool, WorkersExhausted, code_iso
 from neuromas_dist.graph.growth import GrowthGate
 from neuromas_dist.graph.topology import Topology
 from neuromas_dist.learner.learner import LearnerGroup
-from neuromas_dist.rollout.actors import start_workers
+from neuromas_dist.rollout.warm_pool import take_workers
 from neuromas_dist.tasks.data import TaskData
 from neuromas_dist.trajectories.parquet import remove_after
 from neuromas_dist.trajectories.summary import StepTally
@@ -103,9 +103,8 @@ class Trainer:
     def start(self, init_adapters: AdapterSet | None = None) -> None:
         self.learner, workers, started = start_actors(
             self.cfg, lambda: self._learner_group(init_adapters),
-            lambda: start_workers(self.cfg, model_dir=self.model_dir, task=self.data.task,
-                                  scheduling_strategies=self.placement.rollout_strategies()))
-        self.pool = WorkerPool(self.cfg, workers, self.say)
+            lambda: take_workers(self.cfg, self.model_dir, self.data.task, self.placement.rollout_strategies()))
+        self.pool = WorkerPool(self.cfg, workers, self.say, task=self.data.task)
         self.code_isolation = code_isolation(started)  # into every step's row
         self.pool.set_topology(self.widths, list(self.cfg.topology.edges), self.gate)
         self.broadcast()

@@ -16,6 +16,7 @@ from neuromas_dist.rollout.worker import RolloutWorker
 from neuromas_dist.tasks.base import Task
 
 T = TypeVar("T")
+NODE_RESOURCE_SHARE = 0.001  # of a node's custom resource per bundle or actor: any number fit one node
 
 
 def actor_options(cfg: Config) -> dict[str, Any]:
@@ -28,6 +29,8 @@ def actor_options(cfg: Config) -> dict[str, Any]:
                             "max_restarts": cfg.faults.max_worker_restarts, "max_task_retries": 0}
     if cfg.resources.rollout_gpus > 0:
         opts["num_gpus"] = cfg.resources.rollout_gpus
+    if cfg.rollout.keep_warm and cfg.resources.rollout_node_resource:  # no placement-group bundle says it
+        opts["resources"] = {cfg.resources.rollout_node_resource: NODE_RESOURCE_SHARE}
     return opts
 
 

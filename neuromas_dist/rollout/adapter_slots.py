@@ -45,10 +45,10 @@ class AdapterSlots:
     """The versions of every node's adapter an engine holds. ``engine`` is bound once the
     worker has started it."""
 
-    def __init__(self) -> None:
+    def __init__(self, first_lora_id: int = 1) -> None:
         remove_orphaned_scratch(scratch_root())
         self.root = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}_", dir=scratch_root()))
-        self.registry = LoraRegistry()
+        self.registry = LoraRegistry(first_id=first_lora_id)
         self.engine: Any = None
         self.versions_retired = 0
         self.held: AdapterSet | None = None  # the current version's tensors (an ablation zeroes one node's)
@@ -119,6 +119,20 @@ class AdapterSlots:
         return {"rollout/adapter_versions_retired": float(self.versions_retired),
                 "rollout/live_adapter_versions": len(live),
                 "rollout/pinned_samples": sum(self.registry.refs(v) for v in live)}
+
+    async def handover(self) -> AdapterSlots:
+        """Empty slots on this engine for another run: every adapter leaves it and its prefix cache
+        empties, so it holds what a fresh engine would, and the new slots' LoRA ids continue after
+        these (nothing vLLM keeps by id can serve the old weights). Refused while a sample pins a
+        version (a run that stopped mid-step)."""
+        if any(self.registry.refs(v) for v in self.registry.live_versions()):
+            raise RuntimeError("samples of the last run still pin its adapters")
+        if self.engine is not None:
+            for lora_id in await self.engine.list_loras():
+                await self.engine.remove_lora(lora_id)
+            await self.engine.reset_prefix_cache()
+        self.close()
+        return AdapterSlots(first_lora_id=self.registry.next_id())
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -66,8 +66,9 @@ def engine_kwargs(cfg: Config, model_dir: str, *, seed: int = 0) -> dict[str, An
         max_model_len=cfg.model.max_model_len,
         enable_lora=True,
         max_loras=lora_slots(cfg),
-        # Two versions coexist while the old one drains after a hot swap.
-        max_cpu_loras=2 * nodes + 1,
+        # Two versions coexist while the old one drains after a hot swap (of every slot, when a
+        # config asks for more slots than this run has nodes: an engine sized for several runs).
+        max_cpu_loras=2 * max(nodes, lora_slots(cfg)) + 1,
         max_lora_rank=vllm_rank_bucket(cfg.lora.rank),
         max_num_seqs=cfg.rollout.max_num_seqs,
         enforce_eager=cfg.rollout.enforce_eager,

@@ -49,15 +49,19 @@ def _make_request(name: str, lora_id: int, path: str) -> Any:
 class LoraRegistry:
     """Adapter versions, their LoRA ids and how many running samples pin each."""
 
-    def __init__(self, make_request: Callable[[str, int, str], Any] = _make_request) -> None:
+    def __init__(self, make_request: Callable[[str, int, str], Any] = _make_request, first_id: int = 1) -> None:
         self._make_request = make_request
-        self._ids = itertools.count(1)  # vLLM rejects id 0
+        self._ids = itertools.count(first_id)  # vLLM rejects id 0
         self._entries: dict[int, _Entry] = {}
         self._current: int | None = None
 
     @property
     def current_version(self) -> int | None:
         return self._current
+
+    def next_id(self) -> int:
+        """The first LoRA id this registry has not handed out (it never will: it is used up)."""
+        return next(self._ids)
 
     def one_off(self, name: str, path: str) -> Any:
         """A request outside the versions (an ablated node for one pass), under a fresh id."""

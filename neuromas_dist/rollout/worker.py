@@ -26,7 +26,7 @@ from neuromas_dist.programs.entry import load_program
 from neuromas_dist.rollout.adapter_slots import AdapterSlots
 from neuromas_dist.rollout.adapters import zero_adapter_set
 from neuromas_dist.rollout.calls import EngineCalls, node_policy
-from neuromas_dist.rollout.engine import build_engine, child_pids, kill_pids
+from neuromas_dist.rollout.engine import build_engine, child_pids, engine_kwargs, kill_pids
 from neuromas_dist.rollout.executor import GraphExecutor, SampleResult, SampleSpec, SamplingPolicy
 from neuromas_dist.rollout.lora_registry import Pin
 from neuromas_dist.rollout.program.http import LoopbackEndpoint
@@ -59,20 +59,23 @@ class RolloutWorker:
 
     def __init__(self, cfg: Config, worker_id: int = 0, *, model_dir: str | None = None,
                  task: Task | None = None) -> None:
-        self.cfg = cfg
         self.worker_id = worker_id
         self.model_dir = str(model_dir) if model_dir else resolve_model_dir(cfg)
+        self._engine: Any = None
+        self._start_lock: asyncio.Lock | None = None
+        self.incarnation = uuid.uuid4().hex  # new after every (Ray) restart of this worker
+        self._configure(cfg, task if task is not None else default_task(cfg), AdapterSlots())
+
+    def _configure(self, cfg: Config, task: Task, adapters: AdapterSlots) -> None:
+        """What belongs to one run: its config, task, graph or program, adapters and gauges."""
+        self.cfg, self.task, self.adapters = cfg, task, adapters
         self.topology = Topology.of_config(cfg.topology.widths, cfg.topology.edges)
         self.program = load_program(cfg.program.entry, cfg.program.transport) if cfg.program.entry else None
         self.endpoint = LoopbackEndpoint() if self.program and cfg.program.transport == "http" else None
-        self.task = task if task is not None else default_task(cfg)
-        self.adapters = AdapterSlots()
         self.gauges: dict[str, float] = {}  # what start() reports: engine start, code isolation
-        self._engine: Any = None
-        self._executor: GraphExecutor | ProgramExecutor | None = None
-        self._start_lock: asyncio.Lock | None = None
         self.gate: GrowthGate | None = None  # while a grown graph fades in
-        self.incarnation = uuid.uuid4().hex  # new after every (Ray) restart of this worker
+        self.adapters.engine = self._engine
+        self._executor: GraphExecutor | ProgramExecutor | None = None if self._engine is None else self._make_executor()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -81,18 +84,10 @@ class RolloutWorker:
         self._start_lock = self._start_lock or asyncio.Lock()
         async with self._start_lock:
             if self._engine is None:
-                # Each worker's machine, not only the driver's, must isolate code checks as required:
-                # raises IsolationError (one line) before the engine costs anything.
-                if isolation := self.task.check_environment():
-                    self.gauges[CODE_ISOLATION] = float(isolation.level == "full")
+                self.gauges.update(isolation_gauge(self.task))
                 t0 = time.perf_counter()
-                # Imported here, in the worker's process: at the top it would cost the driver,
-                # which imports this module only to name the actor class, ~4 s of transformers.
-                from transformers import AutoTokenizer
-
-                self.tokenizer = AutoTokenizer.from_pretrained(
-                    self.model_dir, trust_remote_code=self.cfg.model.trust_remote_code)
-                self._engine = self.adapters.engine = build_engine(self.cfg, self.model_dir, seed=self.cfg.trainer.seed)
+                self.tokenizer, self._engine = open_engine(self.cfg, self.model_dir)
+                self.adapters.engine = self._engine
                 self._executor = self._make_executor()
                 self.gauges["rollout/engine_start_s"] = time.perf_counter() - t0
             if self.adapters.version is None:
@@ -102,6 +97,20 @@ class RolloutWorker:
                                         seed=self.cfg.trainer.seed, trust_remote_code=self.cfg.model.trust_remote_code)
                 await self.load_adapters(zero._replace(version=PLACEHOLDER_VERSION))
         return dict(self.gauges)
+
+    async def reuse(self, cfg: Config, task: Task) -> None:
+        """Serve another run on this engine (``rollout.keep_warm``): ``cfg`` and ``task`` replace
+        the last run's, whose adapters leave the engine (``AdapterSlots.handover``). Refused when
+        the run needs an engine built otherwise."""
+        if engine_kwargs(cfg, self.model_dir, seed=cfg.trainer.seed) != \
+                engine_kwargs(self.cfg, self.model_dir, seed=self.cfg.trainer.seed):
+            raise ValueError(f"rollout worker {self.worker_id}: the new run needs an engine built otherwise")
+        adapters = await self.adapters.handover()
+        if self.endpoint is not None:
+            await self.endpoint.close()
+        self._configure(cfg, task, adapters)
+        if self._engine is not None:
+            self.gauges.update(isolation_gauge(task))
 
     @property
     def engine(self) -> Any:
@@ -163,11 +172,6 @@ class RolloutWorker:
 
     # ------------------------------------------------------------ rollouts
 
-    def _policy(self, greedy: bool) -> SamplingPolicy:
-        s = self.cfg.sampling
-        return SamplingPolicy(0.0 if greedy else s.temperature, 1.0 if greedy else s.top_p,
-                              s.max_new_tokens, self.cfg.trainer.seed)
-
     async def rollout(self, step: int, examples: Sequence[Example], n_samples: int | None = None,
                       indices: Sequence[Sequence[int]] | None = None, incarnation: str | None = None,
                       shards: int = 1) -> AsyncIterator[pa.RecordBatch | BatchSummary]:
@@ -187,7 +191,7 @@ class RolloutWorker:
         n = n_samples or self.cfg.sampling.n_samples
         ks = indices if indices is not None else [range(n)] * len(examples)
         specs = [SampleSpec(step, ex, k) for ex, kk in zip(examples, ks) for k in kk]
-        async for batch, records in self._run(specs, self._policy(greedy=False)):
+        async for batch, records in self._run(specs, sampling_policy(self.cfg, greedy=False)):
             pieces = split_by_owner(batch, shards)
             for piece in pieces:
                 yield piece
@@ -235,7 +239,7 @@ class RolloutWorker:
         return _made(self._executor).prompt_tokens(question)
 
     async def _collect(self, specs: list[SampleSpec], greedy: bool, acquire: Callable[[], Pin]) -> pa.Table | None:
-        batches = [batch async for batch, _ in self._run(specs, self._policy(greedy=greedy), acquire)]
+        batches = [batch async for batch, _ in self._run(specs, sampling_policy(self.cfg, greedy=greedy), acquire)]
         return pa.Table.from_batches(batches) if batches else None
 
     async def _run(self, specs: list[SampleSpec], policy: SamplingPolicy, acquire: Callable[[], Pin] | None = None
@@ -288,6 +292,29 @@ async def _grouped(results: AsyncIterator[SampleResult], every: int, seconds: fl
             yield group
     finally:
         producer.cancel()
+
+
+def open_engine(cfg: Config, model_dir: str) -> tuple[Any, Any]:
+    """The tokenizer and the started engine of a worker."""
+    # Imported here, in the worker's process: at the top it would cost the driver,
+    # which imports this module only to name the actor class, ~4 s of transformers.
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.model.trust_remote_code)
+    return tokenizer, build_engine(cfg, model_dir, seed=cfg.trainer.seed)
+
+
+def isolation_gauge(task: Task) -> dict[str, float]:
+    """Each worker's machine, not only the driver's, must isolate code checks as the task
+    requires: raises IsolationError (one line) before an engine costs anything."""
+    isolation = task.check_environment()
+    return {} if isolation is None else {CODE_ISOLATION: float(isolation.level == "full")}
+
+
+def sampling_policy(cfg: Config, greedy: bool) -> SamplingPolicy:
+    s = cfg.sampling
+    return SamplingPolicy(0.0 if greedy else s.temperature, 1.0 if greedy else s.top_p,
+                          s.max_new_tokens, cfg.trainer.seed)
 
 
 def _made(executor: GraphExecutor | ProgramExecutor | None) -> GraphExecutor | ProgramExecutor:
