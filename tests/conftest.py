@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from small_run import SMALL_RUN
+from small_run import SMALL_RUN, WARM
 
 # Set before anything imports vLLM/DeepSpeed: these are read at import or start time.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB per engine: several engines share 24 GB
@@ -64,6 +64,9 @@ def ray_local():
                  runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1",
                                            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}})
     yield ray
+    from neuromas_dist.rollout import warm_pool
+
+    warm_pool.release()  # the last in-process run's parked workers, while Ray can still close them
     ray.shutdown()
 
 
@@ -79,7 +82,7 @@ def trained_run(ray_local, tiny_model_dir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("trained") / "sync"
     trackers = ["logging.wandb_project=neuromas-tests", "logging.wandb_mode=offline",
                 f"logging.mlflow_tracking_uri=file://{run_dir}/mlruns", "logging.tags=[ci,tiny]"]
-    cfg = load_config(None, [*SMALL_RUN, f"logging.run_dir={run_dir}", "trainer.steps=2",
+    cfg = load_config(None, [*SMALL_RUN, WARM, f"logging.run_dir={run_dir}", "trainer.steps=2",
                              "trainer.checkpoint_every=1", "learner.lr=0.01", *trackers])
     assert run_training(cfg) == 0
     return run_dir

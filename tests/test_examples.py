@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from pinned import check_pinned
-from small_run import SMALL_RUN
+from small_run import SMALL_RUN, WARM
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.ray, pytest.mark.vllm]
@@ -28,7 +28,7 @@ def test_own_data_reward_and_graph_train_for_two_steps(ray_local, tiny_model_dir
     run_dir = tmp_path / "own"
     small = [o for o in SMALL_RUN if not o.startswith(("data.", "sampling.max_new_tokens"))]
     cfg = load_config(REPO / "examples" / "own" / "config.yaml",
-                      [*small, f"logging.run_dir={run_dir}", "trainer.steps=2", "trainer.eval_every=0",
+                      [*small, WARM, f"logging.run_dir={run_dir}", "trainer.steps=2", "trainer.eval_every=0",
                        "trainer.final_ablation=false", "trainer.eval_samples=0",
                        "data.reward_fn=tests.tasks.reward_plugins:raises_on_stamps"])
     assert run_training(cfg) == 0
@@ -63,7 +63,7 @@ def test_an_agent_program_trains_for_two_steps(ray_local, tiny_model_dir, tmp_pa
     monkeypatch.chdir(REPO)
     run_dir = tmp_path / transport
     cfg = load_config(REPO / "examples" / "programs" / "solver_verifier.yaml",
-                      [*SMALL_RUN, f"logging.run_dir={run_dir}", "trainer.steps=2", "trainer.eval_every=0",
+                      [*SMALL_RUN, WARM, f"logging.run_dir={run_dir}", "trainer.steps=2", "trainer.eval_every=0",
                        "trainer.eval_samples=0", f"program.transport={transport}", f"program.entry={entry}",
                        f"trainer.final_ablation={transport == 'inproc'}", f"trainer.mode={mode}"])
     assert run_training(cfg) == 0

@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from driver_helpers import SMALL, metrics
+from small_run import WARM
 
 from neuromas_dist.config import load_config
 from neuromas_dist.tasks.sandbox import probe
@@ -29,7 +30,7 @@ def test_one_step_of_each_benchmark(task, ray_local, tiny_model_dir, tmp_path):
     from neuromas_dist.driver.run import run_training
 
     run_dir = tmp_path / task
-    cfg = load_config(None, [*SMALL, f"data.task={task}", f"data.local_dir={FIXTURES / task}",
+    cfg = load_config(None, [*SMALL, WARM, f"data.task={task}", f"data.local_dir={FIXTURES / task}",
                              "trainer.steps=1", "trainer.questions_per_step=2", "trainer.eval_every=0",
                              "trainer.eval_samples=0", "trainer.final_ablation=false", "logging.plots=false",
                              f"logging.run_dir={run_dir}"])

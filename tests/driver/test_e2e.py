@@ -12,6 +12,7 @@ import pytest
 import torch
 from driver_helpers import SMALL, check_trackers, metrics
 from pinned import check_pinned
+from small_run import WARM
 
 from neuromas_dist.adapters.peft_io import read_adapter_set
 from neuromas_dist.config import load_config
@@ -29,7 +30,7 @@ def run(tmp_path: Path, name: str, *overrides: str) -> Path:
     from neuromas_dist.driver.run import run_training
 
     run_dir = tmp_path / name
-    cfg = load_config(None, [*SMALL, f"logging.run_dir={run_dir}", *overrides])
+    cfg = load_config(None, [*SMALL, WARM, f"logging.run_dir={run_dir}", *overrides])
     assert run_training(cfg) == 0
     return run_dir
 
@@ -67,6 +68,30 @@ def test_sync_run_gives_its_pinned_numbers(sync_run, tiny_model_dir):
     assert {"step0:eval/accuracy", "step1:rollout/reward_mean", "step2:rollout/reward_mean", "step2:eval/accuracy",
             "step2:eval/sampled_accuracy"} <= set(values)
     check_pinned("e2e_sync_run", values, tiny_model_dir)
+
+
+TIMED = ("timing_s/", "perf/", "learner/tokens_per_s", "rollout/engine_start_s", "rollout/adapter_load_s")
+
+
+def test_a_run_on_parked_workers_logs_what_fresh_workers_logged(sync_run):
+    """rollout.keep_warm: the sync run parked its rollout worker; a run with its settings takes
+    that actor process (engine, tokenizer) and logs the sync run's rows to the last digit: the
+    engine held nothing of the last run (adapters, ids, prefix cache)."""
+    import ray
+
+    from neuromas_dist.rollout import warm_pool
+
+    parked = warm_pool.parked()
+    assert len(parked) == 1, "the sync run (rollout.keep_warm=true) parked its worker"
+    pid = ray.get(parked[0].process_ids.remote())["actor"]
+    warm = run(sync_run.parent, "warm", "trainer.steps=2", "trainer.checkpoint_every=1", "learner.lr=0.01")
+    assert [ray.get(w.process_ids.remote())["actor"] for w in warm_pool.parked()] == [pid]
+    cold_rows, warm_rows = metrics(sync_run), metrics(warm)
+    assert len(warm_rows) == len(cold_rows) == 3
+    for cold, hot in zip(cold_rows, warm_rows):
+        cold, hot = ({k: v for k, v in r.items() if not k.startswith(TIMED)} for r in (cold, hot))
+        assert hot == cold, {k: (cold.get(k), hot.get(k)) for k in cold.keys() | hot.keys()
+                             if cold.get(k) != hot.get(k)}
 
 
 def test_sync_run_trajectories_follow_the_schema(sync_run):
