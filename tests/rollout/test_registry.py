@@ -52,3 +52,37 @@ def test_misuse_is_loud():
     reg.release(pin)
     with pytest.raises(RuntimeError):
         reg.release(pin)
+
+
+def test_a_handover_empties_the_engine_and_never_reuses_an_id():
+    """AdapterSlots.handover (a worker kept warm for another run): refused while a sample pins a
+    version; then every LoRA leaves the engine, its prefix cache empties, and the next slots'
+    ids start after every id the engine saw."""
+    import asyncio
+
+    from neuromas_dist.rollout.adapter_slots import AdapterSlots
+
+    class Engine:
+        def __init__(self):
+            self.loras, self.resets = {3, 4}, 0
+
+        async def list_loras(self):
+            return set(self.loras)
+
+        async def remove_lora(self, lora_id):
+            self.loras.discard(lora_id)
+
+        async def reset_prefix_cache(self):
+            self.resets += 1
+
+    slots = AdapterSlots()
+    slots.registry, slots.engine = _registry(), Engine()
+    slots.registry.install(0, {"L0N0": "/a0", "L1N0": "/b0"})
+    pin = slots.acquire()
+    with pytest.raises(RuntimeError, match="still pin"):
+        asyncio.run(slots.handover())
+    slots.registry.release(pin)
+    fresh = asyncio.run(slots.handover())
+    assert slots.engine.loras == set() and slots.engine.resets == 1 and not slots.root.exists()
+    assert fresh.registry.next_id() > max(pin.requests[n].lora_int_id for n in pin.requests)
+    fresh.close()
