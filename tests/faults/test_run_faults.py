@@ -1,12 +1,13 @@
 """Faults of the run as a whole, launched as a user launches it: a learner rank killed
-(the driver rebuilds the learner from the last checkpoint and replays), then the launcher
-itself killed with SIGKILL and resumed, in sync and in async mode. Afterwards the run
-holds every step once: in metrics.jsonl, in trajectories/ (one row per question, sample
+(the driver rebuilds the learner from the last checkpoint and replays) then Ctrl-C and
+``--resume`` in sync mode; the launcher itself killed with SIGKILL mid-flight and resumed in
+async mode. Afterwards the run holds every step once: in metrics.jsonl, in trajectories/ (one row per question, sample
 and node), and with the questions the uninterrupted run would have drawn."""
 
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -55,22 +56,36 @@ def resume(run_dir: Path) -> str:
     return out
 
 
-def test_learner_rank_death_then_driver_death_in_sync_mode(tiny_model_dir, tmp_path):
+def test_learner_rank_death_then_ctrl_c_in_sync_mode(tiny_model_dir, tmp_path):
+    """A learner rank killed after step 1: the learner is rebuilt from step 0's checkpoint
+    (the next periodic one is step 3's) and step 1 replayed. Then Ctrl-C: the run stops after
+    the step under way with a checkpoint of its own, exit 130 and one line saying how to go
+    on, and ``--resume`` continues from it without a gap or a repeat."""
     run_dir = tmp_path / "sync"
-    proc = launch("--run-dir", str(run_dir), *RUN)
+    proc = launch("--run-dir", str(run_dir), *RUN, "trainer.checkpoint_every=3")
     try:
         wait_for(lambda: 1 in steps_logged(run_dir), 400, proc)
         (rank,) = descendants(proc, "LearnerRank")
         rank.kill()
-        wait_for(lambda: 3 in steps_logged(run_dir), 400, proc)
+        wait_for(lambda: any(r.get("faults/learner_restarts_total") == 1 for r in metric_rows(run_dir)), 400, proc)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=300)
     finally:
-        kill_tree(proc)
-    out = proc.stdout.read()
-    assert "learner rebuilt from" in out and "replaying from step" in out, out[-3000:]
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert max(r.get("faults/learner_restarts_total", 0) for r in rows) == 1
-    resume(run_dir)
+        if proc.poll() is None:
+            kill_tree(proc)
+    assert proc.returncode == 130, out[-3000:]
+    assert "learner rebuilt from" in out and "step_000000" in out and "replaying from step 1" in out, out[-3000:]
+    stopped = steps_logged(run_dir)[-1]
+    assert 1 <= stopped < STEPS
+    assert f"stopped at step {stopped}; checkpoint " in out and f"--resume {run_dir}" in out
+    assert (run_dir / "checkpoints" / f"step_{stopped:06d}").is_dir() and "Traceback" not in out
+    assert f"resumed from {run_dir / 'checkpoints'}" in resume(run_dir)
     assert_every_step_once(run_dir)
+
+
+def metric_rows(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 def test_driver_death_in_async_mode_loses_no_rollout(tiny_model_dir, tmp_path):
