@@ -33,7 +33,7 @@ from neuromas_dist.adapters.peft_io import AdapterSet
 from neuromas_dist.config import Config
 from neuromas_dist.graph.growth import GrowthGate
 from neuromas_dist.rollout import warm_pool
-from neuromas_dist.rollout.actors import split_examples
+from neuromas_dist.rollout.actors import shut_down_workers, split_examples
 from neuromas_dist.rollout.rows import sample_id
 from neuromas_dist.rollout.worker import CODE_ISOLATION
 from neuromas_dist.tasks.base import Example, Task
@@ -83,13 +83,8 @@ class WorkerPool:
 
     def shutdown(self) -> None:
         """Close the workers, or park them for this process's next run (``rollout.keep_warm``)."""
-        if warm_pool.give_back(self.actors, reusable=self.restarts == 0):
-            return
-        for w in self.actors:
-            try:
-                ray.get(w.shutdown.remote(), timeout=30)
-            except Exception:  # noqa: BLE001 - a dead worker has nothing left to close
-                pass
+        if not warm_pool.give_back(self.actors, reusable=self.restarts == 0):
+            shut_down_workers(self.actors)
 
     def _on_every_worker(self, what: str, call: Callable[[Any], Any]) -> list[Any]:
         """``call`` on every worker; one that dies (or hangs) meanwhile is restarted, and the

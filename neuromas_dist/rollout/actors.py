@@ -49,6 +49,18 @@ def start_workers(cfg: Config, *, model_dir: str | None = None, task: Task | Non
     return actors
 
 
+def shut_down_workers(actors: Sequence[Any], timeout_s: float = 30.0) -> None:
+    """Close each worker's engine, then end the actor (no restart)."""
+    if not ray.is_initialized():
+        return
+    for actor in actors:
+        try:
+            ray.get(actor.shutdown.remote(), timeout=timeout_s)
+        except Exception:  # noqa: BLE001 - a dead or stuck worker has nothing left to close
+            pass
+        ray.kill(actor, no_restart=True)
+
+
 def split_examples(examples: Sequence[T], parts: int) -> list[list[T]]:
     """Contiguous near-equal shares, so all samples of a question stay on one worker."""
     size, extra = divmod(len(examples), parts)

@@ -19,11 +19,11 @@ import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from neuromas_dist.config import Config
-from neuromas_dist.rollout.actors import actor_options, start_workers
+from neuromas_dist.rollout.actors import actor_options, shut_down_workers, start_workers
 from neuromas_dist.rollout.engine import engine_kwargs
 from neuromas_dist.tasks.base import Task
 
-SHUTDOWN_S = 30.0  # for a parked worker to close its engine
+REUSE_S = 30.0  # for a parked worker to empty its engine for the next run
 
 
 def engine_key(cfg: Config, model_dir: str) -> tuple[Any, ...]:
@@ -64,9 +64,9 @@ def _reuse(key: tuple[Any, ...], cfg: Config, task: Task) -> list[Any] | None:
         return None
     actors, _PARKED.key, _PARKED.actors = _PARKED.actors, None, []
     try:
-        ray.get([a.reuse.remote(cfg, task) for a in actors], timeout=SHUTDOWN_S)
+        ray.get([a.reuse.remote(cfg, task) for a in actors], timeout=REUSE_S)
     except Exception:  # noqa: BLE001 - dead, stuck, or refused: the run starts workers of its own
-        _shut_down(actors)
+        shut_down_workers(actors)
         return None
     return actors
 
@@ -94,15 +94,4 @@ def parked() -> list[Any]:
 def release() -> None:
     """Shut the parked workers down (a run of another key, the end of a table, exit)."""
     actors, _PARKED.key, _PARKED.actors = _PARKED.actors, None, []
-    _shut_down(actors)
-
-
-def _shut_down(actors: Sequence[Any]) -> None:
-    if not actors or not ray.is_initialized():
-        return
-    for actor in actors:
-        try:
-            ray.get(actor.shutdown.remote(), timeout=SHUTDOWN_S)
-        except Exception:  # noqa: BLE001 - a dead worker has nothing left to close
-            pass
-        ray.kill(actor, no_restart=True)
+    shut_down_workers(actors)
