@@ -1,8 +1,8 @@
 """Rollout workers kept between the runs of one process (``rollout.keep_warm``).
 
 A table's arms or a sweep run one after another in one process, and each run would start
-its vLLM engines again: about 20 s a worker on 2 CPU cores (the engine core is a spawned
-process importing vLLM), a minute or more on a GPU that compiles. A run that keeps them warm
+its vLLM engines again (the engine core is a spawned process importing vLLM): on 2 CPU cores
+the tests' small run took 43 s with new workers and 16 s with kept ones (docs/tests.md). A run that keeps them warm
 parks its workers here when it ends; the next run whose engines would be built exactly the
 same way (:func:`engine_key`) takes them, and each worker swaps in the new run's config and
 task (:meth:`RolloutWorker.reuse`). A worker that cannot be reused is shut down and the run
@@ -87,7 +87,7 @@ def give_back(actors: Sequence[Any], reusable: bool) -> bool:
 
 
 def parked() -> list[Any]:
-    """The workers parked now (for tests and the table's log)."""
+    """The workers parked now (tests look at them)."""
     return list(_PARKED.actors)
 
 
